@@ -1,0 +1,22 @@
+"""onnxcam: Grad-CAM for any ONNX model, computed inside the model's own ONNX Runtime session."""
+
+from onnxcam.errors import (
+    InputError,
+    LayerError,
+    ModelLoadError,
+    OnnxcamError,
+    RuntimeFailure,
+    RuntimeNotInstalledError,
+    TargetError,
+    UnsupportedModelError,
+    UnsupportedOpError,
+)
+from onnxcam.explainer import ExplainResult, Explainer
+from onnxcam.targets import OutputTarget
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Explainer", "ExplainResult", "OutputTarget", "OnnxcamError", "ModelLoadError", "UnsupportedModelError",
+    "UnsupportedOpError", "LayerError", "InputError", "TargetError", "RuntimeNotInstalledError", "RuntimeFailure",
+]

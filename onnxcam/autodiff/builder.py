@@ -1,0 +1,96 @@
+"""Emit new nodes and constants into a graph under construction.
+
+Rules and CAM heads never touch protos directly; they call :class:`GraphBuilder`,
+which hands out collision-free names and hides the few places where the form
+of an op depends on the opset (``axes`` as attribute or input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+#: Reductions whose ``axes`` became an input at opset 18 (ReduceSum did at 13).
+_AXES_INPUT_SINCE = {"ReduceSum": 13}
+_AXES_INPUT_DEFAULT = 18
+
+
+class GraphBuilder:
+    """Collects the nodes and initializers a transformation adds to a graph."""
+
+    def __init__(self, opset: int, taken_names: Iterable[str] = (), prefix: str = "onnxcam"):
+        self.opset = opset
+        self.prefix = prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._taken: set[str] = set(taken_names)
+        self._counter = 0
+        self._const_cache: dict[tuple, str] = {}
+
+    def fresh(self, hint: str) -> str:
+        """A tensor or node name that exists nowhere in the graph yet."""
+        hint = hint.replace("/", "_").replace(":", "_")[-48:] or "t"
+        while True:
+            self._counter += 1
+            name = f"{self.prefix}/{hint}_{self._counter}"
+            if name not in self._taken:
+                self._taken.add(name)
+                return name
+
+    def reserve(self, name: str) -> str:
+        """Claim an exact name (for graph inputs/outputs); add a prefix if it is taken."""
+        candidate = name
+        while candidate in self._taken:
+            candidate = f"{self.prefix}_{candidate}"
+        self._taken.add(candidate)
+        return candidate
+
+    def op(self, op_type: str, *inputs: str, outputs: int | Sequence[str] = 1, hint: str | None = None,
+           domain: str = "", **attrs) -> str | list[str]:
+        """Append one node; return its output name (or names when ``outputs`` > 1)."""
+        base = hint or op_type.lower()
+        out_names = list(outputs) if not isinstance(outputs, int) else [self.fresh(base) for _ in range(outputs)]
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        node = helper.make_node(op_type, list(inputs), out_names, name=self.fresh(f"{op_type}"), domain=domain,
+                                **attrs)
+        self.nodes.append(node)
+        return out_names[0] if len(out_names) == 1 else out_names
+
+    def const(self, value, dtype) -> str:
+        """An initializer holding ``value`` cast to ``dtype``; identical small constants are shared."""
+        arr = np.asarray(value, dtype=dtype)
+        key = (arr.dtype.str, arr.shape, arr.tobytes()) if arr.size <= 64 else None
+        if key is not None and key in self._const_cache:
+            return self._const_cache[key]
+        name = self.fresh("const")
+        self.initializers.append(numpy_helper.from_array(arr, name))
+        if key is not None:
+            self._const_cache[key] = name
+        return name
+
+    def ints(self, values: Sequence[int] | int) -> str:
+        """An int64 constant, the type every shape/axes/index input wants."""
+        return self.const(values, np.int64)
+
+    def reduce(self, op_type: str, x: str, axes: Sequence[int] | str | None, keepdims: bool = True,
+               hint: str | None = None) -> str:
+        """``op_type`` (ReduceSum, ReduceMean, ReduceMax, ...) over ``axes`` in this opset's form.
+
+        ``axes`` may be a constant list or the name of a runtime int64 tensor
+        (the latter only where the opset takes axes as an input).
+        """
+        since = _AXES_INPUT_SINCE.get(op_type, _AXES_INPUT_DEFAULT)
+        if axes is None:
+            return self.op(op_type, x, keepdims=int(keepdims), hint=hint)
+        if self.opset >= since:
+            axes_name = axes if isinstance(axes, str) else self.ints(list(axes))
+            return self.op(op_type, x, axes_name, keepdims=int(keepdims), hint=hint)
+        if isinstance(axes, str):
+            raise ValueError(f"{op_type} takes runtime axes only from opset {since}")
+        return self.op(op_type, x, axes=list(axes), keepdims=int(keepdims), hint=hint)
+
+    def shape_of(self, x: str, start: int | None = None, end: int | None = None) -> str:
+        return self.op("Shape", x, start=start, end=end, hint="shape")

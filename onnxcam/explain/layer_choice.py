@@ -1,0 +1,54 @@
+"""Pick the layer to explain when the user says ``layer="auto"``.
+
+This needs to know which edges carry a gradient, so it lives above the
+autodiff layer rather than in ``graph/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onnxcam.autodiff.engine import backward_reachable
+from onnxcam.errors import LayerError
+from onnxcam.graph.index import GraphIndex
+from onnxcam.graph.layers import CandidateLayer, candidate_layers
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    layer: CandidateLayer
+    reason: str
+
+
+def choose_layer(index: GraphIndex, score: str, candidates: list[CandidateLayer] | None = None) -> LayerChoice:
+    """The last feature map the score depends on, preferring one that every input-to-score path crosses.
+
+    "The last Conv node" is the wrong rule: PP-LCNet and Keras mini-Xception
+    heads put a 1x1 Conv *after* global pooling, where the map is 1x1. And in
+    a multi-branch block (Inception, DenseNet) a branch output explains only
+    part of the score, so a tensor on every path (a cut) is preferred.
+    """
+    candidates = candidate_layers(index) if candidates is None else candidates
+    upstream = backward_reachable(index, [score], differentiable=True)
+    usable = [c for c in candidates if c.name in upstream]
+    if not usable:
+        raise LayerError(
+            "found no spatial feature map (a 4-D tensor with height and width above 1) that the score depends on; "
+            "pass layer=<tensor name> explicitly (list candidates with onnxcam.Explainer(...).candidates)"
+        )
+    for cand in reversed(usable):
+        if _is_cut(index, cand.name, score):
+            return LayerChoice(cand, f"auto: {cand.describe()} is the last spatial feature map on every path "
+                                     f"from the input to the score")
+    cand = usable[-1]
+    return LayerChoice(cand, f"auto: {cand.describe()} is the last spatial feature map the score depends on "
+                             f"(no single feature map lies on every path from the input to the score)")
+
+
+def _is_cut(index: GraphIndex, tensor: str, score: str) -> bool:
+    """True when no differentiable path from a model input reaches ``score`` without crossing ``tensor``."""
+    reached = set(index.inputs)
+    for node in index.nodes:
+        if any(i in reached and i != tensor for i in node.input if i):
+            reached.update(o for o in node.output if o and o != tensor)
+    return score not in reached

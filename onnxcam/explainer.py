@@ -1,0 +1,260 @@
+"""The public entry point: ``Explainer(model).explain(x)``.
+
+An Explainer loads the model once, picks the layer, builds the explainer graph
+and keeps one ONNX Runtime session per target mode, so repeated calls cost one
+``session.run`` each.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from onnxcam.errors import InputError, LayerError, OnnxcamError, TargetError, UnsupportedOpError
+from onnxcam.explain.build import ExplainerGraph, build_explainer, resolve_score
+from onnxcam.explain.layer_choice import choose_layer
+from onnxcam.graph.index import GraphIndex
+from onnxcam.graph.layers import CandidateLayer, candidate_layers, resolve_layer
+from onnxcam.graph.load import load_model
+from onnxcam.graph.prepare import prepare_model
+from onnxcam.runtime.session import create_session, require_onnxruntime
+from onnxcam.targets import OutputTarget
+
+@dataclass
+class ExplainResult:
+    """What one ``explain`` call returns (see the README for the exact formulas)."""
+
+    cam: np.ndarray  # (N, H, W) float32 in [0, 1] at the input's spatial size
+    cam_lowres: np.ndarray | list[np.ndarray]  # (N, h, w) per layer; a list when several layers
+    targets: np.ndarray  # (N,) explained class ids; None entries for an OutputTarget
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    layer: str | list[str] = ""
+
+
+class Explainer:
+    """Grad-CAM for an ONNX model, computed inside one ONNX Runtime session.
+
+    ``model`` is a path or an ``onnx.ModelProto`` (never modified). ``layer`` is
+    ``"auto"``, a tensor or node name, or a list of those. ``score="logit"``
+    explains the logit before a final Softmax/LogSoftmax/Sigmoid, as in the
+    paper; ``score="probability"`` explains the output itself. ``providers``
+    follows onnxruntime (None: CUDA if it really runs, else CPU).
+    """
+
+    def __init__(self, model: str | os.PathLike | onnx.ModelProto, layer: str | Sequence[str] = "auto",
+                 method: str = "gradcam", providers: Sequence | None = None, output: str | int = 0,
+                 score: str = "logit", threads: int | None = None):
+        require_onnxruntime()  # say which extra to install before any work
+        if score not in ("logit", "probability"):
+            raise OnnxcamError(f"score must be 'logit' or 'probability', not {score!r}")
+        self.method = method
+        self.providers = providers
+        self.threads = threads
+        self._index = GraphIndex(prepare_model(load_model(model)))
+        if not self._index.inputs:
+            raise OnnxcamError("the model has no inputs to feed")
+        self._use_logit = score == "logit"
+        self._score = resolve_score(self._index, output, use_logit=self._use_logit)
+        self.candidates: list[CandidateLayer] = candidate_layers(self._index)
+        self._layers, self.layer_reason = self._pick_layers(layer)
+        self._graphs: dict[str, ExplainerGraph] = {}
+        self._sessions: dict[str, object] = {}
+        self._graph("class" if self._score.class_axis is not None else "seed")  # fail early on bad graphs
+
+    # -- layer selection -------------------------------------------------------------------------
+
+    def _pick_layers(self, layer) -> tuple[list[CandidateLayer], str]:
+        if isinstance(layer, str) and layer == "auto":
+            choice = choose_layer(self._index, self._score.tensor, self.candidates)
+            return [choice.layer], choice.reason
+        specs = [layer] if isinstance(layer, str) else list(layer)
+        if not specs:
+            raise LayerError("layer list is empty; pass 'auto', a tensor name, or a list of names")
+        chosen = [resolve_layer(self._index, s, self.candidates) for s in specs]
+        return chosen, "requested: " + ", ".join(c.describe() for c in chosen)
+
+    @property
+    def layer(self) -> str | list[str]:
+        names = [c.name for c in self._layers]
+        return names[0] if len(names) == 1 else names
+
+    @property
+    def session(self):
+        return self._session(self._default_mode())
+
+    # -- graphs and sessions ---------------------------------------------------------------------
+
+    def _default_mode(self) -> str:
+        return "class" if self._score.class_axis is not None else "seed"
+
+    def _graph(self, mode: str) -> ExplainerGraph:
+        if mode not in self._graphs:
+            try:
+                self._graphs[mode] = build_explainer(self._index, self._layers, self._score, self.method, mode)
+            except UnsupportedOpError as e:
+                later = [c.name for c in self.candidates if c.position > max(lay.position for lay in self._layers)]
+                hint = f"; later candidate layers: {', '.join(map(repr, later[-3:]))}" if later else ""
+                raise UnsupportedOpError(f"{e}{hint}") from None
+        return self._graphs[mode]
+
+    def _session(self, mode: str):
+        if mode not in self._sessions:
+            graph = self._graph(mode)
+            self._sessions[mode] = create_session(graph.model.SerializeToString(), self.providers, self.threads)
+        return self._sessions[mode]
+
+    @property
+    def explainer_model(self) -> onnx.ModelProto:
+        """The standalone explainer graph (class mode where the output has classes)."""
+        return self._graph(self._default_mode()).model
+
+    def export(self, path: str | os.PathLike) -> None:
+        """Write the explainer graph: model inputs (+ target) -> model outputs + cam + cam_lowres (+ target)."""
+        model = self.explainer_model
+        data = model.SerializeToString()
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise OnnxcamError(f"cannot write {path}: {e.strerror or e}") from None
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def explain(self, x: np.ndarray | Mapping[str, np.ndarray], target=None) -> ExplainResult:
+        """Explain a preprocessed batch. ``target``: None (top-1), an int, one int per image, or an OutputTarget."""
+        feeds = self._validate_inputs(x)
+        n = next(iter(feeds.values())).shape[0]
+        if isinstance(target, OutputTarget):
+            graph_mode = "seed"
+            target_feed = self._output_target_seed(target, n)
+        else:
+            graph_mode = "class"
+            if self._score.class_axis is None:
+                raise TargetError(f"{self._score.describe()} is not a (batch, classes) tensor; "
+                                  "pass target=onnxcam.OutputTarget(output, index)")
+            target_feed = self._class_ids(target, n)
+        graph = self._graph(graph_mode)
+        outs = self._run(graph_mode, graph, feeds, target_feed)
+        cam = outs[graph.cam]
+        lows = [outs[name] for name in graph.cam_lowres]
+        if graph_mode == "class":
+            targets = outs[graph.target_output].astype(np.int64)
+        else:
+            targets = np.array([None] * n, dtype=object)
+        return ExplainResult(
+            cam=cam, cam_lowres=lows[0] if len(lows) == 1 else lows, targets=targets,
+            outputs={name: outs[name] for name in graph.model_outputs}, layer=self.layer,
+        )
+
+    def _run(self, mode: str, graph: ExplainerGraph, feeds: dict, target_feed: np.ndarray) -> dict:
+        session = self._session(mode)
+        fetch = [*graph.model_outputs, graph.cam, *graph.cam_lowres]
+        if graph.target_output:
+            fetch.append(graph.target_output)
+        n = target_feed.shape[0]
+        step = self._static_batch() or n
+        parts = []
+        for start in range(0, n, step):
+            chunk = {k: v[start:start + step] for k, v in feeds.items()}
+            chunk[graph.target_input] = target_feed[start:start + step]
+            try:
+                parts.append(session.run(fetch, chunk))
+            except Exception as e:  # onnxruntime's own exception types
+                raise OnnxcamError(f"ONNX Runtime failed while explaining: {_first_line(e)}") from None
+        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(fetch)}
+
+    def _static_batch(self) -> int | None:
+        d = (self._index.shape(self._index.inputs[0]) or (None,))[0]
+        return d if isinstance(d, int) and d > 0 else None
+
+    def _validate_inputs(self, x) -> dict[str, np.ndarray]:
+        names = self._index.inputs
+        if isinstance(x, Mapping):
+            missing = [n for n in names if n not in x]
+            extra = [k for k in x if k not in names]
+            if missing or extra:
+                raise InputError(f"input dict keys {sorted(x)} do not match the model inputs {names}")
+            raw = dict(x)
+        else:
+            if len(names) != 1:
+                raise InputError(f"the model has {len(names)} inputs {names}; pass a dict name -> array")
+            raw = {names[0]: x}
+        feeds, batch = {}, None
+        for name, arr in raw.items():
+            arr = np.asarray(arr)
+            t = self._index.type_of(name)
+            if arr.dtype.kind not in "fiub":
+                raise InputError(f"input {name!r} has dtype {arr.dtype}; pass a numeric array")
+            if t is not None and t.is_float:
+                if arr.dtype.kind != "f":
+                    raise InputError(f"input {name!r} must be a floating-point array ({t.np_dtype}), not {arr.dtype}; "
+                                     "preprocess the image to floats first")
+                arr = np.ascontiguousarray(arr, dtype=t.np_dtype)
+            elif t is not None:
+                arr = np.ascontiguousarray(arr, dtype=t.np_dtype)
+            if t is not None and t.shape is not None:
+                if arr.ndim != len(t.shape):
+                    raise InputError(f"input {name!r} has rank {arr.ndim} (shape {arr.shape}); the model expects rank "
+                                     f"{len(t.shape)} ({_fmt_shape(t.shape)}). Add the batch axis with x[None] "
+                                     "for a single image")
+                for axis, (have, want) in enumerate(zip(arr.shape[1:], t.shape[1:]), start=1):
+                    if isinstance(want, int) and want > 0 and have != want:
+                        raise InputError(f"input {name!r} has shape {arr.shape}; the model expects "
+                                         f"{_fmt_shape(t.shape)} (axis {axis} must be {want})")
+            if arr.ndim == 0 or arr.shape[0] == 0:
+                raise InputError(f"input {name!r} is an empty batch (shape {arr.shape}); pass at least one image")
+            if batch is not None and arr.shape[0] != batch:
+                raise InputError(f"inputs disagree on the batch size ({batch} vs {arr.shape[0]} for {name!r})")
+            batch = arr.shape[0]
+            feeds[name] = arr
+        return feeds
+
+    def _class_ids(self, target, n: int) -> np.ndarray:
+        classes = self._num_classes()
+        if target is None:
+            return np.full(n, -1, dtype=np.int64)
+        ids = np.atleast_1d(np.asarray(target))
+        if ids.dtype.kind not in "iu" or ids.ndim != 1:
+            raise TargetError(f"target must be None, an int, a list of ints, or an OutputTarget; got {target!r}")
+        if ids.size == 1:
+            ids = np.repeat(ids, n)
+        if ids.size != n:
+            raise TargetError(f"got {ids.size} targets for a batch of {n} images; pass one per image or a single int")
+        if classes is not None and ((ids < 0) | (ids >= classes)).any():
+            bad = ids[(ids < 0) | (ids >= classes)][0]
+            raise TargetError(f"target class {bad} is out of range: {self._score.describe()} has {classes} classes "
+                              f"(0..{classes - 1})")
+        if classes is None and (ids < 0).any():
+            raise TargetError(f"target class {ids[ids < 0][0]} is negative; class ids start at 0")
+        return ids.astype(np.int64)
+
+    def _num_classes(self) -> int | None:
+        shape = self._index.shape(self._score.tensor)
+        if shape is None or len(shape) < 2:
+            return None
+        d = shape[1]
+        return d if isinstance(d, int) and d > 0 else None
+
+    def _output_target_seed(self, target: OutputTarget, n: int) -> np.ndarray:
+        spec = resolve_score(self._index, target.output, use_logit=self._use_logit)
+        if spec.tensor != self._score.tensor:
+            raise TargetError(f"this Explainer scores {self._score.describe()}; create it with "
+                              f"output={target.output!r} to explain that output")
+        shape = self._index.shape(spec.tensor)
+        if shape is None or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+            raise TargetError(f"the shape of {spec.tensor!r} is not static; OutputTarget needs a static output shape")
+        t = self._index.type_of(spec.tensor)
+        return target.seed((n, *shape[1:]), t.np_dtype)
+
+
+def _fmt_shape(shape) -> str:
+    return "(" + ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in shape) + ")"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

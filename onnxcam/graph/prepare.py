@@ -1,0 +1,68 @@
+"""Bring a loaded model into the one form the rest of onnxcam works on.
+
+Gradient rules emit ops whose modern forms we rely on (``ScatterElements``
+with ``reduction="add"`` needs opset 16, ``LayerNormalization`` 17), and an
+ONNX graph has exactly one version per domain, so old models are upgraded once
+here instead of every rule knowing every opset. Shape inference runs once too,
+so rules and the layer picker can read static shapes.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import shape_inference, version_converter
+
+from onnxcam.errors import UnsupportedModelError
+from onnxcam.graph.load import default_opset
+
+#: Opset every explainer graph is built at (or the model's own, if newer).
+WORKING_OPSET = 17
+#: onnxruntime 1.31 refuses IR > 13; onnx >= 1.23 writes 14 by default.
+MAX_EMITTED_IR = 13
+#: Smallest IR version whose spec covers each opset we may emit.
+_IR_FOR_OPSET = {17: 8, 18: 8, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11, 24: 11, 25: 12, 26: 13}
+
+
+def emitted_ir_version(opset: int, current: int) -> int:
+    """IR version for an emitted model: new enough for ``opset``, old enough for onnxruntime."""
+    needed = _IR_FOR_OPSET.get(opset, MAX_EMITTED_IR)
+    return min(max(current, needed, 4), MAX_EMITTED_IR)
+
+
+def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Upgrade to :data:`WORKING_OPSET`, drop initializers from the inputs, infer shapes.
+
+    The caller's proto is not changed. Initializers listed as graph inputs
+    (IR 3, or ``keep_initializers_as_inputs=True`` exports) would stop
+    onnxruntime from constant-folding them and would look like extra inputs a
+    user must feed, so they are removed from the input list.
+    """
+    opset = default_opset(model)
+    if opset < WORKING_OPSET:
+        try:
+            model = version_converter.convert_version(model, WORKING_OPSET)
+        except Exception as e:  # the converter raises bare RuntimeError/ValueError
+            raise UnsupportedModelError(
+                f"cannot upgrade the model from opset {opset} to {WORKING_OPSET} ({_first_line(e)}); "
+                f"re-export it at opset {WORKING_OPSET} or later"
+            ) from None
+    else:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
+    graph = model.graph
+    init_names = {t.name for t in graph.initializer}
+    real_inputs = [i for i in graph.input if i.name not in init_names]
+    del graph.input[:]
+    graph.input.extend(real_inputs)
+    model.ir_version = emitted_ir_version(max(opset, WORKING_OPSET), model.ir_version)
+    try:
+        model = shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as e:  # inference is a help, not a requirement
+        raise UnsupportedModelError(f"ONNX shape inference failed on the model: {_first_line(e)}") from None
+    return model
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,68 @@
+"""Create ONNX Runtime sessions that really run where the user thinks they run.
+
+onnxruntime-gpu lists ``CUDAExecutionProvider`` even on a machine with no GPU
+and then silently runs on the CPU, so the provider actually in use is read
+back from the session, never assumed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+from onnxcam.errors import RuntimeFailure, RuntimeNotInstalledError
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def require_onnxruntime():
+    """Import onnxruntime or explain which extra to install."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise RuntimeNotInstalledError(
+            "onnxcam needs ONNX Runtime to run explanations: pip install 'onnxcam[cpu]' "
+            "(or 'onnxcam[gpu]' for CUDA; never both in one environment)"
+        ) from None
+    return onnxruntime
+
+
+def resolve_providers(providers: Sequence | None) -> list:
+    """``None`` means CUDA when onnxruntime offers it (checked after session creation), else CPU."""
+    ort = require_onnxruntime()
+    if providers is not None:
+        return list(providers)
+    available = ort.get_available_providers()
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def create_session(model_bytes: bytes, providers: Sequence | None = None, threads: int | None = None):
+    """An InferenceSession on ``model_bytes``; warns when a requested CUDA provider fell back to CPU."""
+    ort = require_onnxruntime()
+    wanted = resolve_providers(providers)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    try:
+        session = ort.InferenceSession(model_bytes, options, providers=wanted)
+    except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+        raise RuntimeFailure(
+            f"ONNX Runtime could not load the explainer graph: {_first_line(e)}. "
+            "This is a bug in onnxcam or an op onnxruntime lacks; please report it with the model"
+        ) from None
+    explicit_cuda = providers is not None and any(_name(p) == CUDA for p in providers)
+    if explicit_cuda and session.get_providers()[0] != CUDA:
+        warnings.warn("CUDAExecutionProvider was requested but ONNX Runtime fell back to the CPU "
+                      "(no usable GPU or CUDA libraries)", RuntimeWarning, stacklevel=3)
+    return session
+
+
+def _name(provider) -> str:
+    return provider[0] if isinstance(provider, tuple) else provider
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,89 @@
+"""The Caffe2-era ``light_*`` graphs shipped in the onnx wheel: opset 9, IR 3, LRN, Concat, 4-D outputs.
+
+Each must be explainable with ``layer="auto"``, and its gradient must match
+finite differences on the float64 tail from the chosen layer to the score.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import onnxcam
+from onnxcam.graph.layers import input_spatial_axes
+from tests.oracles import run_with_intermediates, tail_gradient_check
+
+LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+LIGHT_MODELS = sorted(glob.glob(os.path.join(LIGHT_DIR, "light_*.onnx")))
+
+
+def test_light_models_are_shipped():
+    assert len(LIGHT_MODELS) >= 9, f"expected the onnx wheel's light models in {LIGHT_DIR}"
+
+
+def jitter_generated_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
+    """Replace the ConstantOfShape-generated weights (one value per tensor) with jittered initializers.
+
+    The shipped graphs fill every weight with a single constant, which makes
+    max-pool windows tie and finite differences meaningless. Multiplying each
+    element by U(0.5, 1.5) keeps signs (BatchNorm variances stay positive)
+    and breaks the ties.
+    """
+    rng = np.random.default_rng(seed)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {t.name: t for t in m.graph.initializer}
+    keep = []
+    for node in m.graph.node:
+        if node.op_type == "ConstantOfShape" and node.input and node.input[0] in inits:
+            shape = numpy_helper.to_array(inits[node.input[0]]).astype(int)
+            value = numpy_helper.to_array(node.attribute[0].t).reshape(-1)[0]
+            arr = (value * rng.uniform(0.5, 1.5, size=shape)).astype(np.float32)
+            m.graph.initializer.append(numpy_helper.from_array(arr, node.output[0]))
+        else:
+            keep.append(node)
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    m.ir_version = 4  # IR 3 would require every initializer to be listed as a graph input too
+    return m
+
+
+@pytest.mark.parametrize("path", LIGHT_MODELS, ids=lambda p: os.path.basename(p)[6:-5])
+def test_light_model_explains_and_matches_finite_differences(path):
+    shipped = onnxcam.Explainer(path)
+    assert shipped.layer and "auto:" in shipped.layer_reason
+    ex = onnxcam.Explainer(jitter_generated_weights(onnx.load(path)), layer=shipped.layer)
+    index = ex._index
+    image = index.inputs[0]
+    shape = index.shape(image)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    res = ex.explain(x)
+
+    H, W = (shape[a] for a in input_spatial_axes(index, image))
+    assert res.cam.shape == (1, H, W) and res.cam.dtype == np.float32
+    assert np.isfinite(res.cam).all() and res.cam.min() >= 0 and res.cam.max() <= 1
+    layer = next(c for c in ex.candidates if c.name == ex.layer)
+    h, w = layer.spatial_size
+    assert res.cam_lowres.shape == (1, h, w) and min(h, w) > 1
+    output = res.outputs[index.outputs[0]]
+    assert res.targets[0] == int(np.argmax(output.reshape(1, -1)[0]))
+
+    score = ex._score.tensor
+    vals = run_with_intermediates(index.model, {image: x}, [ex.layer, score])
+    seed = np.zeros_like(vals[score])
+    seed.reshape(1, -1)[0, res.targets[0]] = 1.0
+    check = tail_gradient_check(index.model, ex.layer, score, vals[ex.layer], seed)
+
+    # The CAM the explainer returns is the Grad-CAM formula applied to that float64 gradient.
+    A, G = vals[ex.layer].astype(np.float64), check["gradient"]
+    sp = layer.spatial_axes
+    alpha = G.mean(axis=sp, keepdims=True)
+    cam = np.maximum((alpha * A).sum(axis=layer.channel_axis), 0)
+    err = np.linalg.norm(res.cam_lowres - cam) / max(np.linalg.norm(cam), 1e-30)
+    assert err < 1e-4, f"cam_lowres differs from the float64 reference by {err:.2e}"

@@ -1,0 +1,378 @@
+"""Whole-model Grad-CAM parity: onnxcam on exported torchvision models vs torch autograd in float64.
+
+Every architecture in ``model_zoo.torchvision_models.ARCHS`` (random weights,
+randomised BatchNorm statistics) is exported by both torch exporters
+(TorchScript, opset 17; dynamo, opset 18) once per test session, and each
+(architecture, exporter) pair is one test that checks, on two seeded images:
+
+* ``res.outputs`` equal the float64 torch logits (rtol 1e-3, atol 1e-3 x max |logit|);
+* ``res.targets`` (``target=None``) equal the torch top-1 classes;
+* ``res.cam_lowres`` at the automatically chosen layer and at an earlier
+  stage (``ArchSpec.early``, explained with explicit targets) equals the
+  float64 torch Grad-CAM ``relu(sum_k mean_hw(dS/dA_k) * A_k)`` computed with
+  ``torch.autograd.grad`` on a forward-hooked module output: relative L2 error
+  ``||onnx - torch|| / ||torch||`` at most ``REL_TOL`` = 1e-4. Where float32
+  itself cannot reach that (ReLU-mask flips in the float32 forward), the bound
+  is ``3 x`` the error of the same torch computation in float32 against
+  float64, measured for that case only and printed with the result; at the
+  time of writing no case needed it.
+* ``res.cam`` equals the formula applied to ``res.cam_lowres``: bilinear
+  half-pixel resize to the input size
+  (``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``)
+  then per-image min-max to [0, 1];
+* the automatically chosen layer is one of ``ArchSpec.auto_sites`` (the
+  conventional Grad-CAM layer: the last feature map before global pooling).
+
+Mapping a torch module to an ONNX tensor (and back) is done **by value**, for
+both exporters: the ONNX model is run in onnxruntime with candidate 4-D
+tensors exposed as extra outputs, and a tensor corresponds to a torch module
+output when their relative L2 distance is below ``MATCH_TOL`` (1e-3). For a
+torch module the earliest ONNX tensor in graph order with that value is used
+(a later equal tensor could only be a copy that carries part of the
+gradient). For the ONNX tensor ``layer="auto"`` chose, every torch module
+output (each call of a module reused in ``forward``) with that value is a
+candidate; they are aliases of one tensor, so any of them gives the same
+gradient. Node names are not used: the TorchScript exporter names nodes
+``/layer3/layer3.1/relu_2/Relu`` but the dynamo exporter fuses BatchNorm into
+Conv and records scopes only in ``metadata_props``.
+
+Set ``ONNXCAM_ZOO_CACHE=<dir>`` to keep exported models between runs
+(``python -m model_zoo.torchvision_models <dir>`` fills it); by default they go
+to a pytest temporary folder and are exported once per session.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+import onnxcam
+from model_zoo.torchvision_models import (
+    ARCHS, EXPORTERS, INPUT_NAME, OUTPUT_NAME, build_and_export, build_model, example_input,
+)
+
+REL_TOL = 1e-4
+MATCH_TOL = 1e-3
+LOGIT_RTOL = 1e-3
+CAM_ATOL = 1e-5
+DATA_SEED = 1234
+EARLY_TARGETS = [3, 917]  # explicit classes for the earlier layer (target as a list)
+
+CASES = [(arch, exporter) for arch in ARCHS for exporter in EXPORTERS]
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory):
+    """``zoo(arch, exporter) -> Path``: the exported model, exported at most once per session."""
+    cache = os.environ.get("ONNXCAM_ZOO_CACHE")
+    folder = Path(cache) if cache else tmp_path_factory.mktemp("zoo")
+    made: dict[tuple[str, str], Path] = {}
+
+    def get(arch: str, exporter: str) -> Path:
+        if (arch, exporter) not in made:
+            t0 = time.perf_counter()
+            made[arch, exporter] = build_and_export(arch, exporter, folder)
+            print(f"[zoo] {arch} {exporter}: {time.perf_counter() - t0:.1f}s")
+        return made[arch, exporter]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def torch_refs():
+    """``torch_refs(arch) -> TorchReference``; keeps only the latest architecture (cases run arch-major)."""
+    held: dict[str, TorchReference] = {}
+
+    def get(arch: str) -> TorchReference:
+        if arch not in held:
+            held.clear()
+            held[arch] = TorchReference(arch)
+        return held[arch]
+
+    return get
+
+
+# ---------------------------------------------------------------- torch reference
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """A torch tensor: the output of call ``call`` of module ``path``, optionally after ``post``."""
+
+    path: str
+    call: int = 0
+    post: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.path + (f"+{self.post}" if self.post else "") + (f"#{self.call}" if self.call else "")
+
+    @property
+    def key(self) -> str:
+        return self.path + (f"+{self.post}" if self.post else "")
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    den = np.linalg.norm(b)
+    num = np.linalg.norm(a - b)
+    return float(num / den) if den > 0 else (0.0 if num == 0 else float("inf"))
+
+
+class TorchReference:
+    """The float64 torch twin of one architecture on the test images."""
+
+    def __init__(self, arch: str):
+        self.arch = arch
+        self.spec = ARCHS[arch]
+        self.x32 = example_input(2, self.spec.size, seed=DATA_SEED)
+        self.model = build_model(arch).double()
+        with torch.no_grad():
+            self.logits = self.model(self.x32.double()).numpy()
+        self._cams: dict[tuple, np.ndarray] = {}
+        self._captures: dict[tuple, list] = {}
+
+    # All module outputs of a given shape, for matching an ONNX tensor by value.
+    def outputs_of_shape(self, shape: tuple[int, ...]) -> list[tuple[Site, np.ndarray]]:
+        shape = tuple(shape)
+        if shape not in self._captures:
+            found: list[tuple[Site, np.ndarray]] = []
+            calls: collections.Counter = collections.Counter()
+            handles = []
+            for path, mod in self.model.named_modules():
+                if not path:
+                    continue
+
+                def hook(m, inp, out, path=path):
+                    call = calls[path]
+                    calls[path] += 1
+                    if isinstance(out, torch.Tensor) and tuple(out.shape) == shape:
+                        found.append((Site(path, call), out.detach().numpy().copy()))
+                        if path == self.spec.last and self.spec.last_post == "relu":
+                            found.append((Site(path, call, "relu"), F.relu(out).detach().numpy().copy()))
+
+                handles.append(mod.register_forward_hook(hook))
+            try:
+                with torch.no_grad():
+                    self.model(self.x32.double())
+            finally:
+                for h in handles:
+                    h.remove()
+            self._captures[shape] = found
+        return self._captures[shape]
+
+    def module_output(self, site: Site) -> np.ndarray:
+        value, _ = self._forward(self.model, self.x32.double(), site, None)
+        return value
+
+    def cam_lowres(self, site: Site, targets: np.ndarray, dtype=torch.float64) -> np.ndarray:
+        key = (site, tuple(int(t) for t in targets), dtype)
+        if key not in self._cams:
+            model = self.model if dtype == torch.float64 else build_model(self.arch).to(dtype)
+            _, cam = self._forward(model, self.x32.to(dtype), site, targets)
+            self._cams[key] = cam
+        return self._cams[key]
+
+    @staticmethod
+    def _forward(model, x, site: Site, targets):
+        """Forward with a hook on ``site``; returns (A, Grad-CAM at A for ``targets`` or None)."""
+        captured = {}
+        calls = [0]
+
+        def hook(m, inp, out):
+            call = calls[0]
+            calls[0] += 1
+            if call != site.call:
+                return None
+            a = F.relu(out) if site.post == "relu" else out
+            captured["A"] = a
+            # Downstream gets a copy, so in-place ops after the hook can't touch A.
+            return a.clone()
+
+        handle = model.get_submodule(site.path).register_forward_hook(hook)
+        try:
+            with torch.enable_grad():
+                logits = model(x)
+        finally:
+            handle.remove()
+        a = captured["A"]
+        if targets is None:
+            return a.detach().numpy(), None
+        n = x.shape[0]
+        score = logits[torch.arange(n), torch.as_tensor(np.asarray(targets), dtype=torch.long)].sum()
+        (g,) = torch.autograd.grad(score, a)
+        alpha = g.mean(dim=(2, 3))
+        cam = F.relu((alpha[:, :, None, None] * a).sum(1))
+        return a.detach().numpy(), cam.detach().numpy()
+
+
+# ---------------------------------------------------------------- onnx side
+
+
+def onnx_tensor_values(path: Path, x: np.ndarray, names: list[str] | None,
+                       shape: tuple[int, ...] | None) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Run the ONNX model exposing ``names`` and every float 4-D node output of ``shape[1:]``.
+
+    Returns (values, graph order of the exposed tensors).
+    """
+    model = onnx.load(str(path))
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - a model without inferred shapes still runs
+        pass
+    infos = {v.name: v for v in model.graph.value_info}
+    outputs = {o.name for o in model.graph.output}
+    wanted = set(names or [])
+    order: list[str] = []
+    for node in model.graph.node:
+        for out in node.output:
+            if not out or out in outputs or out in order:
+                continue
+            info = infos.get(out)
+            take = out in wanted
+            if not take and shape is not None and info is not None:
+                tt = info.type.tensor_type
+                dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+                take = (tt.elem_type == onnx.TensorProto.FLOAT and len(dims) == 4
+                        and dims[1:] == list(shape[1:]))
+            if take:
+                if info is None:
+                    info = onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None)
+                model.graph.output.append(info)
+                order.append(out)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    values = sess.run(order, {sess.get_inputs()[0].name: x})
+    return dict(zip(order, values)), order
+
+
+def torch_site_for_onnx_value(ref: TorchReference, value: np.ndarray) -> list[Site]:
+    """Every torch module output equal (by value) to the ONNX tensor ``value``."""
+    return [site for site, v in ref.outputs_of_shape(value.shape) if rel_l2(value, v) < MATCH_TOL]
+
+
+def onnx_tensor_for_torch_value(values: dict[str, np.ndarray], order: list[str], a: np.ndarray) -> str | None:
+    """The earliest ONNX tensor (graph order) equal by value to the torch tensor ``a``."""
+    for name in order:
+        v = values[name]
+        if v.shape == a.shape and rel_l2(v, a) < MATCH_TOL:
+            return name
+    return None
+
+
+def cam_formula(cam_lowres: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear half-pixel resize to ``size`` then per-image min-max (all-equal maps give zeros)."""
+    up = F.interpolate(torch.from_numpy(np.asarray(cam_lowres, np.float64))[:, None], size=size,
+                       mode="bilinear", align_corners=False)[:, 0].numpy()
+    lo = up.min(axis=(1, 2), keepdims=True)
+    span = up.max(axis=(1, 2), keepdims=True) - lo
+    return np.where(span > 0, (up - lo) / np.where(span > 0, span, 1), 0.0)
+
+
+# ---------------------------------------------------------------- the test
+
+
+def _check_cam(label: str, res, ref: TorchReference, site: Site, targets: np.ndarray,
+               x: np.ndarray, problems: list[str], report: list[str]) -> None:
+    want = ref.cam_lowres(site, targets)
+    got = np.asarray(res.cam_lowres)
+    if got.shape != want.shape:
+        problems.append(f"{label}: cam_lowres shape {got.shape}, torch {want.shape}")
+        return
+    err = rel_l2(got, want)
+    bound, note = REL_TOL, ""
+    if err > REL_TOL:
+        err32 = rel_l2(ref.cam_lowres(site, targets, torch.float32), want)
+        bound = max(REL_TOL, 3 * err32)
+        note = f" (torch fp32 vs fp64: {err32:.2e}; bound {bound:.1e})"
+    zero_maps = int((np.abs(want).reshape(len(want), -1).max(1) == 0).sum())
+    report.append(f"{label}: torch site {site.label}, rel L2 {err:.2e}{note}"
+                  + (f", {zero_maps} all-zero reference map(s)" if zero_maps else ""))
+    if not err <= bound:
+        problems.append(f"{label}: cam_lowres rel L2 error {err:.3e} > {bound:.1e}{note}")
+
+    cam = np.asarray(res.cam)
+    if cam.dtype != np.float32:
+        problems.append(f"{label}: cam dtype {cam.dtype}, expected float32")
+    want_cam = cam_formula(got, x.shape[2:])
+    if cam.shape != want_cam.shape:
+        problems.append(f"{label}: cam shape {cam.shape}, expected {want_cam.shape}")
+    elif not np.allclose(cam, want_cam, atol=CAM_ATOL, rtol=0):
+        problems.append(f"{label}: cam differs from resize+min-max of cam_lowres by "
+                        f"{np.abs(cam - want_cam).max():.2e} (max abs)")
+
+
+@pytest.mark.parametrize("arch,exporter", CASES, ids=[f"{a}-{e}" for a, e in CASES])
+def test_gradcam_matches_torch_autograd(arch, exporter, zoo, torch_refs):
+    spec = ARCHS[arch]
+    path = zoo(arch, exporter)
+    ref = torch_refs(arch)
+    x = ref.x32.numpy()
+    problems: list[str] = []
+    report: list[str] = []
+    t0 = time.perf_counter()
+
+    # --- automatic layer, top-1 targets
+    ex = onnxcam.Explainer(str(path), layer="auto", method="gradcam")
+    res = ex.explain(x)
+    auto = ex.layer
+    if auto not in [c.name for c in ex.candidates]:
+        problems.append(f"auto layer {auto!r} is not among ex.candidates")
+
+    logits = res.outputs.get(OUTPUT_NAME)
+    if logits is None:
+        problems.append(f"res.outputs has no {OUTPUT_NAME!r}: {sorted(res.outputs)}")
+    else:
+        scale = float(np.abs(ref.logits).max())
+        if not np.allclose(logits, ref.logits, rtol=LOGIT_RTOL, atol=LOGIT_RTOL * scale):
+            problems.append(f"outputs differ from torch logits: max abs {np.abs(logits - ref.logits).max():.3e}"
+                            f" (max |logit| {scale:.3e})")
+    top1 = ref.logits.argmax(1)
+    if not np.array_equal(np.asarray(res.targets), top1):
+        problems.append(f"res.targets {np.asarray(res.targets).tolist()} != torch argmax {top1.tolist()}")
+
+    # Early layer: torch module -> ONNX tensor by value.
+    early_a = ref.module_output(Site(spec.early))
+    values, order = onnx_tensor_values(path, x, [auto], early_a.shape)
+    early_name = onnx_tensor_for_torch_value(values, [n for n in order], early_a)
+
+    sites = torch_site_for_onnx_value(ref, values[auto])
+    if not sites:
+        problems.append(f"auto layer {auto!r} {values[auto].shape} equals no torch module output")
+    else:
+        site = next((s for s in sites if s.key in spec.auto_sites), sites[0])
+        _check_cam(f"auto layer {auto!r}", res, ref, site, top1, x, problems, report)
+        if not any(s.key in spec.auto_sites for s in sites):
+            problems.append(f"auto layer {auto!r} is torch {[s.label for s in sites]}, "
+                            f"expected one of {list(spec.auto_sites)}")
+
+    # --- earlier stage, explicit targets
+    if early_name is None:
+        problems.append(f"no ONNX tensor equals torch {spec.early} output {early_a.shape}")
+    else:
+        ex2 = onnxcam.Explainer(str(path), layer=early_name)
+        if ex2.layer != early_name:
+            problems.append(f"Explainer(layer={early_name!r}).layer == {ex2.layer!r}")
+        res2 = ex2.explain(x, target=list(EARLY_TARGETS))
+        if list(np.asarray(res2.targets)) != EARLY_TARGETS:
+            problems.append(f"explicit targets {EARLY_TARGETS} came back as {np.asarray(res2.targets).tolist()}")
+        _check_cam(f"early layer {early_name!r}", res2, ref, Site(spec.early), np.asarray(EARLY_TARGETS),
+                   x, problems, report)
+
+    print(f"\n[parity] {arch} {exporter} ({time.perf_counter() - t0:.1f}s)")
+    for line in report:
+        print(f"[parity]   {line}")
+    assert not problems, f"{arch} / {exporter}:\n  " + "\n  ".join(problems)
