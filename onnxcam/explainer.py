@@ -8,6 +8,7 @@ and keeps one ONNX Runtime session per target mode, so repeated calls cost one
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.layers import CandidateLayer, candidate_layers, resolve_layer
 from onnxcam.graph.load import load_model
 from onnxcam.graph.prepare import prepare_model
+from onnxcam.graph.weights import WeightFolder, save_model
 from onnxcam.runtime.session import create_session, require_onnxruntime
 from onnxcam.targets import OutputTarget
 
@@ -54,7 +56,13 @@ class Explainer:
         self.method = method
         self.providers = providers
         self.threads = threads
-        self._index = GraphIndex(prepare_model(load_model(model)))
+        self._source = Path(model).resolve() if isinstance(model, (str, os.PathLike)) else None
+        loaded = load_model(model)
+        self._weights = WeightFolder()
+        self._weights.detach(loaded)
+        self._weights.check(loaded, "model.onnx")
+        self._index = GraphIndex(prepare_model(loaded), self._weights)
+        del loaded
         if not self._index.inputs:
             raise OnnxcamError("the model has no inputs to feed")
         self._use_logit = score == "logit"
@@ -62,6 +70,7 @@ class Explainer:
         self.candidates: list[CandidateLayer] = candidate_layers(self._index)
         self._layers, self.layer_reason = self._pick_layers(layer)
         self._graphs: dict[str, ExplainerGraph] = {}
+        self._graph_files: dict[str, Path] = {}
         self._sessions: dict[str, object] = {}
         self._graph("class" if self._score.class_axis is not None else "seed")  # fail early on bad graphs
 
@@ -94,31 +103,33 @@ class Explainer:
     def _graph(self, mode: str) -> ExplainerGraph:
         if mode not in self._graphs:
             try:
-                self._graphs[mode] = build_explainer(self._index, self._layers, self._score, self.method, mode)
+                graph = build_explainer(self._index, self._layers, self._score, self.method, mode)
             except UnsupportedOpError as e:
                 later = [c.name for c in self.candidates if c.position > max(lay.position for lay in self._layers)]
                 hint = f"; later candidate layers: {', '.join(map(repr, later[-3:]))}" if later else ""
                 raise UnsupportedOpError(f"{e}{hint}") from None
+            self._graph_files[mode] = self._weights.check(graph.model, f"explainer_{mode}.onnx")
+            self._graphs[mode] = graph
         return self._graphs[mode]
 
     def _session(self, mode: str):
         if mode not in self._sessions:
-            graph = self._graph(mode)
-            self._sessions[mode] = create_session(graph.model.SerializeToString(), self.providers, self.threads)
+            self._graph(mode)
+            self._sessions[mode] = create_session(str(self._graph_files[mode]), self.providers, self.threads)
         return self._sessions[mode]
 
     @property
     def explainer_model(self) -> onnx.ModelProto:
-        """The standalone explainer graph (class mode where the output has classes)."""
-        return self._graph(self._default_mode()).model
+        """The standalone explainer graph (class mode where the output has classes), weights included."""
+        return self._weights.materialize(self._graph(self._default_mode()).model)
 
     def export(self, path: str | os.PathLike) -> None:
         """Write the explainer graph: model inputs (+ target) -> model outputs + cam + cam_lowres (+ target)."""
-        model = self.explainer_model
-        data = model.SerializeToString()
+        target = Path(path).resolve()
+        if self._source is not None and target == self._source:
+            raise OnnxcamError(f"refusing to overwrite the model being explained ({path}); choose another file name")
         try:
-            with open(path, "wb") as f:
-                f.write(data)
+            save_model(self.explainer_model, target)
         except OSError as e:
             raise OnnxcamError(f"cannot write {path}: {e.strerror or e}") from None
 

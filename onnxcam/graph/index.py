@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxcam.graph.weights import WeightFolder
+
 #: A dimension: an int when static, a symbol name or None when dynamic.
 Dim = "int | str | None"
 
@@ -70,8 +72,9 @@ def _tensor_type(type_proto: onnx.TypeProto) -> TensorType | None:
 class GraphIndex:
     """Producers, consumers, types and constants of one (prepared) model's main graph."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, weights: WeightFolder | None = None):
         self.model = model
+        self.weights = weights
         self.graph = model.graph
         self.nodes: list[onnx.NodeProto] = list(self.graph.node)
         self.producer: dict[str, onnx.NodeProto] = {}
@@ -108,7 +111,10 @@ class GraphIndex:
     def constant_value(self, name: str) -> np.ndarray | None:
         """The value of ``name`` if it is an initializer or a ``Constant`` node output."""
         if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
+            tensor = self.initializers[name]
+            if tensor.data_location == onnx.TensorProto.EXTERNAL and self.weights is not None:
+                return self.weights.array(tensor)
+            return numpy_helper.to_array(tensor)
         node = self.producer.get(name)
         if node is not None and node.op_type == "Constant":
             for attr in node.attribute:

@@ -31,6 +31,9 @@ def load_model(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPr
 
     External data files must sit inside the model's folder. A ``ModelProto``
     is deep-copied, so later graph surgery never mutates the caller's object.
+    The ONNX checker runs later, on the weight-detached copy
+    (:meth:`onnxcam.graph.weights.WeightFolder.check`), which also catches
+    files cut at a protobuf field boundary: they parse but are incomplete.
     """
     if isinstance(source, onnx.ModelProto):
         model = onnx.ModelProto()
@@ -93,22 +96,7 @@ def _load_path(path: Path) -> onnx.ModelProto:
             load_external_data_for_model(model, str(base))
         except (OSError, ValueError, onnx.checker.ValidationError) as e:
             raise ModelLoadError(f"{path}: cannot read external data: {e}") from None
-    _check_structure(model, str(path))
     return model
-
-
-def _check_structure(model: onnx.ModelProto, where: str) -> None:
-    """Catch files cut at a protobuf field boundary: they parse but are incomplete."""
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid graph"
-        raise ModelLoadError(
-            f"{where} is not a valid ONNX model ({first}); it may be truncated: re-export or re-download it"
-        ) from None
-    except ValueError:
-        # The checker refuses protos over 2 GB in memory; those were already parsed fine.
-        pass
 
 
 def _all_tensors(model: onnx.ModelProto):

@@ -37,8 +37,8 @@ def resolve_providers(providers: Sequence | None) -> list:
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
-def create_session(model_bytes: bytes, providers: Sequence | None = None, threads: int | None = None):
-    """An InferenceSession on ``model_bytes``; warns when a requested CUDA provider fell back to CPU."""
+def create_session(model: str | bytes, providers: Sequence | None = None, threads: int | None = None):
+    """An InferenceSession on a model file (or serialized bytes); warns when requested CUDA fell back to CPU."""
     ort = require_onnxruntime()
     wanted = resolve_providers(providers)
     options = ort.SessionOptions()
@@ -46,7 +46,7 @@ def create_session(model_bytes: bytes, providers: Sequence | None = None, thread
     if threads:
         options.intra_op_num_threads = int(threads)
     try:
-        session = ort.InferenceSession(model_bytes, options, providers=wanted)
+        session = ort.InferenceSession(model, options, providers=wanted)
     except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
         raise RuntimeFailure(
             f"ONNX Runtime could not load the explainer graph: {_first_line(e)}. "
