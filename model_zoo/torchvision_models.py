@@ -97,8 +97,16 @@ ARCHS: dict[str, ArchSpec] = {s.name: s for s in [
 
 
 def _randomise_batchnorm(model: torch.nn.Module, generator: torch.Generator) -> None:
-    """running_mean ~ N(0, 0.1), running_var ~ U(0.5, 1.5), weight ~ U(0.5, 1.5), bias ~ N(0, 0.1)."""
+    """running_mean ~ N(0, 0.1), running_var ~ U(0.5, 1.5), weight ~ U(0.5, 1.5), bias ~ N(0, 0.1).
+
+    Also ConvNeXt's ``layer_scale`` (initialised to 1e-6, which makes every
+    block almost the identity) ~ U(0.1, 0.5), so that stage outputs differ
+    from their inputs and the residual branches carry real gradient.
+    """
     with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.rsplit(".", 1)[-1] == "layer_scale":
+                p.copy_(torch.rand(p.shape, generator=generator) * 0.4 + 0.1)
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 c = m.num_features

@@ -722,57 +722,58 @@ def render(results: dict) -> str:
     lines.append(f"### onnxcam benchmark — {meta['cpu']} ({meta['nproc']} CPUs), "
                  f"threads={meta['threads']}")
     lines.append("")
-    lines.append("Latency: median ms per call (p10–p90), interleaved round-robin.")
-    lines.append("")
-    lines.append("| model | batch | n | ORT infer | onnxcam explain | pytorch-grad-cam | "
-                 "explain/infer (≤1.10) | grad-cam/explain (≥5) | explain/infer, min-based |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
-    for r in results["latency"]:
-        t = r.get("timings", {})
-        ei = r.get("explain_over_infer")
-        ge = r.get("gradcam_over_explain")
-        ei_s = (f"{ei:.2f} {verdict(ei <= BARS['explain_over_infer_max'])}" if ei else
-                ("error" if r.get("onnxcam_error") else "n/a"))
-        ge_s = (f"{ge:.1f} {verdict(ge >= BARS['gradcam_over_explain_min'])}" if ge else "n/a")
-        mn = (f"{t['explain']['min_ms'] / t['infer']['min_ms']:.2f} "
-              f"({t['infer']['min_ms']:.1f} vs {t['explain']['min_ms']:.1f})" if "explain" in t else "n/a")
-        lines.append(f"| {r['model']} | {r['batch']} | {r.get('repeats')} | {fmt_t(t.get('infer'))} | "
-                     f"{fmt_t(t.get('explain'))} | {fmt_t(t.get('gradcam'))} | {ei_s} | {ge_s} | {mn} |")
-    lines.append("")
-    lines.append("CPU time of this process per call (all threads; median ms) — less sensitive to other "
-                 "load on a shared machine, inflated by spin-waiting thread pools:")
-    lines.append("")
-    lines.append("| model | batch | ORT infer | onnxcam explain | pytorch-grad-cam | explain/infer | "
-                 "grad-cam/explain | load avg (1 min) before→after |")
-    lines.append("|---|---|---|---|---|---|---|---|")
-    for r in results["latency"]:
-        c = r.get("cpu_timings", {})
-        med = {k: v["median_ms"] for k, v in c.items()}
-        ei = f"{med['explain'] / med['infer']:.2f}" if "explain" in med and med.get("infer") else "n/a"
-        ge = f"{med['gradcam'] / med['explain']:.1f}" if "explain" in med and "gradcam" in med else "n/a"
-        la = (f"{r['loadavg_before'][0]:.1f}→{r['loadavg_after'][0]:.1f}"
-              if "loadavg_before" in r else "n/a")
-        lines.append(f"| {r['model']} | {r['batch']} | "
-                     + " | ".join(f"{med[k]:.1f}" if k in med else "n/a" for k in ("infer", "explain", "gradcam"))
-                     + f" | {ei} | {ge} | {la} |")
-    lines.append("")
-    lines.append("Layers:")
-    lines.append("")
-    lines.append("| model | batch | torch layer (grad-cam) | expected ONNX tensor | onnxcam \"auto\" | match | "
-                 "graph nodes orig → explainer | explain setup s | CAM corr. vs grad-cam |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
-    for r in results["latency"]:
-        oc = r.get("onnxcam", {})
-        cors = r.get("cam_pearson_vs_gradcam")
-        cor_s = ("n/a" if not cors else
-                 ", ".join("nan" if c is None else f"{c:.3f}" for c in cors[:8]))
-        setup = f"{oc['setup_s']:.2f}" if "setup_s" in oc else "n/a"
-        aug = oc.get("augmented_nodes") or {}
-        nodes = (f"{oc.get('original_nodes', '?')} → {', '.join(str(v) for v in aug.values())}"
-                 if aug else "n/a")
-        lines.append(f"| {r['model']} | {r['batch']} | {r.get('torch_layer')} | `{r.get('expected_onnx_tensor')}` | "
-                     f"`{oc.get('layer', r.get('onnxcam_error', 'n/a'))}` | {r.get('layer_matches_torch', 'n/a')} | "
-                     f"{nodes} | {setup} | {cor_s} |")
+    if results["latency"]:
+        lines.append("Latency: median ms per call (p10–p90), interleaved round-robin.")
+        lines.append("")
+        lines.append("| model | batch | n | ORT infer | onnxcam explain | pytorch-grad-cam | "
+                     "explain/infer (≤1.10) | grad-cam/explain (≥5) | explain/infer, min-based |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for r in results["latency"]:
+            t = r.get("timings", {})
+            ei = r.get("explain_over_infer")
+            ge = r.get("gradcam_over_explain")
+            ei_s = (f"{ei:.2f} {verdict(ei <= BARS['explain_over_infer_max'])}" if ei else
+                    ("error" if r.get("onnxcam_error") else "n/a"))
+            ge_s = (f"{ge:.1f} {verdict(ge >= BARS['gradcam_over_explain_min'])}" if ge else "n/a")
+            mn = (f"{t['explain']['min_ms'] / t['infer']['min_ms']:.2f} "
+                  f"({t['infer']['min_ms']:.1f} vs {t['explain']['min_ms']:.1f})" if "explain" in t else "n/a")
+            lines.append(f"| {r['model']} | {r['batch']} | {r.get('repeats')} | {fmt_t(t.get('infer'))} | "
+                         f"{fmt_t(t.get('explain'))} | {fmt_t(t.get('gradcam'))} | {ei_s} | {ge_s} | {mn} |")
+        lines.append("")
+        lines.append("CPU time of this process per call (all threads; median ms) — less sensitive to other "
+                     "load on a shared machine, inflated by spin-waiting thread pools:")
+        lines.append("")
+        lines.append("| model | batch | ORT infer | onnxcam explain | pytorch-grad-cam | explain/infer | "
+                     "grad-cam/explain | load avg (1 min) before→after |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for r in results["latency"]:
+            c = r.get("cpu_timings", {})
+            med = {k: v["median_ms"] for k, v in c.items()}
+            ei = f"{med['explain'] / med['infer']:.2f}" if "explain" in med and med.get("infer") else "n/a"
+            ge = f"{med['gradcam'] / med['explain']:.1f}" if "explain" in med and "gradcam" in med else "n/a"
+            la = (f"{r['loadavg_before'][0]:.1f}→{r['loadavg_after'][0]:.1f}"
+                  if "loadavg_before" in r else "n/a")
+            lines.append(f"| {r['model']} | {r['batch']} | "
+                         + " | ".join(f"{med[k]:.1f}" if k in med else "n/a" for k in ("infer", "explain", "gradcam"))
+                         + f" | {ei} | {ge} | {la} |")
+        lines.append("")
+        lines.append("Layers:")
+        lines.append("")
+        lines.append("| model | batch | torch layer (grad-cam) | expected ONNX tensor | onnxcam \"auto\" | match | "
+                     "graph nodes orig → explainer | explain setup s | CAM corr. vs grad-cam |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for r in results["latency"]:
+            oc = r.get("onnxcam", {})
+            cors = r.get("cam_pearson_vs_gradcam")
+            cor_s = ("n/a" if not cors else
+                     ", ".join("nan" if c is None else f"{c:.3f}" for c in cors[:8]))
+            setup = f"{oc['setup_s']:.2f}" if "setup_s" in oc else "n/a"
+            aug = oc.get("augmented_nodes") or {}
+            nodes = (f"{oc.get('original_nodes', '?')} → {', '.join(str(v) for v in aug.values())}"
+                     if aug else "n/a")
+            lines.append(f"| {r['model']} | {r['batch']} | {r.get('torch_layer')} | `{r.get('expected_onnx_tensor')}` | "
+                         f"`{oc.get('layer', r.get('onnxcam_error', 'n/a'))}` | {r.get('layer_matches_torch', 'n/a')} | "
+                         f"{nodes} | {setup} | {cor_s} |")
     if results.get("memory"):
         lines.append("")
         lines.append(f"Peak memory (fresh subprocess each, same imports, setup + {meta['memory_runs']} calls; "
@@ -841,6 +842,7 @@ def parse_args(argv=None):
     p.add_argument("--skip-gradcam", action="store_true", help="do not run pytorch-grad-cam")
     p.add_argument("--skip-onnxcam", action="store_true", help="do not run onnxcam")
     p.add_argument("--skip-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--skip-latency", action="store_true", help="only run the peak-memory subprocesses")
     p.add_argument("--memory-runs", type=int, default=3,
                    help="calls per memory subprocess after setup (default 3)")
     p.add_argument("--gap-ms", type=float, default=30.0,
@@ -983,7 +985,7 @@ def main(argv=None):
         versions["onnxcam"] = getattr(onnxcam, "__version__", "unknown")
     results["meta"]["versions"] = versions
 
-    for model_name in args.models:
+    for model_name in ([] if args.skip_latency else args.models):
         model, path, rel = ensure_model(model_name, args.cache_dir, args.threads)
         for batch in args.batches:
             rec = bench_config(model_name, batch, model, path, args, have_onnxcam)

@@ -26,7 +26,15 @@ from onnx.reference import ReferenceEvaluator
 from onnxcam.errors import UnsupportedModelError
 from tests.vjp_check import build_single_node, check_vjp, gradient_model
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64_torch():
+    """torch twins build float64 tensors; restore the default so other modules keep float32."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:

@@ -96,7 +96,8 @@ UNARY = {
     "HardSwish": _unary("HardSwish", lambda r: {}, lambda a: lambda x: F.hardswish(x),
                         lambda r, s, a: _away(r, s, hi=5.0, kinks=(-3.0, 3.0))),
     "Tanh": _unary("Tanh", lambda r: {}, lambda a: torch.tanh),
-    "Softplus": _unary("Softplus", lambda r: {}, lambda a: lambda x: F.softplus(x), lambda r, s, a: _away(r, s, hi=6.0)),
+    "Softplus": _unary("Softplus", lambda r: {}, lambda a: lambda x: F.softplus(x),
+                       lambda r, s, a: _away(r, s, hi=6.0)),
     "Softsign": _unary("Softsign", lambda r: {}, lambda a: lambda x: F.softsign(x)),
     # onnx's reference Erf works in float32 (np.vectorize(math.erf, otypes="f")): no float64 finite differences
     "Erf": _unary("Erf", lambda r: {}, lambda a: torch.erf, fd=False),
@@ -298,7 +299,8 @@ def test_clip_min_above_max():
 # ---------------------------------------------------------------- Pow
 
 
-POW_FORMS = ["const2", "const3_int", "const_half", "const_neg", "const1", "const0", "tensor_const", "both_wrt"]
+POW_FORMS = ["const2", "const3_int", "const_half", "const_neg", "const1", "const0", "tensor_const", "tensor_int",
+             "both_wrt"]
 
 
 @pytest.mark.parametrize("form", POW_FORMS)
@@ -310,6 +312,7 @@ def test_pow(form):
         "const2": np.array(2.0), "const3_int": np.array(3, dtype=np.int64), "const_half": np.array(0.5),
         "const_neg": np.array([-1.5]), "const1": np.array(1.0), "const0": np.array(0.0),
         "tensor_const": rng.uniform(-2, 3, size=_partner(rng, shape)),
+        "tensor_int": rng.integers(-2, 4, size=(2,) + shape),  # size > 1: not folded, cast to float
         "both_wrt": rng.uniform(-2, 3, size=_partner(rng, shape)),
     }[form]
     if form == "tensor_const":

@@ -8,6 +8,7 @@ import numpy as np
 
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
 from onnxcam.autodiff.rules._broadcast import unbroadcast
+from onnxcam.autodiff.rules.elementwise import cast_like
 
 
 def _times(ctx: VJPContext, derivative: str) -> list[str]:
@@ -263,7 +264,7 @@ def vjp_pow(ctx: VJPContext):
                 dx = b.op("Mul", b.op("Mul", g, ctx.const(e, x)), b.op("Pow", x, ctx.const(e - 1.0, x)))
             dx = unbroadcast(ctx, dx, x)
         else:
-            pf = p if ctx.dtype(p) == ctx.dtype(x) else b.op("Cast", p, to=_elem_type(ctx, x))
+            pf = p if ctx.dtype(p) == ctx.dtype(x) else cast_like(ctx, p, x)
             raw = b.op("Mul", b.op("Mul", g, pf), b.op("Pow", x, b.op("Sub", pf, ctx.one(x))))
             if pv is None or np.any(pv == 0):
                 raw = b.op("Where", b.op("Equal", pf, zero), zero, raw)
@@ -273,8 +274,3 @@ def vjp_pow(ctx: VJPContext):
         masked = b.op("And", b.op("Equal", x, zero), b.op("GreaterOrEqual", p, ctx.zero(p)))
         dp = unbroadcast(ctx, b.op("Where", masked, ctx.zero(y), raw), p)
     return [dx, dp]
-
-
-def _elem_type(ctx: VJPContext, like: str) -> int:
-    t = ctx.index.type_of(like)
-    return t.elem_type if t is not None else 1

@@ -11,10 +11,10 @@ def _each_input(ctx: VJPContext, grad: str) -> list[str | None]:
     return [unbroadcast(ctx, grad, x) if want else None for x, want in zip(ctx.inputs, ctx.wants)]
 
 
-def _float_mask(ctx: VJPContext, mask: str, like: str) -> str:
-    """A bool tensor as 0/1 in the element type of ``like``."""
-    t = ctx.index.type_of(like)
-    return ctx.b.op("Cast", mask, to=t.elem_type if t is not None else 1)
+def cast_like(ctx: VJPContext, t: str, like: str) -> str:
+    """``t`` cast to the element type of ``like`` (a bool mask becomes 0/1, an int exponent a float)."""
+    ty = ctx.index.type_of(like)
+    return ctx.b.op("Cast", t, to=ty.elem_type if ty is not None else 1)
 
 
 @vjp_rule("Add")
@@ -78,11 +78,11 @@ def vjp_max_min(ctx: VJPContext):
     For two inputs this is torch.maximum/minimum's rule (half each on a tie).
     """
     b, g, y = ctx.b, ctx.grad_out, ctx.outputs[0]
-    ins = [i for i in ctx.inputs if i]
+    ins = ctx.inputs
     if len(ins) == 1:
         return [g if ctx.wants[0] else None]
     hits = [b.op("Equal", x, y) for x in ins]
-    count = b.op("Sum", *[_float_mask(ctx, h, y) for h in hits])
+    count = b.op("Sum", *[cast_like(ctx, h, y) for h in hits])
     share = b.op("Div", g, count)
     zero = ctx.zero(y)
     return [unbroadcast(ctx, b.op("Where", h, share, zero), x) if want else None

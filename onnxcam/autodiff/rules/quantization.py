@@ -12,6 +12,7 @@ because both ops are listed in ``STRAIGHT_THROUGH_OPS``.
 from __future__ import annotations
 
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
+from onnxcam.autodiff.rules.elementwise import cast_like
 from onnxcam.errors import UnsupportedModelError
 
 
@@ -48,11 +49,10 @@ def vjp_quantize_linear(ctx: VJPContext):
     b, x = ctx.b, ctx.inputs[0]
     if not ctx.wants[0]:
         return [None]
-    to = ctx.index.type_of(x).elem_type if ctx.index.type_of(x) is not None else 1
-    g = b.op("Cast", ctx.grad_out, to=to)
+    g = cast_like(ctx, ctx.grad_out, x)
     scale = _broadcast_scale(ctx)
     if ctx.dtype(ctx.inputs[1]) != ctx.dtype(x):
-        scale = b.op("Cast", scale, to=to)
+        scale = cast_like(ctx, scale, x)
     return [b.op("Div", g, scale)]
 
 

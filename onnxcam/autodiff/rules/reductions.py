@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
+from onnxcam.autodiff.rules.elementwise import cast_like
 from onnxcam.errors import UnsupportedModelError
 
 
@@ -49,11 +50,6 @@ def _expand_like(ctx: VJPContext, t: str, x: str) -> str:
     return ctx.b.op("Expand", t, ctx.b.ints(list(static)) if static is not None else ctx.b.shape_of(x))
 
 
-def _float_mask(ctx: VJPContext, mask: str, like: str) -> str:
-    t = ctx.index.type_of(like)
-    return ctx.b.op("Cast", mask, to=t.elem_type if t is not None else 1)
-
-
 @vjp_rule("ReduceSum")
 def vjp_reduce_sum(ctx: VJPContext):
     """y = sum_A x: every element of x gets the g of its slice."""
@@ -77,7 +73,7 @@ def vjp_reduce_mean(ctx: VJPContext):
         inv_n = ctx.const(1.0 / math.prod(dims), x)
     else:
         n = b.op("Div", b.op("Size", x), b.op("Size", y))
-        inv_n = b.op("Reciprocal", _float_mask(ctx, n, x))
+        inv_n = b.op("Reciprocal", cast_like(ctx, n, x))
     g = b.op("Mul", _kept(ctx, ctx.grad_out, axes), inv_n)
     return [_expand_like(ctx, g, x)]
 
@@ -90,7 +86,7 @@ def vjp_reduce_max_min(ctx: VJPContext):
     if not axes:
         return [ctx.grad_out]
     hit = b.op("Equal", x, _kept(ctx, y, axes))
-    count = b.reduce("ReduceSum", _float_mask(ctx, hit, x), axes, keepdims=True)
+    count = b.reduce("ReduceSum", cast_like(ctx, hit, x), axes, keepdims=True)
     share = b.op("Div", _kept(ctx, ctx.grad_out, axes), count)
     return [b.op("Where", hit, share, ctx.zero(x))]
 
