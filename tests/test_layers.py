@@ -120,3 +120,25 @@ def test_explicit_layer_by_node_name_and_list():
     assert ex2.layer == ["r1", "features"]
     res = ex2.explain(np.ones((1, 3, 16, 16), np.float32))
     assert isinstance(res.cam_lowres, list) and [c.shape for c in res.cam_lowres] == [(1, 16, 16), (1, 8, 8)]
+
+
+def test_channel_shuffle_output_is_a_candidate():
+    """ShuffleNet: Reshape -> Transpose -> Reshape, then Split into two Conv branches."""
+    s5 = numpy_helper.from_array(np.array([0, 2, 2, 6, 6], np.int64), "s5")
+    s4 = numpy_helper.from_array(np.array([0, 4, 6, 6], np.int64), "s4")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c1", "s5"], ["grouped"]),
+        helper.make_node("Transpose", ["grouped"], ["swapped"], perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["swapped", "s4"], ["shuffled"]),
+        helper.make_node("Split", ["shuffled", "halves"], ["left", "right"], axis=1),
+        helper.make_node("Conv", ["right", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["left", "c2"], ["joined"], axis=1),
+        helper.make_node("GlobalAveragePool", ["joined"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["logits"]),
+    ]
+    halves = numpy_helper.from_array(np.array([2, 2], np.int64), "halves")
+    inits = [s5, s4, halves, _w("w1", 4, 3, 3, 3), _w("w2", 2, 2, 3, 3)]
+    m = _model(nodes, inits, ["N", 3, 6, 6], "logits", ["N", 4])
+    names = [c.name for c in onnxcam.Explainer(m).candidates]
+    assert {"shuffled", "left", "right", "joined"} <= set(names)

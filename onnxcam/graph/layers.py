@@ -22,12 +22,12 @@ _CHANNELS_FIRST_OPS = {
     "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "BatchNormalization", "InstanceNormalization",
     "LRN", "DepthToSpace", "SpaceToDepth", "MaxRoiPool", "RoiAlign",
 }
-#: Ops whose first output keeps the layout of their first 4-D input.
+#: Ops whose 4-D inputs and outputs all share one layout (broadcast operands included).
 _LAYOUT_PRESERVING_OPS = {
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish",
     "Tanh", "Softplus", "Softsign", "Erf", "Gelu", "Mish", "Add", "Sub", "Mul", "Div", "Sum", "Mean", "Max",
     "Min", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Identity", "Dropout", "Cast", "Concat", "Pad",
-    "Slice", "Resize", "Upsample", "QuantizeLinear", "DequantizeLinear", "Where", "Reciprocal",
+    "Slice", "Split", "Resize", "Upsample", "QuantizeLinear", "DequantizeLinear", "Where", "Reciprocal",
 }
 
 
@@ -91,13 +91,10 @@ def infer_channel_axes(index: GraphIndex) -> dict[str, int]:
                 elif dst in axis:
                     axis.setdefault(src, perm[axis[dst]])
             elif op in _LAYOUT_PRESERVING_OPS and outs:
-                known = next((axis[i] for i in data_in if i in axis), None)
-                if known is None and outs[0] in axis:
-                    known = axis[outs[0]]
+                known = next((axis[t] for t in data_in + outs if t in axis), None)
                 if known is not None:
-                    for t in data_in + outs[:1]:
-                        if index.shape(t) == index.shape(outs[0]):
-                            axis.setdefault(t, known)
+                    for t in data_in + outs:
+                        axis.setdefault(t, known)
             elif op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze") and outs and data_in:
                 # tf2onnx swaps NHWC<->NCHW with a Reshape when there is one channel
                 src, dst = data_in[0], outs[0]
