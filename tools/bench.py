@@ -719,8 +719,9 @@ def verdict(ok):
 def render(results: dict) -> str:
     lines = []
     meta = results["meta"]
+    g = meta.get("git") or {}
     lines.append(f"### onnxcam benchmark — {meta['cpu']} ({meta['nproc']} CPUs), "
-                 f"threads={meta['threads']}")
+                 f"threads={meta['threads']}, OMP_WAIT_POLICY={meta.get('OMP_WAIT_POLICY')}, git {g.get('head')}{' (onnxcam dirty)' if g.get('onnxcam_dirty') else ''}")
     lines.append("")
     if results["latency"]:
         lines.append("Latency: median ms per call (p10–p90), interleaved round-robin.")
@@ -810,6 +811,18 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def git_state():
+    """Commit and dirty flag of the repository (onnxcam version under test)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=str(REPO),
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "onnxcam"], cwd=str(REPO),
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return {"head": head or None, "onnxcam_dirty": bool(dirty)}
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -847,6 +860,11 @@ def parse_args(argv=None):
                    help="calls per memory subprocess after setup (default 3)")
     p.add_argument("--gap-ms", type=float, default=30.0,
                    help="untimed sleep between calls so spinning thread pools settle (default 30)")
+    p.add_argument("--omp-wait-policy", default="PASSIVE",
+                   help="OMP_WAIT_POLICY for torch's OpenMP pool, set before torch is imported "
+                        "(default PASSIVE: idle OpenMP workers sleep instead of spin-waiting, which on a "
+                        "2-core machine otherwise steals the cores from the interleaved ORT runs and makes "
+                        "pytorch-grad-cam itself bimodal); 'keep' leaves the environment as it is")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
                    help=f"where exported .onnx files are cached (default {DEFAULT_CACHE})")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
@@ -883,6 +901,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     args.cache_dir = args.cache_dir.resolve()
+    if args.omp_wait_policy.lower() != "keep" and "torch" not in sys.modules:
+        # Must happen before torch (libgomp) is loaded; children inherit it.
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
 
     if args.memory_child:
         mode, model_name, batch = args.memory_child
@@ -913,10 +934,12 @@ def main(argv=None):
             "repeats": args.repeats_map,
             "warmup": args.warmup,
             "gap_ms": args.gap_ms,
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
             "memory_runs": args.memory_runs,
             "bars": BARS,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "loadavg_start": os.getloadavg(),
+            "git": git_state(),
         },
         "latency": [],
         "memory": [],
