@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.utils import Extractor
 
-from tests.vjp_check import gradient_model
+from tests.vjp_check import gradient_model, ort_session
 
 _F32 = TensorProto.FLOAT
 
@@ -82,16 +82,11 @@ def tail_gradient_check(model: onnx.ModelProto, layer: str, score: str, activati
 
 def run_with_intermediates(model: onnx.ModelProto, feeds: dict, names: list[str]) -> dict:
     """Run ``model`` in onnxruntime exposing extra intermediate tensors."""
-    import onnxruntime as ort
-
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
     for n in names:
         if n not in have:
             m.graph.output.append(helper.make_empty_tensor_value_info(n))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    out = sess.run(names, feeds)
+    out = ort_session(m).run(names, feeds)
     return dict(zip(names, out))

@@ -44,15 +44,12 @@ def test_fan_in_gradients_are_summed():
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "x"], ["m"]),
              helper.make_node("Add", ["m", "x"], ["y"])]
     x = rng.standard_normal((2, 3))
-    from tests.vjp_check import gradient_model
+    from tests.vjp_check import gradient_model, ort_session
 
     m = _model(nodes, [], [2, 3], "y", [2, 3])
     gm, seeds, grads = gradient_model(m, ["x"], ["y"])
-    import onnxruntime as ort
-
     seed = rng.standard_normal((2, 3)).astype(np.float32)
-    sess = ort.InferenceSession(gm.SerializeToString(), providers=["CPUExecutionProvider"])
-    g = sess.run(None, {"x": x.astype(np.float32), seeds["y"]: seed})[1]
+    g = ort_session(gm).run(None, {"x": x.astype(np.float32), seeds["y"]: seed})[1]
     expected = seed * (2 * np.maximum(x, 0) + 1)
     np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-6)
 

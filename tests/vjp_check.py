@@ -55,10 +55,50 @@ def build_single_node(op_type: str, inputs: dict[str, np.ndarray], wrt: Sequence
     graph = helper.make_graph([node], "single", ins, [], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = emitted_ir_version(opset, 8)
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    return with_inferred_outputs(model, outs, strict_mode=True, data_prop=True), outs
+
+
+def with_inferred_outputs(model: onnx.ModelProto, outs: Sequence[str], **infer_kwargs) -> onnx.ModelProto:
+    """``model`` shape-inferred afresh (its value_info and outputs dropped), declaring ``outs`` as outputs.
+
+    ``infer_kwargs`` go to ``onnx.shape_inference.infer_shapes``; ``model`` itself is emptied of both lists.
+    """
+    del model.graph.value_info[:]
+    del model.graph.output[:]
+    model = onnx.shape_inference.infer_shapes(model, **infer_kwargs)
     inferred = {vi.name: vi for vi in model.graph.value_info}
     model.graph.output.extend(inferred[o] for o in outs)
-    return model, outs
+    return model
+
+
+def ort_session(model: onnx.ModelProto):
+    """A CPU onnxruntime session for ``model`` that logs errors only."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def ort_grad_vs_torch(sess, inputs: dict[str, np.ndarray], seed_name: str, torch_fn: Callable,
+                      rng: np.random.Generator, check_forward: bool = True) -> None:
+    """Run a gradient model (outputs: y, then d/d each input) in onnxruntime against torch autograd.
+
+    ``inputs`` (float64, fed to onnxruntime as float32) are all differentiated, in order; the
+    cotangent fed as ``seed_name`` is drawn from ``rng`` once torch has the output's shape.
+    """
+    import torch
+
+    tin = {k: torch.tensor(v, requires_grad=True) for k, v in inputs.items()}
+    ty = torch_fn(**tin)
+    seed = rng.standard_normal(tuple(ty.shape))
+    tgrads = torch.autograd.grad(ty, list(tin.values()), torch.tensor(seed))
+    feeds = {k: v.astype(np.float32) for k, v in inputs.items()}
+    y, *grads = sess.run(None, {**feeds, seed_name: seed.astype(np.float32)})
+    if check_forward:
+        np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-4, atol=1e-4)
+    for g, tg in zip(grads, tgrads):
+        np.testing.assert_allclose(g, tg.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def gradient_model(model: onnx.ModelProto, wrt: Sequence[str], seeded: Sequence[str], rules=None):
@@ -152,14 +192,10 @@ def check_vjp(op_type: str, inputs: dict[str, np.ndarray], wrt: Sequence[str], a
                                        err_msg=f"{op_type}: d/d{w} differs from torch autograd")
 
     if ort:
-        import onnxruntime as ort_
-
         model32, _ = build_single_node(op_type, inputs, wrt, attrs, n_outputs, np.float32, opset,
                                        keep_dtype=keep_dtype)
         gm32, seeds32, _ = gradient_model(model32, wrt, seeded_names, rules=rules)
-        so = ort_.SessionOptions()
-        so.log_severity_level = 3
-        sess = ort_.InferenceSession(gm32.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        sess = ort_session(gm32)
         feeds32 = {w: feeds[w].astype(np.float32) for w in wrt}
         feeds32.update({seeds32[o]: seed_vals[seeds[o]].astype(np.float32) for o in seeded_names})
         out32 = sess.run(None, feeds32)[len(seeded_names):]

@@ -23,7 +23,8 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.ops.op_conv_transpose import ConvTranspose as _RefConvTranspose
 
 from onnxcam.errors import UnsupportedModelError
-from tests.vjp_check import build_single_node, check_vjp, gradient_model
+from tests.vjp_check import (build_single_node, check_vjp, gradient_model, ort_grad_vs_torch, ort_session,
+                              with_inferred_outputs)
 
 
 # --------------------------------------------------------------------------- padding semantics (spec / onnxruntime)
@@ -107,13 +108,10 @@ def _exact_reference_conv_transpose(monkeypatch):
 
 def ort_forward_matches_reference(op_type, inputs, attrs):
     """The (patched) reference evaluator and onnxruntime agree on the forward op."""
-    import onnxruntime as ort
-
     model, _ = build_single_node(op_type, inputs, list(inputs), attrs, 1, np.float32, 17)
     feeds = {k: np.asarray(v, dtype=np.float32) for k, v in inputs.items()}
     ref = ReferenceEvaluator(model).run(None, feeds)[0]
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    got = sess.run(None, feeds)[0]
+    got = ort_session(model).run(None, feeds)[0]
     np.testing.assert_allclose(ref, got, rtol=1e-4, atol=1e-4)
 
 
@@ -241,30 +239,24 @@ def test_conv_bias_gradient():
     check_vjp("Conv", {"x": x, "w": w, "b": bias}, ["x", "b"], attrs=attrs, torch_fn=torch_conv(attrs, [5, 5]))
 
 
+def _one_node_model(node, inputs, inits=()):
+    """Opset-17 float32 model ``inputs -> node -> y0`` (inputs may have symbolic dims), shapes inferred."""
+    graph = helper.make_graph([node], "g", inputs, [], list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return with_inferred_outputs(model, ["y0"], strict_mode=True)
+
+
 def _symbolic_model(op_type, x_shape, w, attrs):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)
     node = helper.make_node(op_type, ["x", "w"], ["y0"], **attrs)
-    graph = helper.make_graph([node], "g", [x], [], [onnx.numpy_helper.from_array(w.astype(np.float32), "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    model.graph.output.extend(vi for vi in model.graph.value_info if vi.name == "y0")
-    return model
+    return _one_node_model(node, [x], [onnx.numpy_helper.from_array(w.astype(np.float32), "w")])
 
 
 def _ort_grad_vs_torch(model, x, w, twin, rng):
     """Run the gradient model in onnxruntime and compare output and input gradient with torch."""
-    import onnxruntime as ort
-
     gm, seeds, _ = gradient_model(model, ["x"], ["y0"])
-    sess = ort.InferenceSession(gm.SerializeToString(), providers=["CPUExecutionProvider"])
-    tx = torch.tensor(x, requires_grad=True)
-    ty = twin(tx, torch.tensor(w))
-    seed = rng.standard_normal(tuple(ty.shape))
-    (tg,) = torch.autograd.grad(ty, tx, torch.tensor(seed))
-    y, g = sess.run(None, {"x": x.astype(np.float32), seeds["y0"]: seed.astype(np.float32)})
-    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(g, tg.numpy(), rtol=1e-4, atol=1e-4)
+    ort_grad_vs_torch(ort_session(gm), {"x": x}, seeds["y0"], lambda x: twin(x, torch.tensor(w)), rng)
 
 
 @pytest.mark.parametrize("op_type", ["Conv", "ConvTranspose"])
@@ -477,27 +469,14 @@ def test_matmul(a_shape, b_shape, wrt):
 ])
 def test_matmul_symbolic(a_shape, b_shape, feeds):
     """Symbolic batch dims: onnxruntime gradients of both operands equal torch's."""
-    import onnxruntime as ort
-
     a = helper.make_tensor_value_info("a", TensorProto.FLOAT, a_shape)
     b = helper.make_tensor_value_info("b", TensorProto.FLOAT, b_shape)
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y0"])], "g", [a, b], [])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    model.graph.output.extend(vi for vi in model.graph.value_info if vi.name == "y0")
+    model = _one_node_model(helper.make_node("MatMul", ["a", "b"], ["y0"]), [a, b])
     gm, seeds, _ = gradient_model(model, ["a", "b"], ["y0"])
-    sess = ort.InferenceSession(gm.SerializeToString(), providers=["CPUExecutionProvider"])
     r = np.random.default_rng(2)
     av, bv = r.standard_normal(feeds[0]), r.standard_normal(feeds[1])
-    ta, tb = torch.tensor(av, requires_grad=True), torch.tensor(bv, requires_grad=True)
-    ty = ta @ tb
-    seed = r.standard_normal(tuple(ty.shape))
-    tga, tgb = torch.autograd.grad(ty, [ta, tb], torch.tensor(seed))
-    _, ga, gb = sess.run(None, {"a": av.astype(np.float32), "b": bv.astype(np.float32),
-                                seeds["y0"]: seed.astype(np.float32)})
-    np.testing.assert_allclose(ga, tga.numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(gb, tgb.numpy(), rtol=1e-4, atol=1e-4)
+    ort_grad_vs_torch(ort_session(gm), {"a": av, "b": bv}, seeds["y0"], lambda a, b: a @ b, r,
+                      check_forward=False)
 
 
 @pytest.mark.parametrize("opset", [18, 21])

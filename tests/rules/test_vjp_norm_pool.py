@@ -16,7 +16,6 @@ import math
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,7 +23,8 @@ from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxcam.errors import UnsupportedModelError
-from tests.vjp_check import build_single_node, check_vjp, gradient_model
+from tests.vjp_check import (build_single_node, check_vjp, gradient_model, ort_grad_vs_torch, ort_session,
+                              with_inferred_outputs)
 
 
 
@@ -35,12 +35,6 @@ def _float64_torch():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
-
-
-def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def _torch_forward(torch_fn, inputs):
@@ -59,7 +53,7 @@ def _forward_agreement(op_type, inputs, wrt, attrs, torch_fn=None, opset=17, n_o
     m32, _ = build_single_node(op_type, inputs, wrt, attrs, n_outputs, np.float32, opset)
     feeds = {w: np.asarray(inputs[w], dtype=np.float32) for w in wrt}
     try:
-        y_ort = _session(m32).run(None, feeds)[0]
+        y_ort = ort_session(m32).run(None, feeds)[0]
     except Exception:
         return "no-ort"
     if torch_fn is not None:
@@ -98,13 +92,7 @@ def _symbolic(model: onnx.ModelProto, dims: dict[int, str]) -> onnx.ModelProto:
         for axis, sym in dims.items():
             vi.type.tensor_type.shape.dim[axis].Clear()
             vi.type.tensor_type.shape.dim[axis].dim_param = sym
-    outs = [o.name for o in m.graph.output]
-    del m.graph.value_info[:]
-    del m.graph.output[:]
-    m = onnx.shape_inference.infer_shapes(m, data_prop=True)
-    inferred = {vi.name: vi for vi in m.graph.value_info}
-    m.graph.output.extend(inferred[o] for o in outs)
-    return m
+    return with_inferred_outputs(m, [o.name for o in m.graph.output], data_prop=True)
 
 
 def _ort_vs_torch(op_type, inputs, attrs, torch_fn, opset=17, symbolic=None, run_inputs=None, n_outputs=1):
@@ -129,7 +117,7 @@ def _ort_vs_torch(op_type, inputs, attrs, torch_fn, opset=17, symbolic=None, run
     y = y[0] if isinstance(y, (tuple, list)) else y
     seed = np.random.default_rng(7).standard_normal(tuple(y.shape))
     (tg,) = torch.autograd.grad(y, [tin["x"]], torch.tensor(seed))
-    res = _session(gm).run(None, {"x": x.astype(np.float32), seeds[outs[0]]: seed.astype(np.float32)})
+    res = ort_session(gm).run(None, {"x": x.astype(np.float32), seeds[outs[0]]: seed.astype(np.float32)})
     np.testing.assert_allclose(res[0], y.detach().numpy(), rtol=1e-4, atol=1e-4, err_msg="forward differs")
     np.testing.assert_allclose(res[1], tg.numpy(), rtol=1e-4, atol=1e-4 * max(1.0, float(tg.abs().max())),
                                err_msg=f"{op_type}: onnxruntime gradient differs from torch")
@@ -175,13 +163,10 @@ def test_batch_normalization_runtime_stats_and_dynamic_batch():
     m.graph.output.extend([helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3, 4, 4])])
     gm, seeds, _ = gradient_model(m, ["x"], ["y"])
     xs = rng.standard_normal((5, 3, 4, 4))
-    seed = rng.standard_normal(xs.shape)
-    tx = torch.tensor(xs, requires_grad=True)
     t = {k: torch.tensor(v.astype(np.float64)) for k, v in p.items()}
-    y = F.batch_norm(tx, t["mean"], t["var"], t["scale"], t["bias"], training=False, eps=1e-3)
-    (tg,) = torch.autograd.grad(y, [tx], torch.tensor(seed))
-    res = _session(gm).run(None, {"x": xs.astype(np.float32), seeds["y"]: seed.astype(np.float32)})
-    np.testing.assert_allclose(res[1], tg.numpy(), rtol=1e-4, atol=1e-4)
+    ort_grad_vs_torch(ort_session(gm), {"x": xs}, seeds["y"],
+                      lambda x: F.batch_norm(x, t["mean"], t["var"], t["scale"], t["bias"], training=False, eps=1e-3),
+                      rng, check_forward=False)
 
 
 def test_batch_normalization_training_mode_refused():
@@ -331,16 +316,20 @@ def _same_pads(size, k, s, mode):
     return pb, total - pb
 
 
+def _torch_pads_2d(auto_pad, h, w, k, s):
+    """``F.pad``'s (left, right, top, bottom) for a 2-D pool with ``auto_pad`` VALID or SAME_*."""
+    if auto_pad == "VALID":
+        return (0, 0, 0, 0)
+    (t, bo), (le, r) = _same_pads(h, k[0], s[0], auto_pad), _same_pads(w, k[1], s[1], auto_pad)
+    return (le, r, t, bo)
+
+
 @pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
 def test_max_pool_auto_pad(auto_pad):
     rng = np.random.default_rng(900 + len(auto_pad))
     k, s, (h, w) = [3, 2], [2, 2], (7, 6)
     x = rng.standard_normal((1, 3, h, w))
-    if auto_pad == "VALID":
-        pads = (0, 0, 0, 0)
-    else:
-        (t, bo), (le, r) = _same_pads(h, k[0], s[0], auto_pad), _same_pads(w, k[1], s[1], auto_pad)
-        pads = (le, r, t, bo)
+    pads = _torch_pads_2d(auto_pad, h, w, k, s)
     twin = lambda x: F.max_pool2d(F.pad(x, pads, value=-math.inf), k, s)  # noqa: E731
     _check("MaxPool", {"x": x}, ["x"], {"kernel_shape": k, "strides": s, "auto_pad": auto_pad}, twin)
 
@@ -409,11 +398,7 @@ def test_average_pool_auto_pad(auto_pad, cip):
     rng = np.random.default_rng(1200 + cip)
     k, s, (h, w) = [3, 2], [2, 1], (7, 6)
     x = rng.standard_normal((2, 2, h, w))
-    if auto_pad == "VALID":
-        pads = (0, 0, 0, 0)
-    else:
-        (t, bo), (le, r) = _same_pads(h, k[0], s[0], auto_pad), _same_pads(w, k[1], s[1], auto_pad)
-        pads = (le, r, t, bo)
+    pads = _torch_pads_2d(auto_pad, h, w, k, s)
     attrs = {"kernel_shape": k, "strides": s, "auto_pad": auto_pad, "count_include_pad": cip}
     _check("AveragePool", {"x": x}, ["x"], attrs, _sum_pool_twin(pads, k, s, cip))
 

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxcam.graph.prepare import emitted_ir_version
-from tests.vjp_check import build_single_node, check_vjp, gradient_model
+from tests.vjp_check import build_single_node, check_vjp, gradient_model, ort_session, with_inferred_outputs
 
 SEEDS = [0, 1]
 
@@ -153,8 +153,6 @@ def _ort_vs_torch(op, inputs, wrt, attrs, torch_fn, opset=17, rng_seed=0, symbol
     does not implement, and gradients that use Erf, which it computes in float32.
     Inputs named in ``symbolic`` get a symbolic leading dim "N" (dynamic batch).
     """
-    import onnxruntime as ort
-
     model, outs = build_single_node(op, inputs, wrt, attrs, 1, np.float32, opset)
     if symbolic:
         model = _symbolic_batch(model, symbolic, outs)
@@ -166,10 +164,7 @@ def _ort_vs_torch(op, inputs, wrt, attrs, torch_fn, opset=17, rng_seed=0, symbol
     ty = torch_fn(**tin)
     seed = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
     tgrads = torch.autograd.grad(ty, [tin[w] for w in wrt], torch.tensor(seed, dtype=torch.float64))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(gm.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    grads = sess.run(None, {**feeds, seeds[outs[0]]: seed})[1:]
+    grads = ort_session(gm).run(None, {**feeds, seeds[outs[0]]: seed})[1:]
     for w, g, tg in zip(wrt, grads, tgrads):
         tg = tg.numpy()
         np.testing.assert_allclose(g, tg, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(tg).max()),
@@ -183,12 +178,7 @@ def _symbolic_batch(model, names, outs):
     for vi in m.graph.input:
         if vi.name in names:
             vi.type.tensor_type.shape.dim[0].dim_param = "N"
-    del m.graph.value_info[:]
-    del m.graph.output[:]
-    m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
-    inferred = {vi.name: vi for vi in m.graph.value_info}
-    m.graph.output.extend(inferred[o] for o in outs)
-    return m
+    return with_inferred_outputs(m, outs, strict_mode=True)
 
 
 def _sym_rows():
@@ -556,8 +546,6 @@ QDQ_FORMS = {
 def test_quantize_dequantize_straight_through(form):
     """dx of DQ(Q(x)) is g (straight-through), g * s_dq / s_q when the scales differ; agrees with torch's
     fake_quantize for in-range inputs."""
-    import onnxruntime as ort
-
     rng = np.random.default_rng(sorted(QDQ_FORMS).index(form))
     shape, axis, signed, requant = QDQ_FORMS[form]
     rank = len(shape)
@@ -573,10 +561,7 @@ def test_quantize_dequantize_straight_through(form):
     expected = g * ratio.reshape(along)
 
     ref = ReferenceEvaluator(gm).run(None, {"x": x, seeds["y"]: g})[1]
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(gm.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"x": x, seeds["y"]: g})[1]
+    got = ort_session(gm).run(None, {"x": x, seeds["y"]: g})[1]
     np.testing.assert_allclose(ref, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxcam.autodiff.registry import VJP_RULES
 from onnxcam.errors import UnsupportedModelError
-from tests.vjp_check import check_vjp, gradient_model
+from tests.vjp_check import check_vjp, gradient_model, ort_grad_vs_torch, ort_session
 
 I64 = np.int64
 
@@ -82,8 +82,6 @@ def test_identity_dropout():
 @pytest.mark.parametrize("to", [TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16])
 def test_cast(to):
     """Cast's gradient is the cotangent cast back to the input type (checked exactly, in ORT too)."""
-    import onnxruntime as ort
-
     node = helper.make_node("Cast", ["x"], ["y"], to=to)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
                               [helper.make_tensor_value_info("y", to, [2, 3])])
@@ -92,8 +90,7 @@ def test_cast(to):
     gm, seeds, _ = gradient_model(model, ["x"], ["y"])
     seed = np.random.default_rng(31).standard_normal((2, 3)).astype(helper.tensor_dtype_to_np_dtype(to))
     x = np.ones((2, 3), np.float32)
-    _, gx = ort.InferenceSession(gm.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"x": x, seeds["y"]: seed})
+    _, gx = ort_session(gm).run(None, {"x": x, seeds["y"]: seed})
     assert gx.dtype == np.float32
     np.testing.assert_array_equal(gx, seed.astype(np.float32))
 
@@ -433,8 +430,6 @@ def test_resize_identity_and_rejections():
 
 def _dynamic_check(nodes, x_shape, inits, out, torch_fn, batches=(2, 3), opset=17, seed=0):
     """Graph ``x[N, ...] -> nodes -> out`` with a symbolic N: ORT float32 gradient vs torch float64."""
-    import onnxruntime as ort
-
     dims = ["N", *x_shape[1:]]
     graph = helper.make_graph(nodes, "dyn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)], [],
                               [numpy_helper.from_array(v, k) for k, v in inits.items()])
@@ -444,17 +439,11 @@ def _dynamic_check(nodes, x_shape, inits, out, torch_fn, batches=(2, 3), opset=1
     vi = {v.name: v for v in model.graph.value_info}
     model.graph.output.append(vi[out] if out in vi else helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
     gm, seeds, _ = gradient_model(model, ["x"], [out])
-    sess = ort.InferenceSession(gm.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort_session(gm)
     rng = np.random.default_rng(seed)
     for n in batches:
         x = rng.standard_normal((n, *x_shape[1:]))
-        tx = torch.tensor(x, requires_grad=True)
-        ty = torch_fn(tx)
-        s = rng.standard_normal(tuple(ty.shape))
-        (tg,) = torch.autograd.grad(ty, tx, torch.tensor(s))
-        y, g = sess.run(None, {"x": x.astype(np.float32), seeds[out]: s.astype(np.float32)})
-        np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(g, tg.numpy(), rtol=1e-4, atol=1e-4)
+        ort_grad_vs_torch(sess, {"x": x}, seeds[out], torch_fn, rng)
 
 
 def _n(op, ins, out, **attrs):

@@ -33,12 +33,19 @@ def unbroadcast(ctx: VJPContext, grad: str, x: str, y: str | None = None) -> str
         elif dx != 1:
             dynamic = dynamic or not (isinstance(dx, int) and dx > 1)
     if dynamic:
-        shape_x = b.op("Shape", x)
-        shape_g = b.op("Shape", grad)
-        one = b.ints(1)
-        mask = b.op("And", b.op("Equal", shape_x, one), b.op("Not", b.op("Equal", shape_g, one)))
-        runtime_axes = b.op("Reshape", b.op("NonZero", mask), b.ints([-1]))
-        return b.op("ReduceSum", grad, runtime_axes, keepdims=1, noop_with_empty_axes=1, hint="unbroadcast")
+        return sum_to_runtime(ctx, grad, x)
     if axes:
         grad = b.reduce("ReduceSum", grad, axes, keepdims=True, hint="unbroadcast")
     return grad
+
+
+def sum_to_runtime(ctx: VJPContext, grad: str, x: str) -> str:
+    """Sum ``grad`` (same rank as ``x``) with keepdims over the axes where, at run time, ``x`` has
+    size 1 and ``grad`` does not: the broadcast axes when some dims are symbolic."""
+    b = ctx.b
+    shape_x = b.op("Shape", x)
+    shape_g = b.op("Shape", grad)
+    one = b.ints(1)
+    mask = b.op("And", b.op("Equal", shape_x, one), b.op("Not", b.op("Equal", shape_g, one)))
+    runtime_axes = b.op("Reshape", b.op("NonZero", mask), b.ints([-1]))
+    return b.op("ReduceSum", grad, runtime_axes, keepdims=1, noop_with_empty_axes=1, hint="unbroadcast")

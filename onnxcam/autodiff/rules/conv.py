@@ -71,6 +71,20 @@ def _refuse_weight(ctx: VJPContext) -> None:
         )
 
 
+def _start(ctx: VJPContext):
+    """The shared start of Conv/ConvTranspose: refuse dW, read the geometry, emit dB where wanted.
+
+    Returns ``(x, w, (n, kernel, strides, dilations, group), grads)`` with ``grads[0]`` still unset.
+    """
+    _refuse_weight(ctx)
+    x, w = ctx.inputs[:2]
+    geometry = _geometry(ctx, x, w)
+    grads: list[str | None] = [None] * len(ctx.inputs)
+    if len(ctx.inputs) > 2 and ctx.wants[2]:
+        grads[2] = _bias_grad(ctx, geometry[0])
+    return x, w, geometry, grads
+
+
 @vjp_rule("Conv")
 def vjp_conv(ctx: VJPContext):
     """dx = ConvTranspose(g, W) with the forward's strides, dilations and groups.
@@ -84,12 +98,7 @@ def vjp_conv(ctx: VJPContext):
     strided axes need the input size; where it is symbolic, ``r`` (and SAME
     pads) are computed at run time instead.
     """
-    _refuse_weight(ctx)
-    x, w = ctx.inputs[:2]
-    n, kernel, strides, dilations, group = _geometry(ctx, x, w)
-    grads: list[str | None] = [None] * len(ctx.inputs)
-    if len(ctx.inputs) > 2 and ctx.wants[2]:
-        grads[2] = _bias_grad(ctx, n)
+    x, w, (n, kernel, strides, dilations, group), grads = _start(ctx)
     if not ctx.wants[0]:
         return grads
 
@@ -189,12 +198,7 @@ def vjp_conv_transpose(ctx: VJPContext):
     ``out = output_shape`` or ``S * s`` for SAME (clamped at 0 there), the odd
     pixel at the end for SAME_UPPER and at the beginning otherwise.
     """
-    _refuse_weight(ctx)
-    x, w = ctx.inputs[:2]
-    n, kernel, strides, dilations, group = _geometry(ctx, x, w)
-    grads: list[str | None] = [None] * len(ctx.inputs)
-    if len(ctx.inputs) > 2 and ctx.wants[2]:
-        grads[2] = _bias_grad(ctx, n)
+    x, w, (n, kernel, strides, dilations, group), grads = _start(ctx)
     if not ctx.wants[0]:
         return grads
 

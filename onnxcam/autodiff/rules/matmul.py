@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
-from onnxcam.autodiff.rules._broadcast import unbroadcast
+from onnxcam.autodiff.rules._broadcast import sum_to_runtime, unbroadcast
 
 
 def _scaled(ctx: VJPContext, x: str, factor: float, like: str) -> str:
@@ -93,11 +93,7 @@ def _sum_batch_to(ctx: VJPContext, grad: str, x: str, grad_batch: list) -> str:
         else:
             dynamic = True
     if dynamic:
-        one = b.ints(1)
-        mask = b.op("And", b.op("Equal", b.op("Shape", x), one),
-                    b.op("Not", b.op("Equal", b.op("Shape", grad), one)))
-        runtime_axes = b.op("Reshape", b.op("NonZero", mask), b.ints([-1]))
-        return b.op("ReduceSum", grad, runtime_axes, keepdims=1, noop_with_empty_axes=1, hint="unbroadcast")
+        return sum_to_runtime(ctx, grad, x)
     if axes:
         grad = b.reduce("ReduceSum", grad, axes, keepdims=True, hint="unbroadcast")
     return grad

@@ -333,26 +333,26 @@ def _unique_indices(iv: np.ndarray, dim) -> bool:
     return len(np.unique(flat)) == flat.size
 
 
-@vjp_rule("GatherElements")
-def vjp_gather_elements(ctx: VJPContext):
-    """y[i] = x[i with i_axis := indices[i]]: dx = scatter-add of g at those positions."""
+def _regather_grad(ctx: VJPContext, op_type: str, attr: str) -> list[str | None]:
+    """[dx, None] of ``y = op_type(x, indices)``: g scatter-added where the same gather, run on an
+    iota with the node's ``attr`` (an int, default 0), says each output element came from."""
     if not ctx.wants[0]:
         return [None, None]
     x, idx = ctx.inputs
-    axis = ctx.attr("axis", 0)
-    return [_scatter_back(ctx, x, ctx.grad_out,
-                          lambda iota: ctx.b.op("GatherElements", iota, idx, axis=axis)), None]
+    value = ctx.attr(attr, 0)
+    return [_scatter_back(ctx, x, ctx.grad_out, lambda iota: ctx.b.op(op_type, iota, idx, **{attr: value})), None]
+
+
+@vjp_rule("GatherElements")
+def vjp_gather_elements(ctx: VJPContext):
+    """y[i] = x[i with i_axis := indices[i]]: dx = scatter-add of g at those positions."""
+    return _regather_grad(ctx, "GatherElements", "axis")
 
 
 @vjp_rule("GatherND")
 def vjp_gather_nd(ctx: VJPContext):
     """y = x[indices tuples] (with batch_dims): dx = scatter-add of g at the gathered positions."""
-    if not ctx.wants[0]:
-        return [None, None]
-    x, idx = ctx.inputs
-    batch_dims = ctx.attr("batch_dims", 0)
-    return [_scatter_back(ctx, x, ctx.grad_out,
-                          lambda iota: ctx.b.op("GatherND", iota, idx, batch_dims=batch_dims)), None]
+    return _regather_grad(ctx, "GatherND", "batch_dims")
 
 
 @vjp_rule("Tile")
