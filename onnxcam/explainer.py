@@ -243,6 +243,26 @@ class Explainer:
             raise TargetError(f"target class {ids[ids < 0][0]} is negative; class ids start at 0")
         return ids.astype(np.int64)
 
+    @property
+    def index(self) -> GraphIndex:
+        """The prepared graph (weights detached): inputs, outputs, shapes, metadata."""
+        return self._index
+
+    @property
+    def source(self) -> Path | None:
+        """The model file this Explainer reads (None for an in-memory ModelProto)."""
+        return self._source
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes of the explained output, when it is (batch, classes); else None."""
+        return self._num_classes()
+
+    def class_scores(self, result: ExplainResult) -> np.ndarray:
+        """(N, K) values of the explained output (probabilities after a Softmax), one row per image."""
+        out = result.outputs[self._score.output]
+        return out.reshape(out.shape[0], -1)
+
     def _num_classes(self) -> int | None:
         shape = self._index.shape(self._score.tensor)
         if shape is None or len(shape) < 2:

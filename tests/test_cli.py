@@ -86,3 +86,109 @@ def test_export_never_overwrites_the_model(model_path):
     proc = run_cli("export", model_path, "-o", model_path, check_exit=1)
     assert "refusing to overwrite" in proc.stderr
     assert hashlib.sha256(model_path.read_bytes()).hexdigest() == before
+
+
+# --- explain: the whole pipeline on a model whose CAM is the image's brightness ----------------------------------
+
+def brightness_model(size: int = 32, nhwc: bool = False) -> onnx.ModelProto:
+    """A 1x1 Conv averaging RGB, ReLU, GAP and a 2-class head: the class-0 CAM peaks where the image is brightest."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((1, 3, 1, 1), 1 / 3, np.float32), "w")
+    fc = numpy_helper.from_array(np.array([[1.0, -1.0]], np.float32), "fc")
+    nodes = []
+    x = "x"
+    if nhwc:
+        nodes.append(helper.make_node("Transpose", ["x"], ["x_nchw"], perm=[0, 3, 1, 2]))
+        x = "x_nchw"
+    nodes += [helper.make_node("Conv", [x, "w"], ["c"]), helper.make_node("Relu", ["c"], ["features"]),
+              helper.make_node("GlobalAveragePool", ["features"], ["gap"]),
+              helper.make_node("Flatten", ["gap"], ["flat"]), helper.make_node("MatMul", ["flat", "fc"], ["logits"])]
+    shape = ["N", size, size, 3] if nhwc else ["N", 3, size, size]
+    g = helper.make_graph(nodes, "bright", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], [w, fc])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def blob_image(path, width, height, cx, cy, radius=3):
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = np.full((height, width, 3), 20, np.uint8)
+    img[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = 255
+    Image.fromarray(img).save(path)
+
+
+@pytest.mark.parametrize("resize", ["squash", "crop"])
+@pytest.mark.parametrize("nhwc", [False, True], ids=["NCHW", "NHWC"])
+def test_peak_maps_back_onto_original_pixels(tmp_path, resize, nhwc):
+    model = tmp_path / "bright.onnx"
+    onnx.save(brightness_model(nhwc=nhwc), model)
+    images = tmp_path / "photos"
+    (images / "nested").mkdir(parents=True)
+    # Non-square photos; for crop the blob must sit inside the centre square that survives.
+    blob_image(images / "wide.png", 120, 60, cx=70, cy=20)
+    blob_image(images / "nested" / "tall.png", 50, 100, cx=12, cy=55)
+    out = tmp_path / "out"
+    run_cli("explain", model, images, "--target", "0", "--resize", resize, "--preprocess", "raw01", "-o", out,
+            check_exit=0)
+    summary = json.loads((out / "summary.json").read_text())
+    peaks = {Path(r["image"]).name: (r["peak"]["x"], r["peak"]["y"]) for r in summary["results"]}
+    assert set(peaks) == {"wide.png", "tall.png"}
+    assert abs(peaks["wide.png"][0] - 70) <= 2 and abs(peaks["wide.png"][1] - 20) <= 2, peaks
+    assert abs(peaks["tall.png"][0] - 12) <= 2 and abs(peaks["tall.png"][1] - 55) <= 2, peaks
+    assert (out / "wide.png.cam.png").is_file() and (out / "nested" / "tall.png.cam.png").is_file()
+    assert summary["results"][0]["layer"] == "features" and summary["results"][0]["target"] == 0
+    assert ("NHWC" if nhwc else "NCHW") in summary["preprocess"] and f"resize={resize}" in summary["preprocess"]
+
+
+@pytest.mark.parametrize("preset", ["imagenet", "inception", "tf", "caffe", "raw01", "raw255"])
+def test_every_preset_runs(tmp_path, preset):
+    model = tmp_path / "bright.onnx"
+    onnx.save(brightness_model(), model)
+    blob_image(tmp_path / "a.png", 40, 40, 10, 30)
+    run_cli("explain", model, tmp_path / "a.png", "--preprocess", preset, "-o", tmp_path / "out", check_exit=0)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    expected = {"tf": "inception"}.get(preset, preset)
+    assert summary["preprocess"].startswith(expected + ":")
+
+
+def test_one_bad_image_loses_nothing_else(tmp_path):
+    model = tmp_path / "bright.onnx"
+    onnx.save(brightness_model(), model)
+    blob_image(tmp_path / "good1.png", 40, 40, 10, 10)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    blob_image(tmp_path / "good2.png", 40, 40, 30, 30)
+    proc = run_cli("explain", model, tmp_path, "-o", tmp_path / "out", check_exit=1)
+    assert "broken.png" in proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert sorted(Path(r["image"]).name for r in summary["results"]) == ["good1.png", "good2.png"]
+    assert [Path(f["image"]).name for f in summary["failures"]] == ["broken.png"]
+
+
+def test_labels_count_and_unwritable_output(tmp_path):
+    model = tmp_path / "bright.onnx"
+    onnx.save(brightness_model(), model)
+    blob_image(tmp_path / "a.png", 40, 40, 10, 10)
+    (tmp_path / "labels.txt").write_text("bright\ndark\nextra\n")
+    proc = run_cli("explain", model, tmp_path / "a.png", "--labels", tmp_path / "labels.txt", "-o", tmp_path / "o",
+                   check_exit=1)
+    assert "3 names but the model has 2 classes" in proc.stderr
+    (tmp_path / "labels.txt").write_text("bright\ndark\n")
+    run_cli("explain", model, tmp_path / "a.png", "--labels", tmp_path / "labels.txt", "-o", tmp_path / "o",
+            check_exit=0)
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["results"][0]["class_name"] == "bright"
+    (tmp_path / "afile").write_text("x")
+    proc = run_cli("explain", model, tmp_path / "a.png", "-o", tmp_path / "afile" / "sub", check_exit=1)
+    assert "cannot write to output folder" in proc.stderr
+
+
+def test_top_k_explains_k_classes_per_image(tmp_path):
+    model = tmp_path / "bright.onnx"
+    onnx.save(brightness_model(), model)
+    blob_image(tmp_path / "a.png", 40, 40, 10, 10)
+    run_cli("explain", model, tmp_path / "a.png", "--top", "2", "-o", tmp_path / "o", check_exit=0)
+    results = json.loads((tmp_path / "o" / "summary.json").read_text())["results"]
+    assert [r["target"] for r in results] == [0, 1] and results[0]["score"] >= results[1]["score"]

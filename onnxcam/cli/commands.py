@@ -7,8 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from onnxcam.cli.explain_files import RenderOptions, check_labels, collect_images, explain_files, prepare_output_dir
+from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import Explainer
 from onnxcam.methods import CAM_METHODS
+from onnxcam.preprocess import DEFAULT_MAX_PIXELS, PRESETS, derive_spec
+from onnxcam.preprocess.presets import ALIASES as PRESET_ALIASES
+from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP
 
 
 class LayersCommand:
@@ -68,7 +73,114 @@ class ExportCommand:
         return 0
 
 
-COMMANDS = [LayersCommand(), ExportCommand()]
+def add_render_options(p) -> None:
+    g = p.add_argument_group("rendering")
+    g.add_argument("--colormap", default=DEFAULT_COLORMAP, choices=list(COLORMAPS),
+                   help=f"heatmap colours (default {DEFAULT_COLORMAP}: colour-blind safe, readable in greyscale; "
+                        "jet matches other tools)")
+    g.add_argument("--alpha", type=float, default=0.5, help="overlay opacity, 0..1 (default 0.5)")
+    g.add_argument("--contour", action="store_true", help="outline the region above 15%% of the map's maximum")
+    g.add_argument("--box", action="store_true", help="box the largest region above 15%% of the maximum")
+
+
+def add_run_options(p) -> None:
+    p.add_argument("-o", "--output", default="onnxcam-out", help="output folder (default ./onnxcam-out)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per ONNX Runtime call (default 8)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS}, "
+                        "a guard against decompression bombs)")
+
+
+def finish_run(report, out: Path) -> int:
+    for failure in report.failures:
+        print(f"onnxcam: skipped {failure['image']}: {failure['error']}", file=sys.stderr)
+    panels = sum(1 for p in report.written if p.name.endswith(".cam.png"))
+    print(f"wrote {panels} panel(s) and {out / 'summary.json'}", file=sys.stderr)
+    return 1 if report.failures else 0
+
+
+class ExplainCommand:
+    name = "explain"
+
+    def register(self, sub, common) -> None:
+        p = sub.add_parser(self.name, parents=[common], help="explain images: PNG panels + JSON summary",
+                           description="Explain each image (folders are walked recursively) with Grad-CAM and "
+                                       "write one PNG panel per image (original, heatmap, overlay) plus "
+                                       "summary.json. Preprocessing comes from the options below, else a settings "
+                                       "file beside the model (<stem>.onnxcam.toml/.json), else the model's "
+                                       "metadata, else the imagenet preset.")
+        p.add_argument("model", help="path to the .onnx file")
+        p.add_argument("images", nargs="+", metavar="IMAGE|DIR", help="image files or folders")
+        p.add_argument("--layer", default="auto", help="tensor or node name (default: auto; see `onnxcam layers`)")
+        p.add_argument("--method", default="gradcam", choices=sorted(CAM_METHODS), help="CAM method")
+        which = p.add_mutually_exclusive_group()
+        which.add_argument("--target", type=int, nargs="+", metavar="K", help="class id(s) to explain")
+        which.add_argument("--top", type=int, default=1, metavar="K", help="explain each image's top K classes")
+        pre = p.add_argument_group("preprocessing")
+        pre.add_argument("--preprocess", choices=sorted([*PRESETS, *PRESET_ALIASES]), help="preset (default: from settings/metadata, "
+                                                                       "else imagenet)")
+        pre.add_argument("--size", type=int, nargs="+", metavar="N", help="H W (or one N) for dynamic-size models")
+        pre.add_argument("--mean", type=parse_list, help="per-channel mean after scaling, e.g. 0.5,0.5,0.5")
+        pre.add_argument("--std", type=parse_list, help="per-channel std, e.g. 0.5,0.5,0.5")
+        pre.add_argument("--scale", type=float, help="multiply 0..255 pixels by this first (e.g. 0.00392157)")
+        pre.add_argument("--bgr", action="store_true", default=None, help="feed channels in B, G, R order")
+        pre.add_argument("--layout", choices=["NCHW", "NHWC"], help="only where the graph does not pin it down")
+        pre.add_argument("--resize", choices=["squash", "crop"], help="squash to the input size, or resize the "
+                                                                     "shorter side and centre-crop")
+        p.add_argument("--labels", help="class names: a .txt file (one per line) or .json list")
+        add_render_options(p)
+        add_run_options(p)
+        p.set_defaults(run=self.run)
+
+    def run(self, args) -> int:
+        if args.top < 1:
+            raise OnnxcamError("--top must be at least 1")
+        ex = Explainer(args.model, layer=args.layer, method=args.method)
+        size = None
+        if args.size:
+            if len(args.size) not in (1, 2):
+                raise OnnxcamError("--size takes one number or two (H W)")
+            size = args.size * 2 if len(args.size) == 1 else args.size
+        spec = derive_spec(ex.index, model_path=args.model, preset=args.preprocess, size=size, mean=args.mean,
+                           std=args.std, scale=args.scale, bgr=args.bgr, layout=args.layout, resize=args.resize,
+                           labels=args.labels)
+        check_labels(spec.labels, ex)
+        images = collect_images(args.images)
+        if not images:
+            raise OnnxcamError("no images found in " + ", ".join(args.images))
+        out = Path(args.output)
+        prepare_output_dir(out)
+        report = explain_files(ex, spec, images, out, targets=args.target, top=args.top,
+                               render=RenderOptions(args.colormap, args.alpha, args.contour, args.box),
+                               batch_size=max(1, args.batch_size), max_pixels=args.max_pixels)
+        return finish_run(report, out)
+
+
+class DemoCommand:
+    name = "demo"
+
+    def register(self, sub, common) -> None:
+        p = sub.add_parser(self.name, parents=[common], help="explain the bundled demo images (no arguments)",
+                           description="Run Grad-CAM with the small model shipped inside onnxcam on its sample "
+                                       "images of shapes on cluttered backgrounds, and write the panels.")
+        add_render_options(p)
+        p.add_argument("-o", "--output", default="onnxcam-demo", help="output folder (default ./onnxcam-demo)")
+        p.set_defaults(run=self.run)
+
+    def run(self, args) -> int:
+        from onnxcam import demo
+
+        ex = Explainer(demo.DEMO_MODEL)
+        spec = derive_spec(ex.index, model_path=demo.DEMO_MODEL)
+        out = Path(args.output)
+        prepare_output_dir(out)
+        images = [(p, Path(p.name)) for p in demo.DEMO_IMAGES]
+        report = explain_files(ex, spec, images, out,
+                               render=RenderOptions(args.colormap, args.alpha, args.contour, args.box))
+        return finish_run(report, out)
+
+
+COMMANDS = [LayersCommand(), ExplainCommand(), ExportCommand(), DemoCommand()]
 
 
 def parse_list(text: str) -> list[float]:

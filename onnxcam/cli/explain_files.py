@@ -1,0 +1,166 @@
+"""Explain image files: batches through one session, one PNG panel per image, one JSON summary per run.
+
+One bad image never loses the others: it is reported, skipped, and makes the
+run exit 1 at the end. Output never lands on an input file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from onnxcam.cli.progress import Progress
+from onnxcam.errors import OnnxcamError, TargetError
+from onnxcam.explainer import Explainer
+from onnxcam.preprocess import PreprocessSpec, cam_to_image, load_image, point_to_image, preprocess_image
+from onnxcam.render import format_caption, render_class_panels, render_panel
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+@dataclass
+class RenderOptions:
+    colormap: str = "viridis"
+    alpha: float = 0.5
+    contour: bool = False
+    box: bool = False
+
+
+@dataclass
+class RunReport:
+    records: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+
+
+def collect_images(sources: list[str]) -> list[tuple[Path, Path]]:
+    """``(image path, name relative to its source)`` for files and folders (walked recursively, sorted)."""
+    found = []
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for f in sorted(files):
+                    q = Path(root) / f
+                    if q.suffix.lower() in IMAGE_SUFFIXES and not f.endswith(".cam.png"):
+                        found.append((q, q.relative_to(p)))
+        else:
+            found.append((p, Path(p.name)))
+    return found
+
+
+def prepare_output_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".onnxcam-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OnnxcamError(f"cannot write to output folder {out}: {e.strerror or e}; choose another with -o") from None
+
+
+def check_labels(labels: tuple[str, ...] | None, explainer: Explainer) -> None:
+    classes = explainer.num_classes
+    if labels is not None and classes is not None and len(labels) != classes:
+        raise OnnxcamError(f"the labels list has {len(labels)} names but the model has {classes} classes; "
+                           "pass a labels file with one name per class, in class-id order")
+
+
+def explain_files(explainer: Explainer, spec: PreprocessSpec, images: list[tuple[Path, Path]], out: Path,
+                  targets: list[int] | None = None, top: int = 1, render: RenderOptions | None = None,
+                  batch_size: int = 8, max_pixels: int | None = None) -> RunReport:
+    """Explain every image; write ``<name>.cam.png`` panels and ``summary.json`` into ``out``."""
+    render = render or RenderOptions()
+    report = RunReport()
+    inputs = {p.resolve() for p, _ in images}
+    with Progress(len(images), "explaining") as bar:
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            loaded = []
+            for path, rel in chunk:
+                try:
+                    img, _ = load_image(path, max_pixels=max_pixels)
+                    x, geometry = preprocess_image(img, spec)
+                    loaded.append((path, rel, img, x, geometry))
+                except OnnxcamError as e:
+                    report.failures.append({"image": str(path), "error": str(e)})
+                    bar.advance()
+            if not loaded:
+                continue
+            batch = np.stack([item[3] for item in loaded])
+            feeds = batch if spec.input_name is None else {spec.input_name: batch}
+            try:
+                per_target = _explain_targets(explainer, feeds, len(loaded), targets, top)
+            except TargetError:
+                raise  # the same for every image: stop with the message instead of failing them all
+            except OnnxcamError as e:
+                for path, *_ in loaded:
+                    report.failures.append({"image": str(path), "error": str(e)})
+                bar.advance(len(loaded))
+                continue
+            for i, (path, rel, img, _, geometry) in enumerate(loaded):
+                _write_one(explainer, spec, path, rel, img, geometry, [(cls, r, i) for cls, r in per_target[i]],
+                           out, inputs, render, report)
+                bar.advance()
+    summary = {"model": str(explainer.source or ""), "layer": explainer.layer, "layer_reason": explainer.layer_reason,
+               "method": explainer.method, "preprocess": spec.describe(), "results": report.records,
+               "failures": report.failures}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    report.written.append(out / "summary.json")
+    return report
+
+
+def _explain_targets(explainer: Explainer, feeds, n: int, targets: list[int] | None, top: int):
+    """Per image, a list of (class id, ExplainResult) in display order."""
+    if targets:
+        results = [(t, explainer.explain(feeds, target=t)) for t in targets]
+        return [list(results) for _ in range(n)]
+    first = explainer.explain(feeds)
+    scores = explainer.class_scores(first)
+    order = np.argsort(-scores, axis=1)[:, :max(1, top)]
+    results = [first]
+    for rank in range(1, order.shape[1]):
+        results.append(explainer.explain(feeds, target=order[:, rank].tolist()))
+    return [[(int(order[i, k]), results[k]) for k in range(order.shape[1])] for i in range(n)]
+
+
+def _write_one(explainer, spec, path, rel, img, geometry, picks, out, inputs, render, report) -> None:
+    labels = spec.labels
+    cams, captions = [], []
+    for cls, res, i in picks:
+        cam = cam_to_image(res.cam[i], geometry)
+        scores = explainer.class_scores(res)[i]
+        score = float(scores[cls])
+        peak_in = np.unravel_index(int(np.argmax(res.cam[i])), res.cam[i].shape)
+        py, px = point_to_image(peak_in, geometry)
+        name = labels[cls] if labels and 0 <= cls < len(labels) else None
+        cams.append(cam)
+        captions.append(format_caption(label=name, score=score, layer=_short(explainer.layer), class_id=cls))
+        report.records.append({"image": str(path), "target": cls, "class_name": name, "score": score,
+                               "layer": explainer.layer, "peak": {"x": int(round(px)), "y": int(round(py))}})
+    target = out / rel.parent / f"{rel.name}.cam.png"
+    if target.resolve() in inputs:
+        report.failures.append({"image": str(path), "error": f"refusing to overwrite input file {target}"})
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if len(cams) == 1:
+        panel = render_panel(img, cams[0], captions[0], render.colormap, render.alpha,
+                             contour=render.contour, box=render.box)
+    else:
+        panel = render_class_panels(img, cams, captions, render.colormap, render.alpha,
+                                    caption=f"{path.name}: top {len(cams)}", contour=render.contour, box=render.box)
+    try:
+        panel.save(target)
+    except OSError as e:
+        report.failures.append({"image": str(path), "error": f"cannot write {target}: {e.strerror or e}"})
+        return
+    report.written.append(target)
+
+
+def _short(layer) -> str:
+    return layer if isinstance(layer, str) else ", ".join(layer)

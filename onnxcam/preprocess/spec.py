@@ -1,0 +1,497 @@
+"""The :class:`PreprocessSpec` of a model, and where each of its fields comes from.
+
+Fields (the same names in user options, the settings file and the
+``onnxcam.preprocess`` metadata JSON):
+
+``preset``  imagenet | inception | tf | caffe | raw01 | raw255 (see :mod:`.presets`)
+``size``    int or [height, width]; only used when the model's input size is dynamic
+``mean``    1 or 3 numbers, in scaled units and model channel order
+``std``     1 or 3 numbers
+``scale``   number, or a string such as "1/255"; pixel values 0..255 are multiplied by it
+``bgr``     true to feed channels as B, G, R
+``layout``  NCHW | NHWC; only needed where the graph does not pin the layout down
+``resize``  squash (default) | crop
+``labels``  list of class names, or the path of a ``.txt`` (one name a line) or ``.json`` file
+
+Precedence, highest first, field by field:
+
+1. **explicit user options** (``derive_spec(model, preset=..., size=...)``, CLI flags);
+2. the **settings file** beside the model: ``<model stem>.onnxcam.toml`` or
+   ``<model stem>.onnxcam.json`` (e.g. ``resnet50.onnxcam.toml`` next to
+   ``resnet50.onnx``); having both is an error. Relative ``labels`` paths are
+   relative to the settings file's folder;
+3. the model's **metadata_props**, in this order of strength:
+   ``onnxcam.preprocess`` (a JSON object with the fields above) >
+   the ONNX standard image keys ``Image.BitmapPixelFormat`` (``Bgr8``/``Bgra8``
+   -> bgr, ``Rgb8``/``Rgba8`` -> rgb, ``Gray8`` -> nothing extra) and
+   ``Image.NominalPixelRange`` (``NominalRange_0_255`` -> raw255,
+   ``Normalized_0_1`` -> raw01, ``Normalized_1_1`` -> inception,
+   ``NominalRange_16_235`` -> ``16 + p * 219/255``) >
+   Ultralytics export keys (``author`` = "Ultralytics ..." -> raw01;
+   ``imgsz`` -> size, ``names`` -> labels, ``task`` = classify -> crop).
+   Unreadable metadata values are ignored with a warning, never an error;
+4. **defaults**: preset ``imagenet`` (``raw255`` for integer-typed inputs such
+   as uint8), resize ``squash``, size 224x224 for a dynamic input.
+
+A ``preset`` sets mean, std, scale and bgr together and replaces whatever a
+weaker source said about them; ``mean``/``std``/``scale``/``bgr`` given at the
+same or a stronger source then adjust single fields (e.g. a settings file
+``preset = "caffe"`` with a user ``bgr=False``). A spec with no preset
+anywhere starts from the imagenet default.
+
+The model itself outranks all of these where it is definite: a static input
+size, a layout pinned by the graph (a Conv reading the input, or a Transpose
+before it), and the channel count (1: grayscale, the photo is converted to
+``L``; 3: colour). A user or settings value that contradicts them is an
+error; a contradicting metadata value is ignored. For 1-channel models a
+3-value mean/std is averaged to one value.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxcam.errors import PreprocessError
+from onnxcam.graph.index import GraphIndex
+from onnxcam.graph.load import load_model
+from onnxcam.graph.layers import infer_channel_axes, input_spatial_axes
+from onnxcam.preprocess.geometry import RESIZE_MODES
+from onnxcam.preprocess.presets import DEFAULT_PRESET, get_preset
+
+FIELDS = ("preset", "size", "mean", "std", "bgr", "scale", "layout", "resize", "labels")
+_NORM = ("scale", "mean", "std", "bgr")
+DEFAULT_SIZE = 224
+METADATA_KEY = "onnxcam.preprocess"
+SETTINGS_SUFFIXES = (".onnxcam.toml", ".onnxcam.json")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Everything needed to turn a photo into one model input: ``x = (p * scale - mean) / std``."""
+
+    size: tuple[int, int]  # (H, W) of the model input
+    layout: str = "NCHW"  # "NCHW" or "NHWC"
+    channels: int = 3  # 1 (grayscale, L) or 3 (RGB / BGR)
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    bgr: bool = False
+    resize: str = "squash"
+    preset: str | None = "imagenet"  # name of the preset used unchanged, "custom" otherwise
+    labels: tuple[str, ...] | None = None
+    input_name: str | None = None
+    sources: dict[str, str] = field(default_factory=dict, compare=False)  # field -> where it came from
+
+    def __post_init__(self):
+        if self.layout not in ("NCHW", "NHWC"):
+            raise PreprocessError(f"layout must be NCHW or NHWC, not {self.layout!r}")
+        if self.channels not in (1, 3):
+            raise PreprocessError(f"only 1- or 3-channel image inputs are supported, not {self.channels}")
+        if self.resize not in RESIZE_MODES:
+            raise PreprocessError(f"unknown resize mode {self.resize!r}; choose one of {', '.join(RESIZE_MODES)}")
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        object.__setattr__(self, "size", tuple(int(v) for v in self.size))
+        for name in ("mean", "std"):
+            v = tuple(float(x) for x in getattr(self, name))
+            if len(v) == 1 and self.channels == 3:
+                v = v * 3
+            elif len(v) == 3 and self.channels == 1:
+                v = (sum(v) / 3,)
+            if len(v) != self.channels:
+                raise PreprocessError(f"{name} has {len(v)} values; give 1 or {self.channels}")
+            object.__setattr__(self, name, v)
+        if any(s == 0 for s in self.std):
+            raise PreprocessError("std must not contain 0")
+
+    @property
+    def image_mode(self) -> str:
+        """The Pillow mode photos are converted to before normalising."""
+        return "L" if self.channels == 1 else "RGB"
+
+    def describe(self) -> str:
+        h, w = self.size
+        order = "gray" if self.channels == 1 else ("BGR" if self.bgr else "RGB")
+        return (f"{self.preset or 'custom'}: {order} {self.layout} {h}x{w} {self.dtype}, resize={self.resize}, "
+                f"x = (p * {self.scale:.6g} - {[round(float(v), 6) for v in self.mean]}) / "
+                f"{[round(float(v), 6) for v in self.std]}")
+
+
+def derive_spec(model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex, *, input_name: str | None = None,
+                model_path: str | os.PathLike[str] | None = None, settings: Any = None, metadata: bool = True,
+                **options: Any) -> PreprocessSpec:
+    """The :class:`PreprocessSpec` for ``model``'s image input.
+
+    ``model``: a path, a ``ModelProto`` or a :class:`GraphIndex`.
+    ``model_path``: where the model lives, to find its settings file when
+    ``model`` is not a path. ``settings``: ``None`` looks for
+    ``<stem>.onnxcam.toml``/``.json`` beside the model; ``False`` skips it; a
+    path uses that file. ``metadata=False`` ignores ``metadata_props``.
+    ``options``: the fields listed in the module docstring; ``None`` means
+    "not given".
+    """
+    unknown = sorted(set(options) - set(FIELDS))
+    if unknown:
+        raise PreprocessError(f"unknown preprocessing option(s) {unknown}; known: {', '.join(FIELDS)}")
+    if isinstance(model, GraphIndex):
+        index = model
+    else:
+        if isinstance(model, (str, os.PathLike)):
+            model_path = model_path if model_path is not None else model
+            try:
+                proto = onnx.load(os.fspath(model), load_external_data=False)
+            except Exception:
+                proto = load_model(model)  # raises the ModelLoadError that explains what is wrong
+        elif isinstance(model, onnx.ModelProto):
+            proto = model
+        else:
+            raise PreprocessError(f"expected a model path, ModelProto or GraphIndex, got {type(model).__name__}")
+        try:
+            proto = onnx.shape_inference.infer_shapes(proto)
+        except Exception:  # shape inference is a help here, never a requirement
+            pass
+        index = GraphIndex(proto)
+
+    name = _image_input(index, input_name)
+    shape = index.shape(name)
+    ttype = index.type_of(name)
+    dtype = np.dtype(ttype.np_dtype) if ttype is not None else np.dtype(np.float32)
+
+    levels: list[tuple[str, dict]] = [("default", {"preset": "raw255" if dtype.kind in "iub" else DEFAULT_PRESET,
+                                                   "resize": "squash"})]
+    base_dir = Path(model_path).parent if model_path is not None else None
+    if metadata:
+        levels += _metadata_levels(index.model, base_dir)
+    settings_file = _settings_path(settings, model_path)
+    if settings_file is not None:
+        levels.append((f"settings file {settings_file}", _read_settings(settings_file)))
+    levels.append(("user", {k: _validate(k, v, "option", Path.cwd()) for k, v in options.items() if v is not None}))
+
+    merged, sources, preset = _merge(levels)
+
+    # Layout: the graph first, where it is definite.
+    pinned = infer_channel_axes(index).get(name)
+    axes = input_spatial_axes(index, name)
+    model_layout = None if axes is None else ("NCHW" if axes == (2, 3) else "NHWC")
+    layout, src = merged.get("layout"), sources.get("layout")
+    if pinned is not None:
+        graph_layout = "NCHW" if pinned == 1 else "NHWC"
+        if layout is not None and layout != graph_layout and not src.startswith("metadata"):
+            raise PreprocessError(f"layout {layout} from {src} contradicts the model: the graph reads input "
+                                  f"{name!r} as {graph_layout}")
+        layout, src = graph_layout, "model"
+    elif layout is None or src.startswith("default"):
+        layout, src = model_layout or "NCHW", "model"
+    sources["layout"] = src
+    c_axis = 1 if layout == "NCHW" else 3
+    h_axis, w_axis = (2, 3) if layout == "NCHW" else (1, 2)
+
+    c = shape[c_axis]
+    if isinstance(c, int) and c > 0:
+        if c not in (1, 3):
+            raise PreprocessError(f"input {name!r} has {c} channels on axis {c_axis} ({layout}, shape {shape}); "
+                                  f"only 1 (grayscale) or 3 (colour) channel images are supported"
+                                  + ("" if pinned is not None else "; if the layout is wrong, pass layout=..."))
+        channels = c
+    else:
+        channels = 3
+    sources["channels"] = "model" if isinstance(c, int) and c > 0 else "default"
+
+    mh, mw = shape[h_axis], shape[w_axis]
+    size = merged.get("size")
+    if all(isinstance(d, int) and d > 0 for d in (mh, mw)):
+        if size is not None and tuple(size) != (mh, mw) and not sources["size"].startswith("metadata"):
+            raise PreprocessError(f"size {size[0]}x{size[1]} from {sources['size']} contradicts the model's "
+                                  f"fixed input size {mh}x{mw}; drop it")
+        size, sources["size"] = (mh, mw), "model"
+    elif size is None:
+        size = tuple(d if isinstance(d, int) and d > 0 else DEFAULT_SIZE for d in (mh, mw))
+        sources["size"] = "default"
+    sources["dtype"] = "model" if ttype is not None else "default"
+
+    return PreprocessSpec(
+        size=size, layout=layout, channels=channels, dtype=dtype, scale=merged["scale"], mean=merged["mean"],
+        std=merged["std"], bgr=merged["bgr"], resize=merged["resize"], preset=preset,
+        labels=merged.get("labels"), input_name=name, sources=sources,
+    )
+
+
+def _image_input(index: GraphIndex, input_name: str | None) -> str:
+    if input_name is not None:
+        if input_name not in index.inputs:
+            raise PreprocessError(f"model has no input {input_name!r}; inputs are {index.inputs}")
+        shape = index.shape(input_name)
+        if shape is None or len(shape) != 4:
+            raise PreprocessError(f"input {input_name!r} has shape {shape}; an image input must be 4-D")
+        return input_name
+    four = [n for n in index.inputs if (s := index.shape(n)) is not None and len(s) == 4]
+    if not four:
+        raise PreprocessError(f"the model has no 4-D image input (inputs: "
+                              f"{[(n, index.shape(n)) for n in index.inputs]})")
+    return four[0]
+
+
+def _merge(levels: list[tuple[str, dict]]) -> tuple[dict, dict, str | None]:
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    preset: str | None = None
+    for where, values in levels:
+        if "preset" in values:
+            p = get_preset(values["preset"])
+            preset = p.name
+            for k in _NORM:
+                merged[k], sources[k] = getattr(p, k), f"{where} (preset {p.name})"
+            sources["preset"] = where
+        for k, v in values.items():
+            if k == "preset":
+                continue
+            if k in _NORM:
+                if preset is not None and v != merged.get(k):
+                    preset = "custom"
+            merged[k], sources[k] = v, where
+    return merged, sources, preset
+
+
+# -- settings file -------------------------------------------------------------------------------
+
+def find_settings_file(model_path: str | os.PathLike[str]) -> Path | None:
+    """``<stem>.onnxcam.toml`` or ``<stem>.onnxcam.json`` beside ``model_path``, if one exists."""
+    p = Path(model_path)
+    found = [p.with_name(p.stem + s) for s in SETTINGS_SUFFIXES if p.with_name(p.stem + s).is_file()]
+    if len(found) > 1:
+        raise PreprocessError(f"both {found[0].name} and {found[1].name} sit beside {p.name}; keep only one")
+    return found[0] if found else None
+
+
+def _settings_path(settings: Any, model_path) -> Path | None:
+    if settings is False:
+        return None
+    if settings is None or settings is True:
+        return find_settings_file(model_path) if model_path is not None else None
+    p = Path(settings)
+    if not p.is_file():
+        raise PreprocessError(f"settings file not found: {p}")
+    return p
+
+
+def _read_settings(path: Path) -> dict:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise PreprocessError(f"cannot read settings file {path}: {e.strerror or e}") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise PreprocessError(f"reading {path.name} needs Python 3.11+ (or the tomli package); "
+                                      f"use a .onnxcam.json file instead") from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise PreprocessError(f"settings file {path} is not valid TOML: {e}") from None
+    else:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise PreprocessError(f"settings file {path} is not valid JSON: {e}") from None
+    return _validate_table(data, f"settings file {path}", path.parent)
+
+
+def _validate_table(data: Any, where: str, base_dir: Path | None) -> dict:
+    if not isinstance(data, dict):
+        raise PreprocessError(f"{where} must hold a table/object of fields, not {type(data).__name__}")
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise PreprocessError(f"{where}: unknown field(s) {unknown}; known: {', '.join(FIELDS)}")
+    return {k: _validate(k, v, where, base_dir) for k, v in data.items() if v is not None}
+
+
+# -- metadata_props ------------------------------------------------------------------------------
+
+_PIXEL_RANGES = {
+    "nominalrange_0_255": {"preset": "raw255"},
+    "normalized_0_1": {"preset": "raw01"},
+    "normalized_1_1": {"preset": "inception"},
+    "nominalrange_16_235": {"preset": "raw255", "scale": 219 / 255, "mean": (-16.0,), "std": (1.0,)},
+}
+_PIXEL_FORMATS = {"bgr8": True, "bgra8": True, "rgb8": False, "rgba8": False, "gray8": None}
+
+
+def metadata_hints(model: onnx.ModelProto, base_dir: Path | None = None) -> dict:
+    """All preprocessing hints in ``metadata_props``, merged (strongest key wins)."""
+    merged: dict = {}
+    for _, values in _metadata_levels(model, base_dir):
+        if "preset" in values:
+            for k in _NORM:
+                merged.pop(k, None)
+        merged.update(values)
+    return merged
+
+
+def _metadata_levels(model: onnx.ModelProto, base_dir: Path | None) -> list[tuple[str, dict]]:
+    props = {p.key: p.value for p in model.metadata_props}
+    lower = {k.lower(): v for k, v in props.items()}
+    levels: list[tuple[str, dict]] = []
+
+    if "ultralytics" in lower.get("author", "").lower():
+        u: dict = {"preset": "raw01"}
+        try:
+            if "imgsz" in lower:
+                u["size"] = _validate("size", ast.literal_eval(lower["imgsz"]), "metadata imgsz", None)
+            if "names" in lower:
+                names = ast.literal_eval(lower["names"])
+                if isinstance(names, dict):
+                    names = [str(names[i]) for i in sorted(names)]
+                u["labels"] = _validate("labels", names, "metadata names", None)
+            if lower.get("task", "").strip().lower() == "classify":
+                u["resize"] = "crop"
+        except (ValueError, SyntaxError, TypeError, PreprocessError) as e:
+            warnings.warn(f"ignoring unreadable Ultralytics metadata: {e}", stacklevel=3)
+        levels.append(("metadata (Ultralytics)", u))
+
+    std: dict = {}
+    rng = lower.get("image.nominalpixelrange")
+    if rng is not None:
+        if rng.strip().lower() in _PIXEL_RANGES:
+            std.update(_PIXEL_RANGES[rng.strip().lower()])
+        else:
+            warnings.warn(f"ignoring unknown Image.NominalPixelRange {rng!r}", stacklevel=3)
+    fmt = lower.get("image.bitmappixelformat")
+    if fmt is not None:
+        if fmt.strip().lower() in _PIXEL_FORMATS:
+            bgr = _PIXEL_FORMATS[fmt.strip().lower()]
+            if bgr is not None:
+                std["bgr"] = bgr
+        else:
+            warnings.warn(f"ignoring unknown Image.BitmapPixelFormat {fmt!r}", stacklevel=3)
+    if std:
+        levels.append(("metadata (Image.*)", std))
+
+    if METADATA_KEY in props:
+        where = f"metadata {METADATA_KEY}"
+        try:
+            levels.append((where, _validate_table(json.loads(props[METADATA_KEY]), where, base_dir)))
+        except (json.JSONDecodeError, PreprocessError) as e:
+            warnings.warn(f"ignoring {where}: {e}", stacklevel=3)
+    return levels
+
+
+# -- field validation ----------------------------------------------------------------------------
+
+_FRACTION = re.compile(r"^\s*([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
+
+
+def _number(v: Any, what: str) -> float:
+    if isinstance(v, bool):
+        raise PreprocessError(f"{what} must be a number, not {v!r}")
+    if isinstance(v, str):
+        m = _FRACTION.match(v)
+        try:
+            v = float(m.group(1)) / float(m.group(2)) if m else float(v)
+        except (ValueError, ZeroDivisionError):
+            raise PreprocessError(f"{what} must be a number, not {v!r}") from None
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise PreprocessError(f"{what} must be a finite number, not {v!r}")
+    return float(v)
+
+
+def _validate(key: str, v: Any, where: str, base_dir: Path | None) -> Any:
+    what = f"{key} (from {where})"
+    if key == "preset":
+        return get_preset(v).name
+    if key == "size":
+        if isinstance(v, str):
+            v = [int(p) for p in re.split(r"[x, ]+", v.strip()) if p] if re.fullmatch(r"[\d x,]+", v) else v
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = (v, v)
+        if (not isinstance(v, (list, tuple)) or len(v) not in (1, 2)
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v)):
+            raise PreprocessError(f"{what} must be a positive int or [height, width], not {v!r}")
+        return (v[0], v[-1])
+    if key in ("mean", "std"):
+        vals = v if isinstance(v, (list, tuple)) else [v]
+        if len(vals) not in (1, 3):
+            raise PreprocessError(f"{what} must have 1 or 3 values, not {len(vals)}")
+        out = tuple(_number(x, what) for x in vals)
+        if key == "std" and any(x == 0 for x in out):
+            raise PreprocessError(f"{what} must not contain 0")
+        return out
+    if key == "scale":
+        s = _number(v, what)
+        if s <= 0:
+            raise PreprocessError(f"{what} must be positive, not {s}")
+        return s
+    if key == "bgr":
+        if not isinstance(v, bool):
+            raise PreprocessError(f"{what} must be true or false, not {v!r}")
+        return v
+    if key == "layout":
+        if not isinstance(v, str) or v.strip().upper() not in ("NCHW", "NHWC"):
+            raise PreprocessError(f"{what} must be NCHW or NHWC, not {v!r}")
+        return v.strip().upper()
+    if key == "resize":
+        if not isinstance(v, str) or v.strip().lower() not in RESIZE_MODES:
+            raise PreprocessError(f"{what} must be one of {', '.join(RESIZE_MODES)}, not {v!r}")
+        return v.strip().lower()
+    if key == "labels":
+        return load_labels(v, base_dir, where)
+    raise PreprocessError(f"unknown field {key!r}")
+
+
+def load_labels(value: Any, base_dir: Path | None = None, where: str = "option") -> tuple[str, ...]:
+    """Class names from a list, or from a ``.txt`` (one a line) / ``.json`` (list or {id: name}) file."""
+    if isinstance(value, (list, tuple)):
+        return tuple(str(x) for x in value)
+    if not isinstance(value, (str, os.PathLike)):
+        raise PreprocessError(f"labels (from {where}) must be a list of names or a file path, not {value!r}")
+    p = Path(value)
+    if not p.is_absolute() and base_dir is not None:
+        p = base_dir / p
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PreprocessError(f"cannot read labels file {p} (from {where}): {e}") from None
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise PreprocessError(f"labels file {p} is not valid JSON: {e}") from None
+        if isinstance(data, dict):
+            try:
+                data = [data[k] for k in sorted(data, key=int)]
+            except ValueError:
+                raise PreprocessError(f"labels file {p}: object keys must be class ids") from None
+        if not isinstance(data, list):
+            raise PreprocessError(f"labels file {p} must hold a list or an object of names")
+        return tuple(str(x) for x in data)
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return tuple(line.strip() for line in lines)
+
+
+def with_options(spec: PreprocessSpec, **changes: Any) -> PreprocessSpec:
+    """A copy of ``spec`` with validated field changes (no model needed)."""
+    vals = {k: _validate(k, v, "option", Path.cwd()) for k, v in changes.items() if v is not None}
+    if "preset" in vals:
+        p = get_preset(vals.pop("preset"))
+        base = {k: getattr(p, k) for k in _NORM}
+        base.update({k: vals.pop(k) for k in _NORM if k in vals})
+        vals.update(base, preset=p.name if all(base[k] == getattr(p, k) for k in _NORM) else "custom")
+    elif any(k in vals for k in _NORM):
+        vals["preset"] = "custom"
+    return replace(spec, **vals)
