@@ -1,6 +1,8 @@
 """onnxcam: Grad-CAM for any ONNX model, computed inside the model's own ONNX Runtime session."""
 
 from onnxcam.errors import (
+    ImageError,
+    PreprocessError,
     InputError,
     LayerError,
     ModelLoadError,
@@ -19,4 +21,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Explainer", "ExplainResult", "OutputTarget", "OnnxcamError", "ModelLoadError", "UnsupportedModelError",
     "UnsupportedOpError", "LayerError", "InputError", "TargetError", "RuntimeNotInstalledError", "RuntimeFailure",
+    "ImageError", "PreprocessError",
 ]

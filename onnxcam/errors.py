@@ -43,3 +43,11 @@ class RuntimeNotInstalledError(OnnxcamError):
 
 class RuntimeFailure(OnnxcamError):
     """ONNX Runtime refused to load or run a graph onnxcam built."""
+
+
+class ImageError(OnnxcamError):
+    """An image file cannot be read safely: missing, not an image, truncated, or too large."""
+
+
+class PreprocessError(OnnxcamError):
+    """Preprocessing options, a settings file, or a model's input do not describe a usable image pipeline."""
