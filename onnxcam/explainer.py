@@ -72,7 +72,7 @@ class Explainer:
         self._graphs: dict[str, ExplainerGraph] = {}
         self._graph_files: dict[str, Path] = {}
         self._sessions: dict[str, object] = {}
-        self._graph("class" if self._score.class_axis is not None else "seed")  # fail early on bad graphs
+        self._graph(self._default_mode())  # fail early on unsupported graphs, before the first image
 
     # -- layer selection -------------------------------------------------------------------------
 
@@ -93,7 +93,13 @@ class Explainer:
 
     @property
     def session(self):
+        """The onnxruntime session of the default target mode (created on first use)."""
         return self._session(self._default_mode())
+
+    @property
+    def providers_in_use(self) -> list[str]:
+        """Execution providers the session really uses (onnxruntime-gpu may silently fall back to CPU)."""
+        return list(self.session.get_providers())
 
     # -- graphs and sessions ---------------------------------------------------------------------
 

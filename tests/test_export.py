@@ -63,3 +63,17 @@ def test_batch_dimension_is_dynamic(tmp_path):
     live = batched.cam_lowres.max(axis=(1, 2)) > 0
     assert live.any() and batched.cam.min() >= 0
     np.testing.assert_allclose(batched.cam[live].max(axis=(1, 2)), 1, rtol=1e-6)
+
+
+def test_providers_are_read_back_from_the_session():
+    ex = onnxcam.Explainer(tiny_cnn())
+    assert ex.providers_in_use[-1] == "CPUExecutionProvider"
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return  # a real GPU build: nothing to fall back from here
+    asked = onnxcam.Explainer(tiny_cnn(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    import pytest
+
+    with pytest.warns(RuntimeWarning, match="not available in this onnxruntime build"):
+        assert asked.providers_in_use == ["CPUExecutionProvider"]

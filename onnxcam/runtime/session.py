@@ -31,10 +31,16 @@ def require_onnxruntime():
 def resolve_providers(providers: Sequence | None) -> list:
     """``None`` means CUDA when onnxruntime offers it (checked after session creation), else CPU."""
     ort = require_onnxruntime()
-    if providers is not None:
-        return list(providers)
     available = ort.get_available_providers()
-    return [CUDA, CPU] if CUDA in available else [CPU]
+    if providers is None:
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    usable = [p for p in providers if _name(p) in available]
+    missing = [_name(p) for p in providers if _name(p) not in available]
+    if missing:
+        hint = " (install onnxcam[gpu] for CUDA)" if CUDA in missing else ""
+        warnings.warn(f"{', '.join(missing)} is not available in this onnxruntime build{hint}; "
+                      f"running on {', '.join(_name(p) for p in usable) or CPU}", RuntimeWarning, stacklevel=3)
+    return usable or [CPU]
 
 
 def create_session(model: str | bytes, providers: Sequence | None = None, threads: int | None = None):
@@ -52,7 +58,7 @@ def create_session(model: str | bytes, providers: Sequence | None = None, thread
             f"ONNX Runtime could not load the explainer graph: {_first_line(e)}. "
             "This is a bug in onnxcam or an op onnxruntime lacks; please report it with the model"
         ) from None
-    explicit_cuda = providers is not None and any(_name(p) == CUDA for p in providers)
+    explicit_cuda = any(_name(p) == CUDA for p in wanted) and providers is not None
     if explicit_cuda and session.get_providers()[0] != CUDA:
         warnings.warn("CUDAExecutionProvider was requested but ONNX Runtime fell back to the CPU "
                       "(no usable GPU or CUDA libraries)", RuntimeWarning, stacklevel=3)
