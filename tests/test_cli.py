@@ -192,3 +192,17 @@ def test_top_k_explains_k_classes_per_image(tmp_path):
     run_cli("explain", model, tmp_path / "a.png", "--top", "2", "-o", tmp_path / "o", check_exit=0)
     results = json.loads((tmp_path / "o" / "summary.json").read_text())["results"]
     assert [r["target"] for r in results] == [0, 1] and results[0]["score"] >= results[1]["score"]
+
+
+def test_demo_needs_no_arguments_and_points_at_the_objects(tmp_path):
+    from onnxcam import demo
+
+    out = tmp_path / "demo"
+    run_cli("demo", "-o", out, check_exit=0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["results"]) == len(demo.DEMO_IMAGES) == len(list(out.glob("*.cam.png")))
+    assert summary["preprocess"].startswith("raw01:")  # read from the model's metadata
+    for record, sample in zip(summary["results"], demo.DEMO_SAMPLES):
+        assert record["class_name"] == demo.DEMO_LABELS[sample["label"]]
+        x0, y0, x1, y1 = sample["box"]
+        assert x0 <= record["peak"]["x"] < x1 and y0 <= record["peak"]["y"] < y1, (record, sample)

@@ -73,6 +73,7 @@ FIELDS = ("preset", "size", "mean", "std", "bgr", "scale", "layout", "resize", "
 _NORM = ("scale", "mean", "std", "bgr")
 DEFAULT_SIZE = 224
 METADATA_KEY = "onnxcam.preprocess"
+LABELS_KEY = "onnxcam.labels"
 SETTINGS_SUFFIXES = (".onnxcam.toml", ".onnxcam.json")
 
 
@@ -381,6 +382,10 @@ def _metadata_levels(model: onnx.ModelProto, base_dir: Path | None) -> list[tupl
     if std:
         levels.append(("metadata (Image.*)", std))
 
+    labels = _metadata_labels(props)
+    if labels:
+        levels.append(labels)
+
     if METADATA_KEY in props:
         where = f"metadata {METADATA_KEY}"
         try:
@@ -388,6 +393,21 @@ def _metadata_levels(model: onnx.ModelProto, base_dir: Path | None) -> list[tupl
         except (json.JSONDecodeError, PreprocessError) as e:
             warnings.warn(f"ignoring {where}: {e}", stacklevel=3)
     return levels
+
+
+def _metadata_labels(props: dict[str, str]) -> tuple[str, dict] | None:
+    """Class names some exporters store: ``onnxcam.labels`` (JSON list), Paddle's ``character`` (one per line)."""
+    if LABELS_KEY in props:
+        try:
+            return f"metadata {LABELS_KEY}", {"labels": _validate("labels", json.loads(props[LABELS_KEY]),
+                                                                    f"metadata {LABELS_KEY}", None)}
+        except (json.JSONDecodeError, PreprocessError) as e:
+            warnings.warn(f"ignoring metadata {LABELS_KEY}: {e}", stacklevel=4)
+    if "character" in props:
+        names = [line for line in props["character"].splitlines() if line.strip()]
+        if names:
+            return "metadata character", {"labels": tuple(names)}
+    return None
 
 
 # -- field validation ----------------------------------------------------------------------------
