@@ -206,3 +206,29 @@ def test_demo_needs_no_arguments_and_points_at_the_objects(tmp_path):
         assert record["class_name"] == demo.DEMO_LABELS[sample["label"]]
         x0, y0, x1, y1 = sample["box"]
         assert x0 <= record["peak"]["x"] < x1 and y0 <= record["peak"]["y"] < y1, (record, sample)
+
+
+def test_layerwise_panel_orders_layers_shallow_to_deep(tmp_path):
+    from PIL import Image
+
+    from onnxcam import demo
+    from onnxcam.cli.explain_files import _layer_cams
+    from onnxcam.preprocess import derive_spec, load_image, preprocess_image
+
+    probe = onnxcam.Explainer(demo.DEMO_MODEL)
+    deep, shallow = probe.candidates[-1].name, probe.candidates[len(probe.candidates) // 2].name
+    ex = onnxcam.Explainer(demo.DEMO_MODEL, layer=[deep, shallow])
+    img, _ = load_image(demo.DEMO_IMAGES[0])
+    x, geometry = preprocess_image(img, derive_spec(ex.index, model_path=demo.DEMO_MODEL))
+    pairs = _layer_cams(ex, ex.explain(x[None]), 0, geometry)
+    assert [name for name, _ in pairs] == [shallow, deep]
+    assert all(cam.shape == (img.height, img.width) and np.isclose(cam.max(), 1, atol=0.02) for _, cam in pairs)
+
+    out = tmp_path / "lw"
+    run_cli("explain", demo.DEMO_MODEL, demo.DEMO_IMAGES[0], "--layer", deep, shallow, "-o", out, check_exit=0)
+    panel = Image.open(out / f"{demo.DEMO_IMAGES[0].name}.cam.png")
+    assert panel.width >= 3 * 192  # the photo plus one tile per layer
+    assert json.loads((out / "summary.json").read_text())["results"][0]["layer"] == [deep, shallow]
+    proc = run_cli("explain", demo.DEMO_MODEL, demo.DEMO_IMAGES[0], "--layer", deep, shallow, "--top", "2",
+                   "-o", out, check_exit=1)
+    assert "several layers and several classes" in proc.stderr

@@ -111,7 +111,9 @@ class ExplainCommand:
                                        "metadata, else the imagenet preset.")
         p.add_argument("model", help="path to the .onnx file")
         p.add_argument("images", nargs="+", metavar="IMAGE|DIR", help="image files or folders")
-        p.add_argument("--layer", default="auto", help="tensor or node name (default: auto; see `onnxcam layers`)")
+        p.add_argument("--layer", nargs="+", default=["auto"],
+                       help="tensor or node name (default: auto; see `onnxcam layers`); several names give a "
+                            "layer-wise panel, shallow to deep")
         p.add_argument("--method", default="gradcam", choices=sorted(CAM_METHODS), help="CAM method")
         which = p.add_mutually_exclusive_group()
         which.add_argument("--target", type=int, nargs="+", metavar="K", help="class id(s) to explain")
@@ -135,7 +137,10 @@ class ExplainCommand:
     def run(self, args) -> int:
         if args.top < 1:
             raise OnnxcamError("--top must be at least 1")
-        ex = Explainer(args.model, layer=args.layer, method=args.method)
+        layers = args.layer[0] if len(args.layer) == 1 else args.layer
+        if not isinstance(layers, str) and (args.top > 1 or (args.target and len(args.target) > 1)):
+            raise OnnxcamError("several layers and several classes at once: pass one class (--target K) or one layer")
+        ex = Explainer(args.model, layer=layers, method=args.method)
         size = None
         if args.size:
             if len(args.size) not in (1, 2):

@@ -17,7 +17,7 @@ from onnxcam.cli.progress import Progress
 from onnxcam.errors import OnnxcamError, TargetError
 from onnxcam.explainer import Explainer
 from onnxcam.preprocess import PreprocessSpec, cam_to_image, load_image, point_to_image, preprocess_image
-from onnxcam.render import format_caption, render_class_panels, render_panel
+from onnxcam.render import format_caption, render_class_panels, render_layer_panel, render_panel, resize_cam
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -129,6 +129,18 @@ def _explain_targets(explainer: Explainer, feeds, n: int, targets: list[int] | N
     return [[(int(order[i, k]), results[k]) for k in range(order.shape[1])] for i in range(n)]
 
 
+def _layer_cams(explainer: Explainer, res, i: int, geometry) -> list[tuple[str, np.ndarray]]:
+    """Each layer's own map for image ``i``, upsampled and normalised like ``cam``, shallow to deep."""
+    order = {c.name: c.position for c in explainer.candidates}
+    pairs = []
+    for name, low in zip(explainer.layer, res.cam_lowres):
+        up = resize_cam(low[i], size=(geometry.input_w, geometry.input_h))
+        span = float(up.max() - up.min())
+        up = (up - up.min()) / span if span > 0 else np.zeros_like(up)
+        pairs.append((order.get(name, 0), name, cam_to_image(up, geometry)))
+    return [(name, cam) for _, name, cam in sorted(pairs, key=lambda t: t[0])]
+
+
 def _write_one(explainer, spec, path, rel, img, geometry, picks, out, inputs, render, report) -> None:
     labels = spec.labels
     cams, captions = [], []
@@ -148,7 +160,12 @@ def _write_one(explainer, spec, path, rel, img, geometry, picks, out, inputs, re
         report.failures.append({"image": str(path), "error": f"refusing to overwrite input file {target}"})
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    if len(cams) == 1:
+    if not isinstance(explainer.layer, str):
+        _, res, i = picks[0]
+        panel = render_layer_panel(img, _layer_cams(explainer, res, i, geometry), render.colormap, render.alpha,
+                                   caption=captions[0].split(" | layer")[0] + " | per layer, shallow to deep",
+                                   contour=render.contour, box=render.box)
+    elif len(cams) == 1:
         panel = render_panel(img, cams[0], captions[0], render.colormap, render.alpha,
                              contour=render.contour, box=render.box)
     else:
