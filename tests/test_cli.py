@@ -232,3 +232,26 @@ def test_layerwise_panel_orders_layers_shallow_to_deep(tmp_path):
     proc = run_cli("explain", demo.DEMO_MODEL, demo.DEMO_IMAGES[0], "--layer", deep, shallow, "--top", "2",
                    "-o", out, check_exit=1)
     assert "several layers and several classes" in proc.stderr
+
+
+def test_odd_images_are_read_and_bombs_refused(tmp_path):
+    from PIL import Image
+
+    model = tmp_path / "bright.onnx"
+    onnx.save(brightness_model(), model)
+    photos = tmp_path / "odd"
+    photos.mkdir()
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    rgb[5:10, 40:45] = 255
+    Image.fromarray(rgb).convert("RGBA").save(photos / "rgba.png")
+    Image.fromarray(rgb).convert("P").save(photos / "palette.png")
+    Image.fromarray(rgb).convert("CMYK").save(photos / "cmyk.jpg")
+    Image.fromarray((rgb[:, :, 0].astype(np.uint16) * 257)).save(photos / "sixteen.png")
+    out = tmp_path / "out"
+    run_cli("explain", model, photos, "--target", "0", "-o", out, check_exit=0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["results"]) == 4 and not summary["failures"]
+    for r in summary["results"]:
+        assert 38 <= r["peak"]["x"] <= 46 and 3 <= r["peak"]["y"] <= 11, r
+    proc = run_cli("explain", model, photos / "rgba.png", "--max-pixels", "1000", "-o", out, check_exit=1)
+    assert "rgba.png" in proc.stderr and "pixels" in proc.stderr
