@@ -39,7 +39,7 @@ def model_path(tmp_path):
 
 def test_help_on_every_command():
     assert "layers" in run_cli("--help", check_exit=0).stdout
-    for command in ("layers", "export"):
+    for command in ("layers", "explain", "export", "demo"):
         out = run_cli(command, "--help", check_exit=0).stdout
         assert f"usage: onnxcam {command}" in out
 
