@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import onnx
+import pytest
 
 import onnxcam
 from tests.tiny_models import tiny_cnn
@@ -73,7 +74,27 @@ def test_providers_are_read_back_from_the_session():
     if "CUDAExecutionProvider" in ort.get_available_providers():
         return  # a real GPU build: nothing to fall back from here
     asked = onnxcam.Explainer(tiny_cnn(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
-    import pytest
-
     with pytest.warns(RuntimeWarning, match="not available in this onnxruntime build"):
         assert asked.providers_in_use == ["CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("opset", [9, 11, 13, 15, 17, 18, 19, 21, 23, 25])
+def test_opsets_from_9_to_what_onnxruntime_runs(opset):
+    import onnxruntime as ort
+
+    model = tiny_cnn(opset=opset)
+    model.ir_version = 4 if opset < 11 else 7 if opset < 15 else 8 if opset < 19 else 10 if opset < 23 else 12
+    ex = onnxcam.Explainer(model)
+    res = ex.explain(np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32))
+    emitted = ex.explainer_model
+    assert emitted.ir_version <= 13 and emitted.opset_import[0].version == max(opset, 17)
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    probs = reference.run(None, {"x": np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)})
+    np.testing.assert_allclose(res.outputs["probs"], probs[0], rtol=1e-5, atol=1e-6)
+
+
+def test_an_opset_newer_than_onnxruntime_gets_a_clear_error():
+    model = tiny_cnn(opset=28)
+    model.ir_version = 13
+    with pytest.raises(onnxcam.RuntimeFailure, match="does not support the model's opset"):
+        onnxcam.Explainer(model).explain(np.ones((1, 3, 16, 16), np.float32))

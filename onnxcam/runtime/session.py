@@ -54,6 +54,11 @@ def create_session(model: str | bytes, providers: Sequence | None = None, thread
     try:
         session = ort.InferenceSession(model, options, providers=wanted)
     except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+        if "ValidateOpsetForDomain" in str(e):
+            raise RuntimeFailure(
+                f"the installed onnxruntime {ort.__version__} does not support the model's opset "
+                f"({_first_line(e)[-120:]}); upgrade onnxruntime, or re-export the model at an older opset"
+            ) from None
         raise RuntimeFailure(
             f"ONNX Runtime could not load the explainer graph: {_first_line(e)}. "
             "This is a bug in onnxcam or an op onnxruntime lacks; please report it with the model"
