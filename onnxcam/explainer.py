@@ -23,6 +23,8 @@ from onnxcam.graph.layers import CandidateLayer, candidate_layers, resolve_layer
 from onnxcam.graph.load import load_model
 from onnxcam.graph.prepare import prepare_model
 from onnxcam.graph.weights import WeightFolder, save_model
+from onnxcam.methods import CAM_METHODS
+from onnxcam.methods.guided import GUIDED_METHODS
 from onnxcam.runtime.session import create_session, require_onnxruntime
 from onnxcam.targets import OutputTarget
 
@@ -35,6 +37,8 @@ class ExplainResult:
     targets: np.ndarray  # (N,) explained class ids; None entries for an OutputTarget
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     layer: str | list[str] = ""
+    guided: np.ndarray | None = None  # guided backprop, shaped like the input (guided methods only)
+    guided_gradcam: np.ndarray | None = None  # guided * cam, shaped like the input (guided methods only)
 
 
 class Explainer:
@@ -51,6 +55,9 @@ class Explainer:
                  method: str = "gradcam", providers: Sequence | None = None, output: str | int = 0,
                  score: str = "logit", threads: int | None = None):
         require_onnxruntime()  # say which extra to install before any work
+        if method not in CAM_METHODS and method not in GUIDED_METHODS:
+            raise OnnxcamError(f"unknown method {method!r}; available: "
+                               f"{', '.join(sorted([*CAM_METHODS, *GUIDED_METHODS]))}")
         if score not in ("logit", "probability"):
             raise OnnxcamError(f"score must be 'logit' or 'probability', not {score!r}")
         self.method = method
@@ -109,7 +116,9 @@ class Explainer:
     def _graph(self, mode: str) -> ExplainerGraph:
         if mode not in self._graphs:
             try:
-                graph = build_explainer(self._index, self._layers, self._score, self.method, mode)
+                guided = self.method in GUIDED_METHODS
+                weighting = "gradcam" if guided else self.method
+                graph = build_explainer(self._index, self._layers, self._score, weighting, mode, guided=guided)
             except UnsupportedOpError as e:
                 later = [c.name for c in self.candidates if c.position > max(lay.position for lay in self._layers)]
                 hint = f"; later candidate layers: {', '.join(map(repr, later[-3:]))}" if later else ""
@@ -165,13 +174,13 @@ class Explainer:
         return ExplainResult(
             cam=cam, cam_lowres=lows[0] if len(lows) == 1 else lows, targets=targets,
             outputs={name: outs[name] for name in graph.model_outputs}, layer=self.layer,
+            guided=outs.get(graph.guided_backprop), guided_gradcam=outs.get(graph.guided_gradcam),
         )
 
     def _run(self, mode: str, graph: ExplainerGraph, feeds: dict, target_feed: np.ndarray) -> dict:
         session = self._session(mode)
         fetch = [*graph.model_outputs, graph.cam, *graph.cam_lowres]
-        if graph.target_output:
-            fetch.append(graph.target_output)
+        fetch += [n for n in (graph.target_output, graph.guided_backprop, graph.guided_gradcam) if n]
         n = target_feed.shape[0]
         step = self._static_batch() or n
         parts = []

@@ -28,6 +28,7 @@ from onnxcam.graph.layers import CandidateLayer, input_spatial_axes
 from onnxcam.graph.load import default_opset
 from onnxcam.graph.prepare import emitted_ir_version
 from onnxcam.methods import CAM_METHODS
+from onnxcam.methods.guided import GUIDED_RULES
 
 #: Ops after which the paper's score is the op's *input* (the logit), not its output.
 _SQUASHING_OPS = {"Softmax", "LogSoftmax", "Sigmoid"}
@@ -93,14 +94,18 @@ class ExplainerGraph:
     layers: list[CandidateLayer]
     score: ScoreSpec
     method: str
+    guided_backprop: str | None = None
+    guided_gradcam: str | None = None
 
 
 def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: ScoreSpec,
-                    method: str = "gradcam", mode: str = "class") -> ExplainerGraph:
+                    method: str = "gradcam", mode: str = "class", guided: bool = False) -> ExplainerGraph:
     """Return a new model computing the original outputs plus ``cam``, ``cam_lowres`` and the target.
 
-    The model shares ``index``'s external weights; the caller saves it beside
-    them and runs the ONNX checker on the file.
+    ``guided`` adds ``guided_backprop`` (the input gradient under guided-ReLU
+    rules) and ``guided_gradcam`` (that times the upsampled ``cam``). The
+    model shares ``index``'s external weights; the caller saves it beside them
+    and runs the ONNX checker on the file.
     """
     if method not in CAM_METHODS:
         raise OnnxcamError(f"unknown method {method!r}; available: {', '.join(sorted(CAM_METHODS))}")
@@ -161,9 +166,26 @@ def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: 
     H, W = (index.shape(image)[a] for a in input_spatial_axes(index, image))
     new_outputs.insert(0, helper.make_tensor_value_info(cam, TensorProto.FLOAT, [batch_dim, _dim(H), _dim(W)]))
 
+    guided_names = _guided_outputs(index, b, image, score, seed, cam, batch_dim, new_outputs) if guided else ()
+
     model = _assemble(index, b, new_inputs, new_outputs)
     return ExplainerGraph(model, mode, list(index.inputs), target_input, list(index.outputs), cam, cams_lowres,
-                          target_output, list(layers), score, method)
+                          target_output, list(layers), score, method, *guided_names)
+
+
+def _guided_outputs(index: GraphIndex, b: GraphBuilder, image: str, score: ScoreSpec, seed: str, cam: str,
+                    batch_dim, new_outputs: list) -> tuple[str, str]:
+    """Guided backprop down to the image input, and Guided Grad-CAM (its product with ``cam``)."""
+    grad = build_vjp(index, b, [image], {score.tensor: seed}, rules=GUIDED_RULES)[image]
+    guided = b.reserve("guided_backprop")
+    b.op("Identity", _as_float32(index, b, grad), outputs=[guided])
+    channel_axis = 1 if input_spatial_axes(index, image) == (2, 3) else 3
+    product = b.reserve("guided_gradcam")
+    b.op("Mul", guided, b.op("Unsqueeze", cam, b.ints([channel_axis]), hint="cam_c"), outputs=[product])
+    shape = [batch_dim, *index.shape(image)[1:]]
+    for name in (guided, product):
+        new_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [_dim(d) for d in shape]))
+    return guided, product
 
 
 def _dim(d):
