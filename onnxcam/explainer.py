@@ -24,9 +24,14 @@ from onnxcam.graph.load import load_model
 from onnxcam.graph.prepare import prepare_model
 from onnxcam.graph.weights import WeightFolder, save_model
 from onnxcam.methods import CAM_METHODS
+from onnxcam.methods.eigen import HOST_METHODS, normalise, resize_half_pixel
 from onnxcam.methods.guided import GUIDED_METHODS
 from onnxcam.runtime.session import create_session, require_onnxruntime
 from onnxcam.targets import OutputTarget
+
+#: Every ``method=`` value: in-graph weightings, host-side (SVD) methods, guided methods.
+ALL_METHODS: tuple[str, ...] = (*CAM_METHODS, *HOST_METHODS, *GUIDED_METHODS)
+
 
 @dataclass
 class ExplainResult:
@@ -55,9 +60,8 @@ class Explainer:
                  method: str = "gradcam", providers: Sequence | None = None, output: str | int = 0,
                  score: str = "logit", threads: int | None = None):
         require_onnxruntime()  # say which extra to install before any work
-        if method not in CAM_METHODS and method not in GUIDED_METHODS:
-            raise OnnxcamError(f"unknown method {method!r}; available: "
-                               f"{', '.join(sorted([*CAM_METHODS, *GUIDED_METHODS]))}")
+        if method not in ALL_METHODS:
+            raise OnnxcamError(f"unknown method {method!r}; available: {', '.join(ALL_METHODS)}")
         if score not in ("logit", "probability"):
             raise OnnxcamError(f"score must be 'logit' or 'probability', not {score!r}")
         self.method = method
@@ -116,14 +120,15 @@ class Explainer:
     def _graph(self, mode: str) -> ExplainerGraph:
         if mode not in self._graphs:
             try:
-                guided = self.method in GUIDED_METHODS
-                weighting = "gradcam" if guided else self.method
-                graph = build_explainer(self._index, self._layers, self._score, weighting, mode, guided=guided)
+                guided, on_host = self.method in GUIDED_METHODS, self.method in HOST_METHODS
+                weighting = "gradcam" if guided or on_host else self.method
+                graph = build_explainer(self._index, self._layers, self._score, weighting, mode, guided=guided,
+                                        expose=on_host)
             except UnsupportedOpError as e:
                 later = [c.name for c in self.candidates if c.position > max(lay.position for lay in self._layers)]
                 hint = f"; later candidate layers: {', '.join(map(repr, later[-3:]))}" if later else ""
                 raise UnsupportedOpError(f"{e}{hint}") from None
-            self._graph_files[mode] = self._weights.check(graph.model, f"explainer_{mode}.onnx")
+            self._graph_files[mode] = self._weights.check(graph.model, f"explainer_{mode}.onnx", emitted=True)
             self._graphs[mode] = graph
         return self._graphs[mode]
 
@@ -167,6 +172,8 @@ class Explainer:
         outs = self._run(graph_mode, graph, feeds, target_feed)
         cam = outs[graph.cam]
         lows = [outs[name] for name in graph.cam_lowres]
+        if self.method in HOST_METHODS:
+            cam, lows = self._host_cams(graph, outs, cam.shape[1:])
         if graph_mode == "class":
             targets = outs[graph.target_output].astype(np.int64)
         else:
@@ -177,10 +184,24 @@ class Explainer:
             guided=outs.get(graph.guided_backprop), guided_gradcam=outs.get(graph.guided_gradcam),
         )
 
+    def _host_cams(self, graph: ExplainerGraph, outs: dict, size) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Finish a host-side method from the exposed activations and gradients, with the in-graph head's maths."""
+        lows, cams = [], []
+        for layer, (a_name, g_name) in zip(self._layers, graph.exposed):
+            A, G = outs[a_name], outs[g_name]
+            if layer.channel_axis == 3:
+                A, G = A.transpose(0, 3, 1, 2), G.transpose(0, 3, 1, 2)
+            low = np.maximum(HOST_METHODS[self.method](A, G), 0).astype(np.float32)
+            lows.append(low)
+            cams.append(normalise(resize_half_pixel(low, tuple(size))))
+        cam = cams[0] if len(cams) == 1 else normalise(np.mean(cams, axis=0))
+        return cam, lows
+
     def _run(self, mode: str, graph: ExplainerGraph, feeds: dict, target_feed: np.ndarray) -> dict:
         session = self._session(mode)
         fetch = [*graph.model_outputs, graph.cam, *graph.cam_lowres]
         fetch += [n for n in (graph.target_output, graph.guided_backprop, graph.guided_gradcam) if n]
+        fetch += [name for pair in graph.exposed for name in pair]
         n = target_feed.shape[0]
         step = self._static_batch() or n
         parts = []

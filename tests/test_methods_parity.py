@@ -8,7 +8,8 @@ layer (``ArchSpec.last``: resnet18 ``layer4``, mobilenet_v3_small
 layer is found by value (``tests.test_torchvision_parity`` helpers).
 
 * Methods pytorch-grad-cam also has (GradCAM, GradCAMPlusPlus, XGradCAM,
-  HiResCAM, GradCAMElementWise, LayerCAM), explaining each image's top-1
+  HiResCAM, GradCAMElementWise, LayerCAM, and the host-side EigenCAM and
+  EigenGradCAM), explaining each image's top-1
   class (``ClassifierOutputTarget`` of the class onnxcam explained). The
   reference runs in float64 (``model.double()``, a float64 input; the library
   keeps the dtype of the hooked tensors in its NumPy maths) through the
@@ -67,7 +68,7 @@ import torch
 pytest.importorskip("pytorch_grad_cam")
 
 from pytorch_grad_cam import (  # noqa: E402
-    GradCAM, GradCAMElementWise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM,
+    EigenCAM, EigenGradCAM, GradCAM, GradCAMElementWise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM,
 )
 from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
@@ -95,6 +96,8 @@ GRAD_CAM_CLASSES = {
     "hirescam": HiResCAM,
     "gradcam-elementwise": GradCAMElementWise,
     "layercam": LayerCAM,
+    "eigencam": EigenCAM,  # host-side SVD (onnxcam.methods.eigen)
+    "eigengradcam": EigenGradCAM,
 }
 PARITY_CASES = [(a, m) for a in ARCHS_UNDER_TEST for m in GRAD_CAM_CLASSES]
 
@@ -198,7 +201,8 @@ def grad_cam_reference(torch_model: torch.nn.Module, case: Case, method: str,
         targets_t = [ClassifierOutputTarget(int(t)) for t in targets]
         normalised = np.asarray(cam_obj(input_tensor=x, targets=targets_t))
         acts = cam_obj.activations_and_grads.activations[0].numpy()
-        grads = cam_obj.activations_and_grads.gradients[0].numpy()
+        recorded = cam_obj.activations_and_grads.gradients  # empty for gradient-free EigenCAM
+        grads = recorded[0].numpy() if recorded else None
         raw = np.maximum(cam_obj.get_cam_image(x, layer, targets_t, acts, grads, False), 0)
     finally:
         cam_obj.activations_and_grads.release()

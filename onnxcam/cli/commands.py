@@ -11,6 +11,7 @@ from onnxcam.cli.explain_files import RenderOptions, check_labels, collect_image
 from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import Explainer
 from onnxcam.methods import CAM_METHODS
+from onnxcam.methods.eigen import HOST_METHODS
 from onnxcam.preprocess import DEFAULT_MAX_PIXELS, PRESETS, derive_spec
 from onnxcam.preprocess.presets import ALIASES as PRESET_ALIASES
 from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP
@@ -114,7 +115,8 @@ class ExplainCommand:
         p.add_argument("--layer", nargs="+", default=["auto"],
                        help="tensor or node name (default: auto; see `onnxcam layers`); several names give a "
                             "layer-wise panel, shallow to deep")
-        p.add_argument("--method", default="gradcam", choices=sorted(CAM_METHODS), help="CAM method")
+        p.add_argument("--method", default="gradcam", choices=sorted([*CAM_METHODS, *HOST_METHODS]),
+                       help="CAM method (see the README's table)")
         which = p.add_mutually_exclusive_group()
         which.add_argument("--target", type=int, nargs="+", metavar="K", help="class id(s) to explain")
         which.add_argument("--top", type=int, default=1, metavar="K", help="explain each image's top K classes")

@@ -14,7 +14,7 @@ Two graph inputs feed the seed:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -96,13 +96,16 @@ class ExplainerGraph:
     method: str
     guided_backprop: str | None = None
     guided_gradcam: str | None = None
+    exposed: list[tuple[str, str]] = field(default_factory=list)  # (activation, gradient) per layer
 
 
 def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: ScoreSpec,
-                    method: str = "gradcam", mode: str = "class", guided: bool = False) -> ExplainerGraph:
+                    method: str = "gradcam", mode: str = "class", guided: bool = False,
+                    expose: bool = False) -> ExplainerGraph:
     """Return a new model computing the original outputs plus ``cam``, ``cam_lowres`` and the target.
 
-    ``guided`` adds ``guided_backprop`` (the input gradient under guided-ReLU
+    ``expose`` adds each layer's ``activation_i`` and ``gradient_i`` (float32)
+    for methods that finish on the host. ``guided`` adds ``guided_backprop`` (the input gradient under guided-ReLU
     rules) and ``guided_gradcam`` (that times the upsampled ``cam``). The
     model shares ``index``'s external weights; the caller saves it beside them
     and runs the ONNX checker on the file.
@@ -147,8 +150,16 @@ def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: 
 
     hw = _input_hw(index, b, image)
     cams_lowres, cams = [], []
+    exposed = []
     for i, layer in enumerate(layers):
         A, G = _as_float32(index, b, layer.name), _as_float32(index, b, grads[layer.name])
+        if expose:
+            pair = (b.reserve(f"activation_{i}"), b.reserve(f"gradient_{i}"))
+            shape = [batch_dim, *(_dim(d) for d in layer.shape[1:])]
+            for src, name in zip((A, G), pair):
+                b.op("Identity", src, outputs=[name])
+                new_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+            exposed.append(pair)
         contributions = CAM_METHODS[method](b, A, G, layer.spatial_axes)
         summed = b.reduce("ReduceSum", contributions, [layer.channel_axis], keepdims=False, hint="cam_sum")
         name = b.reserve("cam_lowres" if len(layers) == 1 else f"cam_lowres_{i}")
@@ -170,7 +181,7 @@ def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: 
 
     model = _assemble(index, b, new_inputs, new_outputs)
     return ExplainerGraph(model, mode, list(index.inputs), target_input, list(index.outputs), cam, cams_lowres,
-                          target_output, list(layers), score, method, *guided_names)
+                          target_output, list(layers), score, method, *guided_names, exposed=exposed)
 
 
 def _guided_outputs(index: GraphIndex, b: GraphBuilder, image: str, score: ScoreSpec, seed: str, cam: str,

@@ -23,7 +23,7 @@ import onnx
 from onnx import numpy_helper
 from onnx.external_data_helper import load_external_data_for_model
 
-from onnxcam.errors import ModelLoadError
+from onnxcam.errors import ModelLoadError, RuntimeFailure
 
 WEIGHTS_FILE = "weights.bin"
 #: Smaller initializers (shapes, axes, scales) stay inline: shape inference and rules read them.
@@ -67,13 +67,20 @@ class WeightFolder:
             f.write(model.SerializeToString())
         return path
 
-    def check(self, model: onnx.ModelProto, name: str) -> Path:
-        """Save ``model`` and run the ONNX checker on the file, external weights included."""
+    def check(self, model: onnx.ModelProto, name: str, emitted: bool = False) -> Path:
+        """Save ``model`` and run the ONNX checker on the file, external weights included.
+
+        ``emitted`` marks a graph onnxcam built: its failure is onnxcam's bug,
+        not a broken user file, and the message says so.
+        """
         path = self.save(model, name)
         try:
             onnx.checker.check_model(str(path))
         except onnx.checker.ValidationError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid graph"
+            if emitted:
+                raise RuntimeFailure(f"onnxcam built an invalid explainer graph ({first}); this is a bug in "
+                                     "onnxcam: please report it with the model") from None
             raise ModelLoadError(f"the model is not valid ONNX ({first}); it may be truncated: "
                                  "re-export or re-download it") from None
         return path

@@ -1,0 +1,57 @@
+"""Eigen-CAM and Eigen-Grad-CAM: the first principal component of the layer, computed on the host.
+
+An SVD per image has no standard ONNX op, so these run the explainer graph
+with the layer's activations and gradients exposed and finish in numpy. The
+exported explainer file therefore carries Grad-CAM, not these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def first_component(maps: np.ndarray) -> np.ndarray:
+    """(N, C, h, w) -> (N, h, w): projection on the first right singular vector of the centred (h*w, C) matrix.
+
+    The same centring and SVD as pytorch-grad-cam's ``get_2d_projection``
+    (Muhammad & Yeasin, Eigen-CAM, IJCNN 2020).
+    """
+    maps = np.nan_to_num(np.asarray(maps, dtype=np.float64))
+    out = np.empty((maps.shape[0], *maps.shape[2:]), np.float32)
+    for i, m in enumerate(maps):
+        flat = m.reshape(m.shape[0], -1).T
+        flat = flat - flat.mean(axis=0)
+        _, _, vt = np.linalg.svd(flat, full_matrices=False)
+        out[i] = (flat @ vt[0]).reshape(m.shape[1:])
+    return out
+
+
+#: method name -> (A, G) (both N, C, h, w) -> signed low-resolution map (N, h, w); ReLU follows.
+HOST_METHODS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "eigencam": lambda A, G: first_component(A),
+    "eigengradcam": lambda A, G: first_component(A * G),
+}
+
+
+def resize_half_pixel(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) -> (N, H, W): the in-graph head's bilinear Resize (half_pixel, edges clamped), in numpy."""
+    out = maps.astype(np.float32)
+    for axis, n_out in ((1, size[0]), (2, size[1])):
+        n_in = out.shape[axis]
+        src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        w = (src - lo).astype(np.float32)
+        shape = [1, 1, 1]
+        shape[axis] = n_out
+        out = np.take(out, lo, axis=axis) * (1 - w.reshape(shape)) + np.take(out, hi, axis=axis) * w.reshape(shape)
+    return out
+
+
+def normalise(maps: np.ndarray) -> np.ndarray:
+    """Per-image min-max to [0, 1], as the in-graph head does (an all-zero map stays zero)."""
+    lo = maps.min(axis=(1, 2), keepdims=True)
+    span = np.maximum(maps.max(axis=(1, 2), keepdims=True) - lo, 1e-7)
+    return ((maps - lo) / span).astype(np.float32)
