@@ -261,7 +261,7 @@ class Explainer:
         return feeds
 
     def _class_ids(self, target, n: int) -> np.ndarray:
-        classes = self._num_classes()
+        classes = self.num_classes
         if target is None:
             return np.full(n, -1, dtype=np.int64)
         ids = np.atleast_1d(np.asarray(target))
@@ -289,17 +289,14 @@ class Explainer:
         """The model file this Explainer reads (None for an in-memory ModelProto)."""
         return self._source
 
-    @property
-    def num_classes(self) -> int | None:
-        """Classes of the explained output, when it is (batch, classes); else None."""
-        return self._num_classes()
-
     def class_scores(self, result: ExplainResult) -> np.ndarray:
         """(N, K) values of the explained output (probabilities after a Softmax), one row per image."""
         out = result.outputs[self._score.output]
         return out.reshape(out.shape[0], -1)
 
-    def _num_classes(self) -> int | None:
+    @property
+    def num_classes(self) -> int | None:
+        """Classes of the explained output, when it is (batch, classes); else None."""
         shape = self._index.shape(self._score.tensor)
         if shape is None or len(shape) < 2:
             return None
