@@ -84,6 +84,11 @@ def add_render_options(p) -> None:
     g.add_argument("--box", action="store_true", help="box the largest region above 15%% of the maximum")
 
 
+def render_options(args) -> RenderOptions:
+    """The rendering flags added by :func:`add_render_options`."""
+    return RenderOptions(args.colormap, args.alpha, args.contour, args.box)
+
+
 def add_run_options(p) -> None:
     p.add_argument("-o", "--output", default="onnxcam-out", help="output folder (default ./onnxcam-out)")
     p.add_argument("--batch-size", type=int, default=8, help="images per ONNX Runtime call (default 8)")
@@ -158,7 +163,7 @@ class ExplainCommand:
         out = Path(args.output)
         prepare_output_dir(out)
         report = explain_files(ex, spec, images, out, targets=args.target, top=args.top,
-                               render=RenderOptions(args.colormap, args.alpha, args.contour, args.box),
+                               render=render_options(args),
                                batch_size=max(1, args.batch_size), max_pixels=args.max_pixels)
         return finish_run(report, out)
 
@@ -183,7 +188,7 @@ class DemoCommand:
         prepare_output_dir(out)
         images = [(p, Path(p.name)) for p in demo.DEMO_IMAGES]
         report = explain_files(ex, spec, images, out,
-                               render=RenderOptions(args.colormap, args.alpha, args.contour, args.box))
+                               render=render_options(args))
         return finish_run(report, out)
 
 
