@@ -13,13 +13,13 @@ from onnxcam.errors import (
     UnsupportedModelError,
     UnsupportedOpError,
 )
-from onnxcam.explainer import ExplainResult, Explainer
+from onnxcam.explainer import ExplainResult, Explainer, Prediction
 from onnxcam.targets import OutputTarget
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Explainer", "ExplainResult", "OutputTarget", "OnnxcamError", "ModelLoadError", "UnsupportedModelError",
+    "Explainer", "ExplainResult", "Prediction", "OutputTarget", "OnnxcamError", "ModelLoadError", "UnsupportedModelError",
     "UnsupportedOpError", "LayerError", "InputError", "TargetError", "RuntimeNotInstalledError", "RuntimeFailure",
     "ImageError", "PreprocessError",
 ]

@@ -46,6 +46,14 @@ class ExplainResult:
     guided_gradcam: np.ndarray | None = None  # guided * cam, shaped like the input (guided methods only)
 
 
+@dataclass
+class Prediction:
+    """What one ``predict`` call returns: a forward pass only, no gradients."""
+
+    outputs: dict[str, np.ndarray]  # every model output, by name
+    scores: np.ndarray  # the explained score tensor (the logit before a final Softmax/Sigmoid by default)
+
+
 class Explainer:
     """Grad-CAM for an ONNX model, computed inside one ONNX Runtime session.
 
@@ -155,6 +163,36 @@ class Explainer:
 
     # -- running ---------------------------------------------------------------------------------
 
+    def predict(self, x: np.ndarray | Mapping[str, np.ndarray]) -> Prediction:
+        """One forward pass of the original model, batched like ``explain``, with the explained score exposed.
+
+        Perturbation methods (Score-CAM, Ablation-CAM) and the quality metrics
+        run many of these; they go through a session of the user's own graph,
+        plus one extra output where the score is an inner tensor (a logit).
+        """
+        feeds = self._validate_inputs(x)
+        session = self._forward_session()
+        fetch = [*self._index.outputs]
+        if self._score.tensor not in fetch:
+            fetch.append(self._score.tensor)
+        outs = self._run_chunks(session, fetch, feeds, next(iter(feeds.values())).shape[0])
+        return Prediction(outputs={name: outs[name] for name in self._index.outputs}, scores=outs[self._score.tensor])
+
+    def _forward_session(self):
+        if "forward" not in self._sessions:
+            model = onnx.ModelProto()
+            model.CopyFrom(self._index.model)
+            if self._score.tensor not in self._index.outputs:
+                vi = next((v for v in model.graph.value_info if v.name == self._score.tensor), None)
+                out = model.graph.output.add()
+                if vi is not None:
+                    out.CopyFrom(vi)
+                else:
+                    out.name = self._score.tensor
+            path = self._weights.check(model, "forward.onnx", emitted=True)
+            self._sessions["forward"] = create_session(str(path), self.providers, self.threads)
+        return self._sessions["forward"]
+
     def explain(self, x: np.ndarray | Mapping[str, np.ndarray], target=None) -> ExplainResult:
         """Explain a preprocessed batch. ``target``: None (top-1), an int, one int per image, or an OutputTarget."""
         feeds = self._validate_inputs(x)
@@ -202,12 +240,14 @@ class Explainer:
         fetch = [*graph.model_outputs, graph.cam, *graph.cam_lowres]
         fetch += [n for n in (graph.target_output, graph.guided_backprop, graph.guided_gradcam) if n]
         fetch += [name for pair in graph.exposed for name in pair]
-        n = target_feed.shape[0]
+        return self._run_chunks(session, fetch, {**feeds, graph.target_input: target_feed}, target_feed.shape[0])
+
+    def _run_chunks(self, session, fetch: list[str], feeds: dict, n: int) -> dict:
+        """Run ``session`` over the batch, in chunks where the model's batch size is fixed."""
         step = self._static_batch() or n
         parts = []
         for start in range(0, n, step):
             chunk = {k: v[start:start + step] for k, v in feeds.items()}
-            chunk[graph.target_input] = target_feed[start:start + step]
             try:
                 parts.append(session.run(fetch, chunk))
             except Exception as e:  # onnxruntime's own exception types

@@ -85,3 +85,20 @@ def test_output_target_selects_one_element(setup):
     assert list(res.targets) == [None, None, None]
     by_class = ex.explain(x, target=3)
     np.testing.assert_allclose(res.cam, by_class.cam, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_matches_a_plain_session_and_exposes_the_logit():
+    """predict() is one forward pass of the user's graph: outputs equal a bare session, scores are the logits."""
+    import onnxruntime as ort
+
+    model = tiny_cnn(classes=5, size=16, seed=4)  # ends in Softmax
+    ex = onnxcam.Explainer(model)
+    x = np.random.default_rng(0).random((3, 3, 16, 16), dtype=np.float32)
+    pred = ex.predict(x)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (probs,) = sess.run(None, {"x": x})
+    np.testing.assert_allclose(pred.outputs[model.graph.output[0].name], probs, rtol=1e-5, atol=1e-7)
+    assert pred.scores.shape == (3, 5)
+    e = np.exp(pred.scores - pred.scores.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(e / e.sum(axis=1, keepdims=True), probs, rtol=1e-4, atol=1e-7)
+    assert np.argmax(pred.scores, 1).tolist() == ex.explain(x).targets.tolist()
