@@ -7,6 +7,7 @@ back from the session, never assumed.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 
@@ -56,8 +57,8 @@ def create_session(model: str | bytes, providers: Sequence | None = None, thread
     except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
         if "ValidateOpsetForDomain" in str(e):
             raise RuntimeFailure(
-                f"the installed onnxruntime {ort.__version__} does not support the model's opset "
-                f"({_first_line(e)[-120:]}); upgrade onnxruntime, or re-export the model at an older opset"
+                f"the installed onnxruntime {ort.__version__} does not support the model's opset"
+                f"{_supported_opset(str(e))}; upgrade onnxruntime, or re-export the model at an older opset"
             ) from None
         raise RuntimeFailure(
             f"ONNX Runtime could not load the explainer graph: {_first_line(e)}. "
@@ -77,3 +78,9 @@ def _name(provider) -> str:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def _supported_opset(message: str) -> str:
+    """' (it supports ai.onnx up to opset N)' from onnxruntime's opset error, or '' when it does not say."""
+    found = re.search(r"support for domain (\S+) is till opset (\d+)", message)
+    return f" (it supports {found.group(1)} up to opset {found.group(2)})" if found else ""
