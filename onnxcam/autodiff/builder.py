@@ -16,6 +16,8 @@ from onnx import helper, numpy_helper
 #: Reductions whose ``axes`` became an input at opset 18 (ReduceSum did at 13).
 _AXES_INPUT_SINCE = {"ReduceSum": 13}
 _AXES_INPUT_DEFAULT = 18
+#: Reductions that return the value itself when every reduced element is the same.
+_IDEMPOTENT_REDUCTIONS = frozenset({"ReduceMean", "ReduceMax", "ReduceMin"})
 
 
 class GraphBuilder:
@@ -29,6 +31,7 @@ class GraphBuilder:
         self._taken: set[str] = set(taken_names)
         self._counter = 0
         self._const_cache: dict[tuple, str] = {}
+        self._broadcast_of: dict[str, tuple[str, frozenset[int]]] = {}  # expanded -> (source, constant axes)
 
     def fresh(self, hint: str) -> str:
         """A tensor or node name that exists nowhere in the graph yet."""
@@ -82,6 +85,10 @@ class GraphBuilder:
         ``axes`` may be a constant list or the name of a runtime int64 tensor
         (the latter only where the opset takes axes as an input).
         """
+        source = self._broadcast_of.get(x)
+        if (source is not None and keepdims and op_type in _IDEMPOTENT_REDUCTIONS and not isinstance(axes, str)
+                and axes is not None and frozenset(axes) == source[1]):
+            return source[0]  # the mean (max, min) of copies is the value copied
         since = _AXES_INPUT_SINCE.get(op_type, _AXES_INPUT_DEFAULT)
         if axes is None:
             return self.op(op_type, x, keepdims=int(keepdims), hint=hint)
@@ -91,6 +98,20 @@ class GraphBuilder:
         if isinstance(axes, str):
             raise ValueError(f"{op_type} takes runtime axes only from opset {since}")
         return self.op(op_type, x, axes=list(axes), keepdims=int(keepdims), hint=hint)
+
+    def expand(self, x: str, shape: str, constant_axes: Iterable[int], hint: str | None = None) -> str:
+        """``Expand(x, shape)`` where ``x`` has size 1 on ``constant_axes`` and the full size elsewhere.
+
+        The result is remembered as constant along those axes, so a later
+        ReduceMean/Max/Min over exactly them returns ``x`` itself. Grad-CAM's
+        channel weights are such a mean of a gradient that is often such an
+        expansion (a GlobalAveragePool after the layer), and the full-size
+        tensor is then never computed (see ``_assemble`` in explain/build.py,
+        which drops nodes nothing reads).
+        """
+        out = self.op("Expand", x, shape, hint=hint)
+        self._broadcast_of[out] = (x, frozenset(constant_axes))
+        return out
 
     def shape_of(self, x: str, start: int | None = None, end: int | None = None) -> str:
         return self.op("Shape", x, start=start, end=end, hint="shape")

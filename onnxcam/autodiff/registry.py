@@ -16,8 +16,8 @@ and a row to ``tests/test_vjp_rules.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -36,6 +36,7 @@ class VJPContext:
     wants: list[bool]  # per input: does the engine need this input's gradient?
     b: GraphBuilder
     index: GraphIndex
+    one_hot: Mapping[str, str] = field(default_factory=dict)  # cotangent name -> int64 (N,) row index
 
     @property
     def inputs(self) -> list[str]:
@@ -52,6 +53,17 @@ class VJPContext:
         if g is None:
             raise AssertionError(f"{self.node.op_type}: no gradient reached output 0")
         return g
+
+    def one_hot_rows(self, i: int = 0) -> str | None:
+        """The int64 (N,) class ids when output ``i``'s cotangent is one-hot along axis 1 of an (N, K) tensor.
+
+        A class target seeds the logits with such a one-hot; a rule that
+        contracts the class axis (a classifier's Gemm) then gathers one weight
+        row per image instead of multiplying by the whole matrix, which would
+        re-read the classifier's weights for nothing.
+        """
+        g = self.grads_out[i]
+        return self.one_hot.get(g) if g else None
 
     def attr(self, name: str, default=None):
         for a in self.node.attribute:

@@ -35,21 +35,6 @@ HOST_METHODS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def resize_half_pixel(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(N, h, w) -> (N, H, W): the in-graph head's bilinear Resize (half_pixel, edges clamped), in numpy."""
-    out = maps.astype(np.float32)
-    for axis, n_out in ((1, size[0]), (2, size[1])):
-        n_in = out.shape[axis]
-        src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
-        lo = np.floor(src).astype(int)
-        hi = np.minimum(lo + 1, n_in - 1)
-        w = (src - lo).astype(np.float32)
-        shape = [1, 1, 1]
-        shape[axis] = n_out
-        out = np.take(out, lo, axis=axis) * (1 - w.reshape(shape)) + np.take(out, hi, axis=axis) * w.reshape(shape)
-    return out
-
-
 def normalise(maps: np.ndarray) -> np.ndarray:
     """Per-image min-max to [0, 1], as the in-graph head does (an all-zero map stays zero)."""
     lo = maps.min(axis=(1, 2), keepdims=True)

@@ -439,6 +439,62 @@ def test_gemm_input_only():
     check_vjp("Gemm", inputs, ["a"], attrs={"transB": 1}, torch_fn=lambda a, w, c: a @ w.T + c)
 
 
+def _one_hot_seeded_gradient(node: onnx.NodeProto, a: np.ndarray, weight: np.ndarray, classes: int) -> tuple:
+    """Run ``node`` (inputs a, w) under a class-id seed marked one-hot; return (dA, backward op types)."""
+    from onnxcam.autodiff.builder import GraphBuilder
+    from onnxcam.autodiff.engine import build_vjp
+    from onnxcam.graph.index import GraphIndex
+
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, a.shape)], [],
+                              [onnx.numpy_helper.from_array(weight.astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model = with_inferred_outputs(model, ["y0"], strict_mode=True)
+    index = GraphIndex(model)
+    b = GraphBuilder(17, taken_names=index.names)
+    ids = b.reserve("ids")
+    seed = b.op("OneHot", ids, b.ints([classes]), b.const([0.0, 1.0], np.float32))
+    grad = build_vjp(index, b, ["a"], {"y0": seed}, one_hot={seed: ids})["a"]
+    g = onnx.GraphProto()
+    g.CopyFrom(model.graph)
+    g.node.extend(b.nodes)
+    g.initializer.extend(b.initializers)
+    g.input.append(helper.make_tensor_value_info(ids, TensorProto.INT64, [a.shape[0]]))
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info(grad, TensorProto.FLOAT, a.shape))
+    m = helper.make_model(g, opset_imports=list(model.opset_import))
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    target = np.array([2, 0, classes - 1], np.int64)[: a.shape[0]]
+    (da,) = ort_session(m).run(None, {"a": a.astype(np.float32), ids: target})
+    return da, target, [n.op_type for n in b.nodes]
+
+
+@pytest.mark.parametrize("trans_b,alpha", [(1, 1.0), (0, 1.0), (1, -0.5), (0, 2.0)])
+def test_gemm_one_hot_seed_gathers_class_rows(trans_b, alpha):
+    """A class target on Gemm logits reads one weight row per image: same dA as autograd, no backward Gemm."""
+    r = np.random.default_rng(7 + trans_b)
+    a, classes = r.standard_normal((3, 6)), 5
+    w = r.standard_normal((classes, 6) if trans_b else (6, classes))
+    node = helper.make_node("Gemm", ["a", "w"], ["y0"], transB=trans_b, alpha=alpha)
+    da, target, ops = _one_hot_seeded_gradient(node, a, w, classes)
+    ta = torch.tensor(a, requires_grad=True)
+    y = alpha * (ta @ (torch.tensor(w).T if trans_b else torch.tensor(w)))
+    y.backward(F.one_hot(torch.tensor(target), classes).double())
+    np.testing.assert_allclose(da, ta.grad.numpy(), rtol=1e-5, atol=1e-6)
+    assert "Gather" in ops and "Gemm" not in ops and "MatMul" not in ops
+
+
+def test_matmul_one_hot_seed_gathers_class_columns():
+    r = np.random.default_rng(3)
+    a, w = r.standard_normal((3, 6)), r.standard_normal((6, 4))
+    da, target, ops = _one_hot_seeded_gradient(helper.make_node("MatMul", ["a", "w"], ["y0"]), a, w, 4)
+    ta = torch.tensor(a, requires_grad=True)
+    (ta @ torch.tensor(w)).backward(F.one_hot(torch.tensor(target), 4).double())
+    np.testing.assert_allclose(da, ta.grad.numpy(), rtol=1e-5, atol=1e-6)
+    assert "Gather" in ops and "MatMul" not in ops
+
+
 # --------------------------------------------------------------------------- MatMul
 
 @pytest.mark.parametrize("a_shape,b_shape,wrt", [

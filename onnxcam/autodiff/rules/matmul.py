@@ -17,7 +17,8 @@ def vjp_gemm(ctx: VJPContext):
     dA' = alpha * G @ B'^T and dB' = alpha * A'^T @ G; transposing back onto a
     transposed operand swaps the factors, so each of the four (transA, transB)
     cases is one Gemm with the right trans flags and alpha. dC = beta * G summed
-    over the axes C was broadcast along.
+    over the axes C was broadcast along. A one-hot G (a class target on the
+    logits) selects one row of op(B) per image: a Gather, not a Gemm.
     """
     a, bm = ctx.inputs[:2]
     c = ctx.inputs[2] if len(ctx.inputs) > 2 else ""
@@ -27,7 +28,11 @@ def vjp_gemm(ctx: VJPContext):
     ta, tb = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
     al = None if alpha == 1.0 else alpha
     grads: list[str | None] = [None] * len(ctx.inputs)
-    if ctx.wants[0]:
+    rows = ctx.one_hot_rows()
+    if ctx.wants[0] and not ta and rows is not None:
+        picked = _one_hot_product(ctx, bm, rows, transposed=bool(tb))
+        grads[0] = _scaled(ctx, picked, alpha, picked)
+    elif ctx.wants[0]:
         if not ta:  # dA = alpha * G @ op(B)^T
             grads[0] = ctx.b.op("Gemm", g, bm, alpha=al, transB=0 if tb else 1, hint="dgemm_a")
         else:  # dA = alpha * op(B) @ G^T
@@ -40,6 +45,19 @@ def vjp_gemm(ctx: VJPContext):
     if c and ctx.wants[2]:
         grads[2] = _scaled(ctx, unbroadcast(ctx, g, c), beta, c)
     return grads
+
+
+def _one_hot_product(ctx: VJPContext, weight: str, rows: str, transposed: bool) -> str:
+    """``one_hot(rows) @ W`` for W stored (K, M) (``transposed``), or ``one_hot(rows) @ W^T`` for W stored (M, K).
+
+    Either way the product is the class rows of the (K, M) matrix the
+    cotangent multiplies: ``Gather(W, rows, axis=0)``, or ``Gather`` along
+    axis 1 and a transpose.
+    """
+    if transposed:
+        return ctx.b.op("Gather", weight, rows, axis=0, hint="dgemm_rows")
+    cols = ctx.b.op("Gather", weight, rows, axis=1, hint="dgemm_cols")
+    return ctx.b.op("Transpose", cols, perm=[1, 0], hint="dgemm_rows")
 
 
 def _swap_last(ctx: VJPContext, x: str, rank: int) -> str:
@@ -107,7 +125,8 @@ def vjp_matmul(ctx: VJPContext):
     column ``(K, 1)`` whose column axis is dropped, so G is unsqueezed back to
     the matrix form first and the singleton axis summed (squeezed) away after.
     For a 2-D B under a batched A, dB = flatten(A)^T @ flatten(G) is one Gemm
-    instead of a batched product and a sum.
+    instead of a batched product and a sum. A one-hot G over (N, K) logits
+    reads K's columns of B with a Gather (see :func:`vjp_gemm`).
     """
     a, bm = ctx.inputs
     g = ctx.grad_out
@@ -140,7 +159,10 @@ def vjp_matmul(ctx: VJPContext):
     if out_shape is not None and len(out_shape) == len(out_batch) + 2:
         out_batch = [d if isinstance(d, int) else o for d, o in zip(out_shape[:-2], out_batch)]
     da = db = None
-    if want_a:
+    rows = ctx.one_hot_rows() if ra == 2 and rb == 2 else None
+    if want_a and rows is not None:  # a class target on (N, K) logits: dA = B[:, rows]^T
+        da = _one_hot_product(ctx, bm, rows, transposed=False)
+    elif want_a:
         da = _sum_batch_to(ctx, b.op("MatMul", g, _swap_last(ctx, bm, rb), hint="dmatmul_a"), a, out_batch)
     if want_b:
         if rb == 2 and ra > 2:  # one Gemm over the flattened batch

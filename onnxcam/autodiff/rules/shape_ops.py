@@ -23,6 +23,7 @@ from onnx import helper, numpy_helper
 
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
 from onnxcam.autodiff.rules._broadcast import unbroadcast
+from onnxcam.autodiff.rules._scatter import scatter_elements
 from onnxcam.errors import UnsupportedModelError
 
 _INT64_MAX = np.iinfo(np.int64).max
@@ -42,6 +43,15 @@ def _shape_of(ctx: VJPContext, x: str) -> str:
 
 
 def _reshape_like(ctx: VJPContext, g: str, x: str) -> str:
+    """``g`` (as many elements as ``x``) reshaped to ``x``'s shape.
+
+    With one unknown dimension (the batch, usually) the target shape is still
+    a constant, with -1 there for Reshape to infer, so no Shape runs per call.
+    """
+    s = ctx.shape(x)
+    if s is not None and sum(not (isinstance(d, int) and d > 0) for d in s) == 1:
+        shape = ctx.b.ints([d if isinstance(d, int) and d > 0 else -1 for d in s])
+        return ctx.b.op("Reshape", g, shape, hint="grad_reshape")
     return ctx.b.op("Reshape", g, _shape_of(ctx, x), hint="grad_reshape")
 
 
@@ -91,8 +101,8 @@ def _scatter_back(ctx: VJPContext, x: str, g: str, positions_of, reduction: str 
     pos = positions_of(iota, size) if dump_slot else positions_of(iota)
     n_buf = b.op("Add", size, b.ints(1)) if dump_slot else size
     buf = _zeros_of_shape(ctx, b.op("Reshape", n_buf, b.ints([1])), x)
-    flat = b.op("ScatterElements", buf, b.op("Reshape", pos, b.ints([-1])), b.op("Reshape", g, b.ints([-1])),
-                axis=0, reduction=None if reduction == "none" else reduction, hint="scatter")
+    flat = scatter_elements(ctx, buf, b.op("Reshape", pos, b.ints([-1])), b.op("Reshape", g, b.ints([-1])), x,
+                            reduction, "scatter")
     if dump_slot:
         flat = b.op("Slice", flat, b.ints([0]), b.op("Reshape", size, b.ints([1])), b.ints([0]))
     return b.op("Reshape", flat, shape, hint="grad_scatter")
