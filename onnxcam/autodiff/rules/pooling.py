@@ -15,6 +15,7 @@ import numpy as np
 from onnx import helper
 
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
+from onnxcam.autodiff.rules._scatter import scatter_elements
 from onnxcam.errors import UnsupportedModelError
 
 
@@ -105,8 +106,8 @@ def vjp_max_pool(ctx: VJPContext):
         _, indices = b.op("MaxPool", x, outputs=2, hint="maxpool_argmax", **_node_attrs(ctx, ("storage_order",)))
     flat = b.ints([-1])
     zeros = b.op("Expand", ctx.zero(x), b.op("Reshape", b.op("Size", x), b.ints([1])))
-    scattered = b.op("ScatterElements", zeros, b.op("Reshape", indices, flat), b.op("Reshape", g, flat),
-                     axis=0, reduction="add", hint="maxpool_grad")
+    scattered = scatter_elements(ctx, zeros, b.op("Reshape", indices, flat), b.op("Reshape", g, flat), x,
+                                 "add", "maxpool_grad")
     return [b.op("Reshape", scattered, b.op("Shape", x))]
 
 
@@ -162,7 +163,9 @@ def vjp_global_average_pool(ctx: VJPContext):
         n = b.reduce("ReduceProd", b.op("Shape", x, start=2), None, keepdims=True)
         count = b.op("Cast", n, to=helper.np_dtype_to_tensor_dtype(ctx.dtype(x)))
         scaled = b.op("Div", g, count)
-    return [b.op("Expand", scaled, b.op("Shape", x))]
+    if shape is None:
+        return [b.op("Expand", scaled, b.op("Shape", x))]
+    return [b.expand(scaled, b.op("Shape", x), constant_axes=range(2, len(shape)))]
 
 
 @vjp_rule("GlobalMaxPool")

@@ -2,24 +2,43 @@
 
 Rounding has derivative 0 almost everywhere, which would make every quantised
 model un-explainable. Like quantisation-aware training we use the
-straight-through estimator and treat rounding (and saturation) as the
-identity: q = x / s + z gives dx = g / s, and x = (q - z) s gives dq = g s, so
-a Q -> DQ pair with the same scale passes g through unchanged. The integer
-tensor between them carries a float gradient; the engine lets it through
-because both ops are listed in ``STRAIGHT_THROUGH_OPS``.
+straight-through estimator and treat rounding as the identity: q = x / s + z
+gives dx = g / s, and x = (q - z) s gives dq = g s, so a Q -> DQ pair with the
+same scale passes g through unchanged.
+
+Saturation has two causes. Quantizers fold a ReLU into the QuantizeLinear
+after it by putting the zero point at the bottom of the integer range, so
+that real 0 is the lowest level: clamping there *is* the model's ReLU, and
+the gradient below it is 0 (as in torch's ``fake_quantize_*`` backward, the
+"clipped" straight-through estimator). Any other clamp (the top of the
+range, or a bottom below real 0) is a calibration limit: a value the
+calibration images never reached. Zeroing the gradient there would make the
+top-1 logit of most images flat (the largest logits are the ones past the
+calibrated maximum), so it passes straight through like rounding. The
+integer tensor between Q and DQ carries a float gradient; the engine lets it
+through because both ops are listed in ``STRAIGHT_THROUGH_OPS``.
 """
 
 from __future__ import annotations
+
+from onnx import TensorProto
 
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
 from onnxcam.autodiff.rules.elementwise import cast_like
 from onnxcam.errors import UnsupportedModelError
 
 
-def _broadcast_scale(ctx: VJPContext) -> str:
-    """The scale input shaped to broadcast against the data input (per-tensor or per-axis)."""
+#: Representable range of each integer quantized type (float8 types saturate differently: no mask).
+_INT_RANGE = {
+    TensorProto.INT8: (-128, 127), TensorProto.UINT8: (0, 255), TensorProto.INT16: (-32768, 32767),
+    TensorProto.UINT16: (0, 65535), TensorProto.INT4: (-8, 7), TensorProto.UINT4: (0, 15),
+}
+
+
+def _broadcast_scale(ctx: VJPContext, position: int = 1) -> str:
+    """The scale (or, with ``position=2``, zero-point) input shaped to broadcast against the data input."""
     b = ctx.b
-    x, scale = ctx.inputs[0], ctx.inputs[1]
+    x, scale = ctx.inputs[0], ctx.inputs[position]
     if ctx.attr("block_size", 0):
         raise UnsupportedModelError(
             f"blocked quantization ({ctx.node.op_type} node {ctx.node.name!r}, block_size="
@@ -41,7 +60,7 @@ def _broadcast_scale(ctx: VJPContext) -> str:
 
 @vjp_rule("QuantizeLinear")
 def vjp_quantize_linear(ctx: VJPContext):
-    """q = round(x / s) + z, rounding taken as the identity: dx = g / s.
+    """q = round(x / s) + z, rounding taken as the identity: dx = g / s, 0 below a folded ReLU's zero.
 
     The incoming gradient belongs to an integer tensor and so has no declared
     type; it is cast to x's float type first.
@@ -53,7 +72,19 @@ def vjp_quantize_linear(ctx: VJPContext):
     scale = _broadcast_scale(ctx)
     if ctx.dtype(ctx.inputs[1]) != ctx.dtype(x):
         scale = cast_like(ctx, scale, x)
-    return [b.op("Div", g, scale)]
+    dx = b.op("Div", g, scale)
+    q_type = ctx.index.type_of(ctx.outputs[0])
+    bounds = _INT_RANGE.get(q_type.elem_type) if q_type is not None else None
+    if bounds is None:
+        return [dx]
+    qmin = ctx.const(float(bounds[0]), x)
+    level = b.op("Round", b.op("Div", x, scale), hint="q_level")
+    zero = cast_like(ctx, _broadcast_scale(ctx, 2), x) if len(ctx.inputs) > 2 and ctx.inputs[2] else ctx.zero(x)
+    level = b.op("Add", level, zero, hint="q_level")
+    # pass where the level is not below the range, or where the bottom of the range is not real 0 (no ReLU)
+    inside = b.op("Or", b.op("GreaterOrEqual", level, qmin), b.op("Not", b.op("Equal", zero, qmin)),
+                  hint="q_not_relu_clamped")
+    return [b.op("Mul", dx, cast_like(ctx, inside, x), hint="q_clipped_grad")]
 
 
 @vjp_rule("DequantizeLinear")
