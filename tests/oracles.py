@@ -3,49 +3,23 @@
 The tail is the subgraph from the explained layer to the score. It is cut
 out of the prepared model, converted to float64, and run by onnx's reference
 evaluator, so central differences are accurate to ~1e-8 and independent of
-onnxruntime and of onnxcam's gradient rules.
+onnxruntime and of onnxcam's gradient rules. The cutting and the batched
+differences live in :mod:`onnxcam.gradcheck` (the tools use them too); here
+the engine's float64 gradient of the same tail is checked against them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 from onnx.reference import ReferenceEvaluator
-from onnx.utils import Extractor
 
+from onnxcam.gradcheck import directional_derivatives, random_directions, relative_errors, to_float64
+from onnxcam.graph.tail import tail_model
 from tests.vjp_check import gradient_model, ort_session
 
-_F32 = TensorProto.FLOAT
-
-
-def tail_model(model: onnx.ModelProto, layer: str, score: str) -> onnx.ModelProto:
-    """The subgraph computing ``score`` from ``layer`` (everything upstream becomes an input)."""
-    tail = Extractor(model).extract_model([layer], [score])
-    tail.ir_version = model.ir_version
-    del tail.opset_import[:]
-    tail.opset_import.extend(model.opset_import)
-    return tail
-
-
-def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The same graph computing in float64: initializers, constants, casts and declared types."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    for i, t in enumerate(g.initializer):
-        if t.data_type == _F32:
-            g.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name))
-    for node in g.node:
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == _F32:
-                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float64), a.t.name))
-            if node.op_type == "Cast" and a.name == "to" and a.i == _F32:
-                a.i = TensorProto.DOUBLE
-    for vi in [*g.input, *g.output, *g.value_info]:
-        if vi.type.tensor_type.elem_type == _F32:
-            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
-    return m
+__all__ = ["tail_model", "to_float64", "tail_gradient_check", "run_with_intermediates"]
 
 
 def tail_gradient_check(model: onnx.ModelProto, layer: str, score: str, activation: np.ndarray,
@@ -61,21 +35,10 @@ def tail_gradient_check(model: onnx.ModelProto, layer: str, score: str, activati
     a = activation.astype(np.float64)
     grad = ReferenceEvaluator(grad_model).run(None, {layer: a, seeds[score]: seed.astype(np.float64)})[1]
     del grad_model
-    fwd = ReferenceEvaluator(tail64)
-
-    def f(x):
-        return float(np.sum(fwd.run(None, {layer: x})[0] * seed))
-
-    rng = np.random.default_rng(rng_seed)
-    worst = 0.0
-    for _ in range(directions):
-        v = rng.standard_normal(a.shape)
-        v /= np.linalg.norm(v)
-        h = eps * max(1.0, float(np.abs(a).max()))
-        numeric = (f(a + h * v) - f(a - h * v)) / (2 * h)
-        analytic = float(np.sum(grad * v))
-        scale = max(abs(numeric), float(np.linalg.norm(grad)) * 1e-3, 1e-12)
-        worst = max(worst, abs(numeric - analytic) / scale)
+    v = random_directions(a.shape, directions, np.random.default_rng(rng_seed))
+    numeric = directional_derivatives(tail64, layer, a, seed, v, step=eps * max(1.0, float(np.abs(a).max())))
+    analytic = (grad[None] * v).reshape(directions, -1).sum(axis=1)
+    worst = float(relative_errors(numeric, analytic, float(np.linalg.norm(grad))).max())
     assert worst < 1e-5, f"tail gradient of {layer!r} differs from finite differences (rel. error {worst:.2e})"
     return {"gradient": grad, "rel_error": worst}
 

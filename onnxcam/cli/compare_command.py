@@ -1,0 +1,161 @@
+"""``onnxcam compare``: two models, the same photos, how far their heatmaps agree.
+
+The work is in :mod:`onnxcam.compare`; this module turns flags into two
+:class:`~onnxcam.compare.ModelSide` objects, draws the panels, writes the
+tables and prints the summary. Each model takes its own preprocessing flags
+(``--size-a``, ``--preprocess-b``, ...) over its own settings file, because
+the typical pairs (a PyTorch and a Keras export, a 224 and a 160 version)
+differ exactly there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from onnxcam.cli.progress import Progress
+from onnxcam.compare import (
+    ImageFailure,
+    ModelSide,
+    compare_images,
+    record,
+    render_comparison,
+    summary_lines,
+    write_csv,
+    write_json,
+)
+from onnxcam.errors import OnnxcamError
+from onnxcam.explainer import Explainer
+from onnxcam.explainer import ALL_METHODS
+from onnxcam.preprocess import PRESETS
+from onnxcam.preprocess.presets import ALIASES as PRESET_ALIASES
+
+#: The preprocessing fields a flag can set per model, as ``onnxcam explain`` names them.
+_SIDE_FIELDS = ("preprocess", "size", "mean", "std", "scale", "bgr", "layout", "resize")
+
+
+class CompareCommand:
+    name = "compare"
+
+    def register(self, sub, common) -> None:
+        from onnxcam.cli.commands import add_render_options, add_run_options  # commands.py lists this class
+
+        p = sub.add_parser(self.name, parents=[common], help="compare two models' heatmaps on the same images",
+                           description="Explain each image with MODEL_A and MODEL_B (each with its own "
+                                       "preprocessing) for the same class, map both heatmaps onto the image, and "
+                                       "report their agreement: Spearman rank correlation, IoU of the top-15% "
+                                       "regions, distance between the peaks in pixels. Writes one side-by-side "
+                                       "panel per image, compare.csv and compare.json.")
+        p.add_argument("model_a", metavar="MODEL_A", help="the reference .onnx file")
+        p.add_argument("model_b", metavar="MODEL_B", help="the .onnx file compared with it")
+        p.add_argument("images", nargs="+", metavar="IMAGE|DIR", help="image files or folders")
+        p.add_argument("--layer-a", default="auto", help="layer of model A (default: auto)")
+        p.add_argument("--layer-b", default="auto", help="layer of model B (default: auto)")
+        p.add_argument("--method", default="gradcam", choices=sorted(ALL_METHODS),
+                       help="CAM method, the same for both")
+        p.add_argument("--target", type=int, metavar="K",
+                       help="class to explain in both models (default: model A's top-1 for each image)")
+        p.add_argument("--labels", help="class names for both models: a .txt file (one per line) or .json list "
+                                        "(default: from each model's settings file or metadata)")
+        for side in ("a", "b"):
+            _add_side_preprocessing(p, side)
+        add_render_options(p)
+        add_run_options(p)
+        p.set_defaults(run=self.run)
+
+    def run(self, args) -> int:
+        from onnxcam.cli.commands import check_labels, collect_images, prepare_output_dir, render_options
+
+        sides = [_side(args, "a"), _side(args, "b")]
+        for side in sides:
+            check_labels(side.spec.labels, side.explainer)
+        _warn_if_classes_differ(*sides)
+        images = collect_images(args.images)
+        if not images:
+            raise OnnxcamError("no images found in " + ", ".join(args.images))
+        out = Path(args.output)
+        prepare_output_dir(out)
+        inputs = {p.resolve() for p, _ in images}
+        style = render_options(args)
+        records, failures = [], []
+        with Progress(len(images), "comparing") as bar:
+            for item in compare_images(*sides, images, target=args.target, batch_size=max(1, args.batch_size),
+                                       max_pixels=args.max_pixels):
+                bar.advance()
+                if isinstance(item, ImageFailure):
+                    failures.append(item)
+                    continue
+                panel = out / item.relative.parent / f"{item.relative.name}.compare.png"
+                if panel.resolve() in inputs:
+                    failures.append(ImageFailure(item.image, f"refusing to overwrite input file {panel}"))
+                    continue
+                picture = render_comparison(item, sides[0].name, sides[1].name, style.colormap, style.alpha,
+                                            contour=style.contour, box=style.box)
+                try:
+                    panel.parent.mkdir(parents=True, exist_ok=True)
+                    picture.save(panel)
+                except OSError as e:
+                    failures.append(ImageFailure(item.image, f"cannot write {panel}: {e.strerror or e}"))
+                    continue
+                records.append(record(item, panel))
+        header = {"model_a": {"path": args.model_a, "layer": sides[0].explainer.layer,
+                              "preprocess": sides[0].spec.describe()},
+                  "model_b": {"path": args.model_b, "layer": sides[1].explainer.layer,
+                              "preprocess": sides[1].spec.describe()},
+                  "method": args.method,
+                  "target": args.target if args.target is not None else "model A's top-1"}
+        write_json(out / "compare.json", header, records, failures)
+        write_csv(out / "compare.csv", records)
+        print(f"A: {sides[0].name} (layer {sides[0].explainer.layer})")
+        print(f"B: {sides[1].name} (layer {sides[1].explainer.layer})")
+        explained = f"class {args.target}" if args.target is not None else "model A's top-1 class"
+        print(f"both explain {explained} ({args.method}); probabilities are of that class")
+        print("\n".join(summary_lines(records, failures)))
+        for failure in failures:
+            print(f"onnxcam: skipped {failure.image}: {failure.error}", file=sys.stderr)
+        print(f"wrote {len(records)} panel(s), {out / 'compare.csv'} and {out / 'compare.json'}", file=sys.stderr)
+        return 1 if failures else 0
+
+
+def _add_side_preprocessing(p: argparse.ArgumentParser, side: str) -> None:
+    from onnxcam.cli.commands import parse_list
+
+    g = p.add_argument_group(f"preprocessing of model {side.upper()}",
+                             "as `onnxcam explain`'s flags; unset fields come from the model's settings file "
+                             "(<stem>.onnxcam.toml/.json), then its metadata, then the imagenet preset")
+    g.add_argument(f"--preprocess-{side}", choices=sorted([*PRESETS, *PRESET_ALIASES]), metavar="PRESET",
+                   help="imagenet, inception/tf, caffe, raw01, raw255")
+    g.add_argument(f"--size-{side}", type=int, nargs="+", metavar="N", help="H W (or one N)")
+    g.add_argument(f"--mean-{side}", type=parse_list, metavar="M", help="e.g. 0.5,0.5,0.5")
+    g.add_argument(f"--std-{side}", type=parse_list, metavar="S", help="e.g. 0.5,0.5,0.5")
+    g.add_argument(f"--scale-{side}", type=float, metavar="X", help="pixel multiplier, e.g. 0.00392157")
+    g.add_argument(f"--bgr-{side}", action="store_true", default=None, help="B, G, R channel order")
+    g.add_argument(f"--layout-{side}", choices=["NCHW", "NHWC"], help="where the graph does not fix it")
+    g.add_argument(f"--resize-{side}", choices=["squash", "crop"], help="squash, or shorter side + centre crop")
+
+
+def _side(args, side: str) -> ModelSide:
+    """Explainer and preprocessing of one model, from its ``-a``/``-b`` flags."""
+    from onnxcam.cli.commands import preprocess_spec
+
+    model = getattr(args, f"model_{side}")
+    ex = Explainer(model, layer=getattr(args, f"layer_{side}"), method=args.method)
+    flags = argparse.Namespace(labels=args.labels, **{f: getattr(args, f"{f}_{side}") for f in _SIDE_FIELDS})
+    return ModelSide(ex, preprocess_spec(ex, model, flags), _display_name(args.model_a, args.model_b, side))
+
+
+def _display_name(model_a: str, model_b: str, side: str) -> str:
+    """The file name, with its folder when both models share a file name (v1/model.onnx vs v2/model.onnx)."""
+    a, b = Path(model_a), Path(model_b)
+    mine = a if side == "a" else b
+    if a.name != b.name or a.parent.name == b.parent.name:
+        return mine.name
+    return f"{mine.parent.name}/{mine.name}"
+
+
+def _warn_if_classes_differ(a: ModelSide, b: ModelSide) -> None:
+    ka, kb = a.explainer.num_classes, b.explainer.num_classes
+    if ka is not None and kb is not None and ka != kb:
+        print(f"onnxcam: warning: model A has {ka} classes and model B {kb}; the same class id may not mean "
+              "the same thing in both", file=sys.stderr)
