@@ -37,6 +37,7 @@ Modes are normalised by :func:`to_rgb_or_l` (also applied by
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
@@ -71,15 +72,22 @@ class ImageInfo:
     notes: list[str] = field(default_factory=list)  # conversions applied, in order
 
 
-def load_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               ) -> tuple[Image.Image, ImageInfo]:
+def load_image(path: str | os.PathLike[str] | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               name: str = "upload") -> tuple[Image.Image, ImageInfo]:
     """Read ``path`` into an upright 8-bit ``RGB`` or ``L`` image, without modifying the file.
 
+    ``path`` may also be the file's bytes (an HTTP upload): they are decoded in
+    memory, so nothing touches the disk, and errors name them ``name``.
     Raises :class:`~onnxcam.errors.ImageError` for anything that is not a
     readable image of at most ``max_pixels`` pixels (``None``: no cap).
     """
     if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels <= 0):
         raise ImageError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        if not len(path):
+            raise ImageError(f"{name} is empty (0 bytes); send the image file's contents")
+        img, fmt, mode, stored = _decode(io.BytesIO(path), name, max_pixels)
+        return _upright(img, ImageInfo(path=None, format=fmt, mode=mode, stored_size=stored, size=stored), name)
     p = Path(path)
     if not p.exists():
         raise ImageError(f"image not found: {p}")
@@ -91,7 +99,11 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
         raise ImageError(f"cannot open image {p}: {e.strerror or e}") from None
     with fh:
         img, fmt, mode, stored = _decode(fh, p, max_pixels)
-    info = ImageInfo(path=str(p), format=fmt, mode=mode, stored_size=stored, size=stored)
+    return _upright(img, ImageInfo(path=str(p), format=fmt, mode=mode, stored_size=stored, size=stored), p)
+
+
+def _upright(img: Image.Image, info: ImageInfo, p) -> tuple[Image.Image, ImageInfo]:
+    """Apply the EXIF orientation and bring the mode to RGB or L."""
     try:
         orientation = img.getexif().get(_ORIENTATION)
     except Exception:  # a broken EXIF block must not make the photo unreadable

@@ -1,0 +1,139 @@
+"""``onnxcam serve``: the HTTP API and web page for one model (needs ``onnxcam[serve]``).
+
+The model is loaded and its default Explainer built before the port opens, so
+a bad model or option fails with the usual one-line error instead of a server
+that answers 500. The listening socket is bound here (port 0 picks a free
+one) and the real address is printed once, for people and for scripts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+
+from onnxcam.cli.explain_files import check_labels
+from onnxcam.errors import OnnxcamError
+from onnxcam.explainer import Explainer
+from onnxcam.methods import CAM_METHODS
+from onnxcam.methods.eigen import HOST_METHODS
+from onnxcam.server.batching import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_SIZE, DEFAULT_WINDOW_MS, BatchPolicy
+from onnxcam.server.limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_TIMEOUT_S, Limits
+
+INSTALL_HINT = "onnxcam serve needs the server packages: pip install 'onnxcam[serve]'"
+
+
+class ServeCommand:
+    name = "serve"
+
+    def register(self, sub, common) -> None:
+        from onnxcam.cli.commands import add_preprocess_options  # commands.py lists this class: import late
+
+        p = sub.add_parser(self.name, parents=[common], help="serve explanations over HTTP, with a web page",
+                           description="Serve MODEL's explanations: POST /explain (an image upload; JSON or PNG), "
+                                       "GET /layers, /info, /healthz, /metrics (Prometheus), and a web page at /. "
+                                       "Concurrent requests are micro-batched into one ONNX Runtime call.")
+        p.add_argument("model", nargs="?", help="path to the .onnx file (or --demo)")
+        p.add_argument("--demo", action="store_true", help="serve the small demo model bundled with onnxcam")
+        net = p.add_argument_group("network")
+        net.add_argument("--host", default="127.0.0.1",
+                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
+        net.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+        net.add_argument("--access-log", action="store_true", help="log every request on stderr")
+        p.add_argument("--layer", default="auto", help="default layer (default: auto); requests may name another")
+        p.add_argument("--method", default="gradcam", choices=sorted([*CAM_METHODS, *HOST_METHODS]),
+                       help="default CAM method; requests may name another")
+        p.add_argument("--threads", type=int, help="ONNX Runtime threads per session (default: all cores)")
+        add_preprocess_options(p)
+        batching = p.add_argument_group("batching")
+        batching.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                              help=f"images per ONNX Runtime call (default {DEFAULT_MAX_BATCH}; 1 turns batching off)")
+        batching.add_argument("--batch-window-ms", type=float, default=DEFAULT_WINDOW_MS,
+                              help=f"how long a request waits for others to share its call (default {DEFAULT_WINDOW_MS:g})")
+        batching.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+                              help=f"requests waiting per (method, layer) before 503 (default {DEFAULT_QUEUE_SIZE})")
+        batching.add_argument("--cache-size", type=int, default=4,
+                              help="other (method, layer) pairs kept loaded besides the default (default 4)")
+        limits = p.add_argument_group("limits")
+        limits.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2 ** 20,
+                            help=f"largest request body, MiB (default {DEFAULT_MAX_UPLOAD_BYTES / 2 ** 20:g})")
+        limits.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                            help=f"largest image, width x height (default {DEFAULT_MAX_PIXELS}); checked from the "
+                                 "header, before decoding")
+        limits.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                            help=f"seconds per request, queueing included (default {DEFAULT_TIMEOUT_S:g}); then 504")
+        p.set_defaults(run=self.run)
+
+    def run(self, args) -> int:
+        from onnxcam.cli.commands import preprocess_spec
+
+        try:
+            import uvicorn
+
+            from onnxcam.server.app import ServeConfig, create_app
+        except ImportError:
+            raise OnnxcamError(INSTALL_HINT) from None
+        model = _model_path(args)
+        try:
+            limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_pixels,
+                            timeout_s=args.timeout)
+            policy = BatchPolicy(max_batch=args.max_batch, window_ms=args.batch_window_ms, queue_size=args.queue_size)
+        except ValueError as e:
+            raise OnnxcamError(str(e)) from None
+        if args.cache_size < 1:
+            raise OnnxcamError("--cache-size must be at least 1")
+        ex = Explainer(model, layer=args.layer, method=args.method, threads=args.threads)
+        spec = preprocess_spec(ex, model, args)
+        check_labels(spec.labels, ex)
+        config = ServeConfig(model=model, method=args.method, layer=args.layer, limits=limits, batching=policy,
+                             cache_size=args.cache_size, threads=args.threads)
+        app = create_app(ex, spec, config)
+        sock = _listen(args.host, args.port)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"onnxcam: serving {model.name} (layer {ex.layer}) on http://{shown}:{port}/ - Ctrl-C stops",
+              file=sys.stderr, flush=True)
+        if not _is_loopback(host):
+            print(f"onnxcam: note: {args.host} is reachable from other machines; the API has no authentication",
+                  file=sys.stderr, flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=args.access_log,
+                                               limit_concurrency=4 * policy.queue_size + 16,
+                                               timeout_graceful_shutdown=5, server_header=False))
+        server.run(sockets=[sock])
+        return 0
+
+
+def _model_path(args) -> Path:
+    if args.demo and args.model:
+        raise OnnxcamError("give a model or --demo, not both")
+    if args.demo:
+        from onnxcam import demo
+
+        return demo.DEMO_MODEL
+    if not args.model:
+        raise OnnxcamError("which model? onnxcam serve MODEL.onnx (or --demo for the bundled demo model)")
+    return Path(args.model)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on (host, port); the OS picks the port when it is 0."""
+    if not 0 <= port <= 65535:
+        raise OnnxcamError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        raise OnnxcamError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port or --host") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

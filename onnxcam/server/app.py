@@ -1,0 +1,284 @@
+"""The ASGI app of ``onnxcam serve``: routes, error answers, and the request path from upload to heatmap.
+
+``POST /explain`` reads the upload into memory (bounded), checks the
+parameters, decodes and preprocesses the image on a small worker pool, hands
+the array to the micro-batcher of its (method, layer) pair, and turns the
+batch's answer into JSON or a PNG on the same worker pool. The whole path,
+reading the body included, runs under the request timeout.
+
+Status codes: 400 bad parameters or image, 404/405 unknown route or method,
+413 body over the limit, 415 not an image or a form, 503 queue full (retry
+later), 504 timeout, 500 a failure inside onnxcam or ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from onnxcam.errors import ImageError, LayerError, OnnxcamError, PreprocessError, TargetError
+from onnxcam.explainer import Explainer
+from onnxcam.graph.layers import resolve_layer
+from onnxcam.methods import CAM_METHODS
+from onnxcam.methods.eigen import HOST_METHODS
+from onnxcam.preprocess import PreprocessSpec, load_image, preprocess_image
+from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP, colormap_lut
+from onnxcam.server.batching import BatchPolicy, MicroBatcher, QueueFull
+from onnxcam.server.explain_batch import Wish, explain_batch
+from onnxcam.server.limits import Limits
+from onnxcam.server.params import parse_params
+from onnxcam.server.pool import ExplainerPool, Key, Slot
+from onnxcam.server.problems import HTTPProblem
+from onnxcam.server.prom import CONTENT_TYPE as PROM_CONTENT_TYPE, Metrics
+from onnxcam.server.results import describe, overlay_png
+from onnxcam.server.uploads import parse_upload, read_body
+
+#: The methods a request may name: the in-graph ones and the host-side (SVD) ones, as ``onnxcam explain``.
+SERVED_METHODS: tuple[str, ...] = (*CAM_METHODS, *HOST_METHODS)
+ROUTES = ("/", "/explain", "/layers", "/info", "/healthz", "/metrics")
+#: The page loads nothing from elsewhere; its script and style are inline.
+PAGE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            "img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How the server explains and what it accepts (defaults: :mod:`.limits`, :mod:`.batching`)."""
+
+    model: Path
+    method: str = "gradcam"
+    layer: str = "auto"
+    limits: Limits = field(default_factory=Limits)
+    batching: BatchPolicy = field(default_factory=BatchPolicy)
+    cache_size: int = 4  # extra (method, layer) pairs kept besides the default
+    threads: int | None = None  # ONNX Runtime intra-op threads per session
+    workers: int = max(1, min(4, os.cpu_count() or 1))  # decode/encode threads
+
+
+class ExplainService:
+    """Everything a request needs: the Explainer pool, preprocessing, limits, metrics and the worker pools."""
+
+    def __init__(self, explainer: Explainer, spec: PreprocessSpec, config: ServeConfig):
+        self.spec = spec
+        self.config = config
+        self.metrics = Metrics(ROUTES)
+        self.infer_executor = ThreadPoolExecutor(1, thread_name_prefix="onnxcam-infer")
+        self.work_executor = ThreadPoolExecutor(config.workers, thread_name_prefix="onnxcam-work")
+        self.default_layer_name = explainer.layer  # the tensor that "auto" or a node name resolved to
+        self.default_key: Key = (explainer.method, self.default_layer_name)
+        self.pool = ExplainerPool(self.default_key, self._slot(explainer), self._build, self.infer_executor,
+                                  capacity=config.cache_size)
+
+    # -- explainers ---------------------------------------------------------------------------
+
+    def _slot(self, explainer: Explainer) -> Slot:
+        spec = self.spec
+
+        def run(items: list[tuple[np.ndarray, Wish]]):
+            batch = np.stack([x for x, _ in items])
+            return explain_batch(explainer, batch, [w for _, w in items], spec.input_name)
+
+        return Slot(explainer, MicroBatcher(run, self.infer_executor, self.config.batching,
+                                            on_batch=self.metrics.observe_batch))
+
+    def _build(self, key: Key) -> Slot:
+        method, layer = key
+        return self._slot(Explainer(self.config.model, layer=layer, method=method, threads=self.config.threads))
+
+    def key_for(self, method: str, layer: str) -> Key:
+        """(method, the layer's tensor name); a name that is no candidate layer is a LayerError (400).
+
+        The name is checked on the default Explainer's graph, so that a request
+        with a bad layer never makes the server load the model again; a node
+        name and its output tensor share one Explainer.
+        """
+        if layer == "auto" and self.config.layer == "auto":
+            return (method, self.default_layer_name)
+        if layer == "auto":  # the server's default layer was chosen by hand; "auto" asks for the automatic one
+            return (method, "auto")
+        ex = self.pool.default.explainer
+        return (method, resolve_layer(ex.index, layer, ex.candidates).name)
+
+    # -- one request --------------------------------------------------------------------------
+
+    async def explain(self, request: Request) -> Response:
+        loop = asyncio.get_running_loop()
+        body = await read_body(request.stream(), request.headers.get("content-length"),
+                               self.config.limits.max_upload_bytes)
+        upload = parse_upload(body, request.headers.get("content-type"))
+        explainer = self.pool.default.explainer
+        params = parse_params(dict(request.query_params), upload.fields, methods=SERVED_METHODS,
+                              default_method=self.default_key[0], default_layer=self.config.layer,
+                              num_classes=explainer.num_classes, max_targets=self.config.limits.max_targets)
+        name = f"upload {upload.filename!r}" if upload.filename else "upload"
+        slot = await self.pool.get(self.key_for(params.method, params.layer))  # may build one: see pool.py
+        with slot.batcher.expecting():
+            photo, x, geometry = await loop.run_in_executor(self.work_executor, self._prepare, upload.data, name)
+        try:
+            result = await slot.batcher.submit((x, Wish(params.targets, params.top_k)))
+        except QueueFull:
+            raise HTTPProblem(503, "the server is busy (its request queue is full); retry in a moment",
+                              {"Retry-After": "1"}) from None
+        if wants_png(request.headers.get("accept", "")):
+            class_id, cam = result.cams[0]
+            png = await loop.run_in_executor(self.work_executor, overlay_png, photo, cam, geometry,
+                                             params.colormap, params.alpha)
+            return Response(png, media_type="image/png", headers={
+                "X-Onnxcam-Class": str(class_id), "X-Onnxcam-Score": repr(float(result.scores[class_id]))})
+        answer = await loop.run_in_executor(self.work_executor, describe, result, photo, geometry, self.spec.labels,
+                                            params.colormap, params.alpha)
+        layer = slot.explainer.layer
+        return JSONResponse({"model": self.config.model.name, "method": params.method, "layer": layer,
+                             "colormap": params.colormap, "alpha": params.alpha, **answer})
+
+    def _prepare(self, data: bytes, name: str):
+        photo, _ = load_image(data, max_pixels=self.config.limits.max_pixels, name=name)
+        x, geometry = preprocess_image(photo, self.spec, max_pixels=None)
+        return photo, x, geometry
+
+    # -- read-only endpoints ------------------------------------------------------------------
+
+    def layers(self) -> dict:
+        ex = self.pool.default.explainer
+        rows = [{"name": c.name, "op": c.op_type, "shape": [d if isinstance(d, int) else str(d) for d in c.shape],
+                 "channel_axis": c.channel_axis} for c in ex.candidates]
+        return {"layers": rows, "default": self.default_layer_name, "reason": ex.layer_reason}
+
+    def info(self) -> dict:
+        ex = self.pool.default.explainer
+        return {
+            "model": self.config.model.name, "method": self.default_key[0], "methods": list(SERVED_METHODS),
+            "layer": self.default_layer_name, "num_classes": ex.num_classes,
+            "labels": list(self.spec.labels) if self.spec.labels else None,
+            "input_size": list(self.spec.size), "preprocess": self.spec.describe(),
+            "colormaps": {name: colormap_lut(name).tobytes().hex() for name in COLORMAPS},
+            "default_colormap": DEFAULT_COLORMAP, "limits": self.config.limits.describe(),
+            "batching": {"max_batch": self.config.batching.max_batch, "window_ms": self.config.batching.window_ms,
+                         "queue_size": self.config.batching.queue_size},
+        }
+
+    def metrics_text(self) -> str:
+        slots = self.pool.slots
+        return self.metrics.render({
+            "onnxcam_queue_depth": ("Requests waiting for a batch, all (method, layer) pairs.",
+                                    sum(s.batcher.depth for _, s in slots)),
+            "onnxcam_explainers_loaded": ("(method, layer) pairs with a live ONNX Runtime session.", len(slots)),
+        })
+
+    async def close(self) -> None:
+        await self.pool.close()
+        self.infer_executor.shutdown(wait=False, cancel_futures=True)
+        self.work_executor.shutdown(wait=False, cancel_futures=True)
+
+
+def wants_png(accept: str) -> bool:
+    """True when ``Accept`` names image/png before (or without) application/json."""
+    types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    if "image/png" not in types:
+        return False
+    return "application/json" not in types or types.index("image/png") < types.index("application/json")
+
+
+def problem(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+#: onnxcam errors a request can cause, and the status that says so.
+CLIENT_ERRORS = (ImageError, LayerError, TargetError, PreprocessError)
+
+
+def create_app(explainer: Explainer, spec: PreprocessSpec, config: ServeConfig) -> Starlette:
+    """The Starlette app serving ``explainer`` (the default method and layer) with ``spec``'s preprocessing."""
+    service = ExplainService(explainer, spec, config)
+    page = resources.files("onnxcam.server").joinpath("page.html").read_text(encoding="utf-8")
+
+    async def explain(request: Request) -> Response:
+        try:
+            return await asyncio.wait_for(service.explain(request), config.limits.timeout_s)
+        except HTTPProblem as e:
+            return problem(e.status, e.message, e.headers)
+        except asyncio.TimeoutError:
+            return problem(504, f"the request took longer than the server's limit of {config.limits.timeout_s:g} s; "
+                                "retry later or send a smaller image")
+        except CLIENT_ERRORS as e:
+            return problem(400, str(e))
+        except OnnxcamError as e:
+            return problem(500, str(e))
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            return problem(500, "internal error while explaining; see the server's log")
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_CSP})
+
+    async def layers(request: Request) -> Response:
+        return JSONResponse(service.layers())
+
+    async def info(request: Request) -> Response:
+        return JSONResponse(service.info())
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": config.model.name,
+                             "queue_depth": sum(s.batcher.depth for _, s in service.pool.slots)})
+
+    async def metrics(request: Request) -> Response:
+        return Response(service.metrics_text(), media_type=PROM_CONTENT_TYPE)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        hint = f"; endpoints: {', '.join(ROUTES)}" if exc.status_code == 404 else ""
+        return problem(exc.status_code, f"{exc.detail}{hint}", getattr(exc, "headers", None))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        await service.close()
+
+    app = Starlette(
+        routes=[Route("/", index), Route("/explain", explain, methods=["POST"]), Route("/layers", layers),
+                Route("/info", info), Route("/healthz", healthz), Route("/metrics", metrics)],
+        exception_handlers={HTTPException: http_error}, lifespan=lifespan)
+    app.state.service = service
+    return ObservedApp(app, service.metrics)
+
+
+class ObservedApp:
+    """ASGI wrapper: counts every HTTP answer by path and status, times it, and adds ``nosniff``."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+        self.state = app.state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def observe(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-content-type-options", b"nosniff")]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            self.metrics.observe_request(scope.get("path", ""), status, time.perf_counter() - start)
