@@ -13,13 +13,14 @@ from onnxcam.errors import (
     UnsupportedModelError,
     UnsupportedOpError,
 )
-from onnxcam.explainer import ExplainResult, Explainer, Prediction
-from onnxcam.targets import OutputTarget
+from onnxcam.explainer import ALL_METHODS, ExplainResult, Explainer, Prediction
+from onnxcam.targets import MultiLabelTarget, OutputTarget, RegionTarget, SeedTarget, SimilarityTarget, TopK
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Explainer", "ExplainResult", "Prediction", "OutputTarget", "OnnxcamError", "ModelLoadError", "UnsupportedModelError",
+    "Explainer", "ExplainResult", "Prediction", "OutputTarget", "RegionTarget", "SimilarityTarget", "TopK",
+    "MultiLabelTarget", "SeedTarget", "OnnxcamError", "ModelLoadError", "UnsupportedModelError",
     "UnsupportedOpError", "LayerError", "InputError", "TargetError", "RuntimeNotInstalledError", "RuntimeFailure",
-    "ImageError", "PreprocessError",
+    "ImageError", "PreprocessError", "ALL_METHODS",
 ]

@@ -16,21 +16,27 @@ import numpy as np
 import onnx
 
 from onnxcam.errors import InputError, LayerError, OnnxcamError, TargetError, UnsupportedOpError
-from onnxcam.explain.build import ExplainerGraph, build_explainer, resolve_score
+from onnxcam.explain.build import ExplainerGraph, ScoreSpec, build_explainer, resolve_score
 from onnxcam.explain.layer_choice import choose_layer
 from onnxcam.graph.index import GraphIndex
-from onnxcam.graph.layers import CandidateLayer, candidate_layers, resolve_layer
+from onnxcam.graph.layers import CandidateLayer, candidate_layers, input_spatial_axes, resolve_layer
 from onnxcam.graph.load import load_model
 from onnxcam.graph.prepare import prepare_model
+from onnxcam.graph.tail import tail_model
 from onnxcam.graph.weights import WeightFolder, save_model
 from onnxcam.methods import CAM_METHODS
-from onnxcam.methods.eigen import HOST_METHODS, normalise, resize_half_pixel
+from onnxcam.methods.eigen import HOST_METHODS
+from onnxcam.methods.fusion import fuse_layers, mean_of_normalised
 from onnxcam.methods.guided import GUIDED_METHODS
+from onnxcam.methods.perturbation import (
+    DEFAULT_BATCH, PERTURBATION_METHODS, ProgressFn, ablation_cam_weights, score_cam_weights, weighted_activations,
+)
+from onnxcam.methods.smoothing import augmentations, contributions_model, eigen_smooth
 from onnxcam.runtime.session import create_session, require_onnxruntime
-from onnxcam.targets import OutputTarget
+from onnxcam.targets import MultiLabelTarget, SeedTarget, TopK
 
-#: Every ``method=`` value: in-graph weightings, host-side (SVD) methods, guided methods.
-ALL_METHODS: tuple[str, ...] = (*CAM_METHODS, *HOST_METHODS, *GUIDED_METHODS)
+#: Every ``method=`` value: in-graph weightings, host-side (SVD) methods, guided methods, perturbation methods.
+ALL_METHODS: tuple[str, ...] = (*CAM_METHODS, *HOST_METHODS, *GUIDED_METHODS, *PERTURBATION_METHODS)
 
 
 @dataclass
@@ -39,11 +45,16 @@ class ExplainResult:
 
     cam: np.ndarray  # (N, H, W) float32 in [0, 1] at the input's spatial size
     cam_lowres: np.ndarray | list[np.ndarray]  # (N, h, w) per layer; a list when several layers
-    targets: np.ndarray  # (N,) explained class ids; None entries for an OutputTarget
+    targets: np.ndarray  # (rows,) explained class ids; None entries for a seed target (OutputTarget, ...)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     layer: str | list[str] = ""
     guided: np.ndarray | None = None  # guided backprop, shaped like the input (guided methods only)
     guided_gradcam: np.ndarray | None = None  # guided * cam, shaped like the input (guided methods only)
+    image_index: np.ndarray | None = None  # (rows,) the input image each row explains (several with TopK)
+    # The layer's float32 activations and dScore/dlayer in the model's layout (host-side methods only;
+    # a list when several layers): what the gradient oracles in tools/ check.
+    activations: np.ndarray | list[np.ndarray] | None = None
+    gradients: np.ndarray | list[np.ndarray] | None = None
 
 
 @dataclass
@@ -62,17 +73,30 @@ class Explainer:
     explains the logit before a final Softmax/LogSoftmax/Sigmoid, as in the
     paper; ``score="probability"`` explains the output itself. ``providers``
     follows onnxruntime (None: CUDA if it really runs, else CPU).
+
+    Options that finish on the host (the exported file carries the plain
+    method): ``aug_smooth`` averages the maps of flipped and shifted copies,
+    ``eigen_smooth`` takes the first principal component of the per-channel
+    contributions instead of their sum. ``perturbation_batch`` is how many
+    masked or ablated copies Score-CAM and Ablation-CAM send through one
+    session run; ``progress(done, total)`` is called after each such run.
     """
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, layer: str | Sequence[str] = "auto",
                  method: str = "gradcam", providers: Sequence | None = None, output: str | int = 0,
-                 score: str = "logit", threads: int | None = None):
+                 score: str = "logit", threads: int | None = None, *, aug_smooth: bool = False,
+                 eigen_smooth: bool = False, perturbation_batch: int = DEFAULT_BATCH,
+                 progress: ProgressFn | None = None):
         require_onnxruntime()  # say which extra to install before any work
         if method not in ALL_METHODS:
             raise OnnxcamError(f"unknown method {method!r}; available: {', '.join(ALL_METHODS)}")
         if score not in ("logit", "probability"):
             raise OnnxcamError(f"score must be 'logit' or 'probability', not {score!r}")
+        if not isinstance(perturbation_batch, int) or perturbation_batch < 1:
+            raise OnnxcamError(f"perturbation_batch must be a positive int, not {perturbation_batch!r}")
         self.method = method
+        self.aug_smooth, self.eigen_smooth = bool(aug_smooth), bool(eigen_smooth)
+        self.perturbation_batch, self.progress = perturbation_batch, progress
         self.providers = providers
         self.threads = threads
         self._source = Path(model).resolve() if isinstance(model, (str, os.PathLike)) else None
@@ -88,6 +112,8 @@ class Explainer:
         self._score = resolve_score(self._index, output, use_logit=self._use_logit)
         self.candidates: list[CandidateLayer] = candidate_layers(self._index)
         self._layers, self.layer_reason = self._pick_layers(layer)
+        self._auto_layer = isinstance(layer, str) and layer == "auto"
+        self._layers_by_output: dict[str, list[CandidateLayer]] = {self._score.output: self._layers}
         self._graphs: dict[str, ExplainerGraph] = {}
         self._graph_files: dict[str, Path] = {}
         self._sessions: dict[str, object] = {}
@@ -122,42 +148,78 @@ class Explainer:
 
     # -- graphs and sessions ---------------------------------------------------------------------
 
-    def _default_mode(self) -> str:
-        return "class" if self._score.class_axis is not None else "seed"
+    def _default_mode(self, score: ScoreSpec | None = None) -> str:
+        return "class" if (score or self._score).class_axis is not None else "seed"
 
-    def _graph(self, mode: str) -> ExplainerGraph:
-        if mode not in self._graphs:
+    def _score_for(self, output: str | int | None) -> ScoreSpec:
+        """The score of ``output`` (None: the Explainer's own), resolved with the Explainer's score= rule."""
+        if output is None:
+            return self._score
+        score = resolve_score(self._index, output, use_logit=self._use_logit)
+        return self._score if score.output == self._score.output else score
+
+    def _layers_for(self, score: ScoreSpec) -> list[CandidateLayer]:
+        """The requested layers; with layer="auto", the automatic choice for this output's score."""
+        if score.output not in self._layers_by_output:
+            auto = self._auto_layer
+            self._layers_by_output[score.output] = (
+                [choose_layer(self._index, score.tensor, self.candidates).layer] if auto else self._layers)
+        return self._layers_by_output[score.output]
+
+    def _graph_key(self, mode: str, score: ScoreSpec | None) -> str:
+        """One graph per target mode and explained output: any output can be explained by one Explainer."""
+        if score is None or score.output == self._score.output:
+            return mode
+        return f"{mode}_{self._index.outputs.index(score.output)}"
+
+    def _graph(self, mode: str, score: ScoreSpec | None = None) -> ExplainerGraph:
+        key = self._graph_key(mode, score)
+        if key not in self._graphs:
+            score = score or self._score
+            layers = self._layers_for(score)
             try:
-                guided, on_host = self.method in GUIDED_METHODS, self.method in HOST_METHODS
-                weighting = "gradcam" if guided or on_host else self.method
-                graph = build_explainer(self._index, self._layers, self._score, weighting, mode, guided=guided,
+                guided, on_host = self.method in GUIDED_METHODS, self._on_host
+                weighting = self._weighting
+                graph = build_explainer(self._index, layers, score, weighting, mode, guided=guided,
                                         expose=on_host)
             except UnsupportedOpError as e:
-                later = [c.name for c in self.candidates if c.position > max(lay.position for lay in self._layers)]
+                later = [c.name for c in self.candidates if c.position > max(lay.position for lay in layers)]
                 hint = f"; later candidate layers: {', '.join(map(repr, later[-3:]))}" if later else ""
                 raise UnsupportedOpError(f"{e}{hint}") from None
-            self._graph_files[mode] = self._weights.check(graph.model, f"explainer_{mode}.onnx", emitted=True)
-            self._graphs[mode] = graph
-        return self._graphs[mode]
+            self._graph_files[key] = self._weights.check(graph.model, f"explainer_{key}.onnx", emitted=True)
+            self._graphs[key] = graph
+        return self._graphs[key]
 
-    def _session(self, mode: str):
-        if mode not in self._sessions:
-            self._graph(mode)
-            self._sessions[mode] = create_session(str(self._graph_files[mode]), self.providers, self.threads)
-        return self._sessions[mode]
+    def _session(self, mode: str, score: ScoreSpec | None = None):
+        key = self._graph_key(mode, score)
+        if key not in self._sessions:
+            self._graph(mode, score)
+            self._sessions[key] = create_session(str(self._graph_files[key]), self.providers, self.threads)
+        return self._sessions[key]
 
     @property
     def explainer_model(self) -> onnx.ModelProto:
         """The standalone explainer graph (class mode where the output has classes), weights included."""
         return self._weights.materialize(self._graph(self._default_mode()).model)
 
-    def export(self, path: str | os.PathLike) -> None:
-        """Write the explainer graph: model inputs (+ target) -> model outputs + cam + cam_lowres (+ target)."""
+    def export(self, path: str | os.PathLike, output: str | int | None = None, mode: str | None = None) -> None:
+        """Write the explainer graph: model inputs (+ target) -> model outputs + cam + cam_lowres (+ target).
+
+        ``output`` picks the explained output (default: the Explainer's). ``mode="seed"`` replaces the
+        ``target_class`` input by ``target_seed``, shaped like the scored tensor (``seed_for`` makes it from
+        a RegionTarget, SimilarityTarget or OutputTarget); the default is "class" where the output is
+        (batch, classes), else "seed". In "class" files ``target_class = -1`` means each image's top-1;
+        ``mode="rank"`` files also take ``-r`` for the rank-r class (a TopK over the scores, a little slower).
+        """
+        if mode not in (None, "class", "rank", "seed"):
+            raise OnnxcamError(f"export mode must be 'class', 'rank' or 'seed', not {mode!r}")
+        score = self._score_for(output)
         target = Path(path).resolve()
         if self._source is not None and target == self._source:
             raise OnnxcamError(f"refusing to overwrite the model being explained ({path}); choose another file name")
+        model = self._weights.materialize(self._graph(mode or self._default_mode(score), score).model)
         try:
-            save_model(self.explainer_model, target)
+            save_model(model, target)
         except OSError as e:
             raise OnnxcamError(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -194,49 +256,174 @@ class Explainer:
         return self._sessions["forward"]
 
     def explain(self, x: np.ndarray | Mapping[str, np.ndarray], target=None) -> ExplainResult:
-        """Explain a preprocessed batch. ``target``: None (top-1), an int, one int per image, or an OutputTarget."""
+        """Explain a preprocessed batch.
+
+        ``target``: None (each image's top-1), an int, one int per image; a SeedTarget on any output
+        (OutputTarget, RegionTarget, SimilarityTarget); or several classes per image, one result row per
+        (image, class) in one batched run: TopK(k), MultiLabelTarget(threshold) (see ``res.image_index``).
+        """
+        return self._explain_augmented(x, target) if self.aug_smooth else self._explain_once(x, target)
+
+    def _explain_once(self, x: np.ndarray | Mapping[str, np.ndarray], target=None) -> ExplainResult:
+        """One explanation of the batch as given (``explain`` without test-time augmentation)."""
         feeds = self._validate_inputs(x)
         n = next(iter(feeds.values())).shape[0]
-        if isinstance(target, OutputTarget):
-            graph_mode = "seed"
-            target_feed = self._output_target_seed(target, n)
+        rows = np.arange(n)
+        if isinstance(target, SeedTarget):
+            score, graph_mode = self._score_for(target.output), "seed"
+            target_feed = self.seed_for(target, n)
         else:
-            graph_mode = "class"
-            if self._score.class_axis is None:
-                raise TargetError(f"{self._score.describe()} is not a (batch, classes) tensor; "
-                                  "pass target=onnxcam.OutputTarget(output, index)")
-            target_feed = self._class_ids(target, n)
-        graph = self._graph(graph_mode)
-        outs = self._run(graph_mode, graph, feeds, target_feed)
+            score, graph_mode = self._score_for(getattr(target, "output", None)), "class"
+            if score.class_axis is None:
+                raise TargetError(f"{score.describe()} is not a (batch, classes) tensor; pass "
+                                  "target=onnxcam.OutputTarget(output, index) or another seed target")
+            if isinstance(target, (TopK, MultiLabelTarget)):
+                graph_mode = "rank" if isinstance(target, TopK) else graph_mode
+                rows, target_feed = self._class_rows(target, feeds, n, score)
+                # no row at all (no label above the threshold): run one to learn the shapes, keep none
+                feeds = {k: v[rows if len(rows) else [0]] for k, v in feeds.items()}
+                target_feed = target_feed if len(rows) else np.zeros(1, np.int64)
+            else:
+                target_feed = self._class_ids(target, n)
+        graph = self._graph(graph_mode, score)
+        outs = {k: v[:len(rows)] for k, v in self._run(graph_mode, graph, feeds, target_feed).items()}
         cam = outs[graph.cam]
         lows = [outs[name] for name in graph.cam_lowres]
-        if self.method in HOST_METHODS:
-            cam, lows = self._host_cams(graph, outs, cam.shape[1:])
-        if graph_mode == "class":
+        if self._on_host:
+            scorer = self._target_scorer(graph, outs, target_feed)
+            cam, lows = self._host_cams(graph, outs, cam.shape[1:], feeds, scorer)
+            if graph.guided_gradcam:
+                outs[graph.guided_gradcam] = self._guided_times(outs[graph.guided_backprop], cam)
+        if graph_mode != "seed":
             targets = outs[graph.target_output].astype(np.int64)
         else:
             targets = np.array([None] * n, dtype=object)
+        names = [layer.name for layer in graph.layers]
         return ExplainResult(
             cam=cam, cam_lowres=lows[0] if len(lows) == 1 else lows, targets=targets,
-            outputs={name: outs[name] for name in graph.model_outputs}, layer=self.layer,
+            outputs={name: outs[name] for name in graph.model_outputs}, layer=names[0] if len(names) == 1 else names,
             guided=outs.get(graph.guided_backprop), guided_gradcam=outs.get(graph.guided_gradcam),
+            image_index=rows,
+            activations=_per_layer([outs[a] for a, _ in graph.exposed]),
+            gradients=_per_layer([outs[g] for _, g in graph.exposed]),
         )
 
-    def _host_cams(self, graph: ExplainerGraph, outs: dict, size) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Finish a host-side method from the exposed activations and gradients, with the in-graph head's maths."""
-        lows, cams = [], []
-        for layer, (a_name, g_name) in zip(self._layers, graph.exposed):
+    # -- host-side finishing: SVD methods, perturbation methods, smoothing --------------------------
+
+    @property
+    def _on_host(self) -> bool:
+        """Whether the CAM is finished on the host from the exposed activations (and gradients)."""
+        return self.method in HOST_METHODS or self.method in PERTURBATION_METHODS or self.eigen_smooth
+
+    @property
+    def _weighting(self) -> str:
+        """The in-graph CAM method: the method itself, else Grad-CAM (what an exported file carries)."""
+        return self.method if self.method in CAM_METHODS else "gradcam"
+
+    def _host_cams(self, graph: ExplainerGraph, outs: dict, size, feeds: dict,
+                   target_score) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Finish a host-side method per layer, then fuse the layers as the in-graph head does."""
+        lows = []
+        for layer, (a_name, g_name) in zip(graph.layers, graph.exposed):
             A, G = outs[a_name], outs[g_name]
-            if layer.channel_axis == 3:
-                A, G = A.transpose(0, 3, 1, 2), G.transpose(0, 3, 1, 2)
-            low = np.maximum(HOST_METHODS[self.method](A, G), 0).astype(np.float32)
-            lows.append(low)
-            cams.append(normalise(resize_half_pixel(low, tuple(size))))
-        cam = cams[0] if len(cams) == 1 else normalise(np.mean(cams, axis=0))
-        return cam, lows
+            if self.method in HOST_METHODS:
+                signed = HOST_METHODS[self.method](_nchw(A, layer), _nchw(G, layer))
+            else:
+                contributions = self._contributions(layer, A, G, feeds, target_score, graph.score)
+                signed = eigen_smooth(contributions) if self.eigen_smooth else contributions.sum(axis=1)
+            lows.append(np.maximum(signed, 0).astype(np.float32))
+        return fuse_layers(lows, tuple(size)), lows
+
+    def _contributions(self, layer: CandidateLayer, A: np.ndarray, G: np.ndarray, feeds: dict, target_score,
+                       score: ScoreSpec) -> np.ndarray:
+        """(N, C, h, w) per-channel contributions ``M_k`` at ``layer``, whose channel sum is the raw CAM."""
+        if self.method == "scorecam":
+            weights = self._score_cam_weights(_nchw(A, layer), feeds, target_score, score)
+        elif self.method == "ablationcam":
+            weights = self._ablation_cam_weights(layer, _nchw(A, layer), feeds, target_score, score)
+        else:  # an in-graph method under eigen_smooth: its own ONNX nodes on the exposed tensors
+            key = f"contributions:{layer.name}"
+            if key not in self._sessions:
+                model = contributions_model(self._weighting, layer, 17)
+                self._sessions[key] = create_session(model.SerializeToString(), self.providers, self.threads)
+            return _nchw(self._sessions[key].run(["M"], {"A": A, "G": G})[0], layer)
+        return weighted_activations(weights, _nchw(A, layer))
+
+    def _score_cam_weights(self, A: np.ndarray, feeds: dict, target_score, score: ScoreSpec) -> np.ndarray:
+        """Score-CAM's (N, C) weights: the model from its inputs to the score, on masked copies of each image."""
+        image, axes = self._index.inputs[0], input_spatial_axes(self._index, self._index.inputs[0])
+        channel_axis = 1 if axes == (2, 3) else 3
+        session, names = self._cut_session(None, score)
+
+        def masked(row: int, masks: np.ndarray) -> np.ndarray:
+            copies = {name: np.repeat(feeds[name][row:row + 1], len(masks), axis=0) for name in names if name != image}
+            copies[image] = (feeds[image][row:row + 1] * np.expand_dims(masks, channel_axis)).astype(feeds[image].dtype)
+            return target_score(row, self._run_chunks(session, [score.tensor], copies, len(masks))[score.tensor])
+
+        size = tuple(feeds[image].shape[a] for a in axes)
+        return score_cam_weights(A, size, masked, self.perturbation_batch, self.progress)
+
+    def _ablation_cam_weights(self, layer: CandidateLayer, A: np.ndarray, feeds: dict, target_score,
+                              score: ScoreSpec) -> np.ndarray:
+        """Ablation-CAM's (N, C) weights: the tail from the layer to the score, on ablated copies of ``A``."""
+        session, names = self._cut_session(layer.name, score)
+        dtype = self._index.type_of(layer.name).np_dtype
+
+        def run_tail(rows, acts: np.ndarray) -> np.ndarray:
+            copies = {name: feeds[name][rows] for name in names if name != layer.name}
+            copies[layer.name] = _from_nchw(acts, layer).astype(dtype)
+            return self._run_chunks(session, [score.tensor], copies, len(acts))[score.tensor]
+
+        unablated = run_tail(np.arange(len(A)), A)
+        original = np.array([target_score(r, unablated[r:r + 1])[0] for r in range(len(A))])
+        return ablation_cam_weights(A, original, lambda r, acts: target_score(r, run_tail([r] * len(acts), acts)),
+                                    self.perturbation_batch, self.progress)
+
+    def _cut_session(self, layer: str | None, score: ScoreSpec) -> tuple[object, list[str]]:
+        """A session computing ``score`` from ``layer`` (None: from the model inputs), and its input names."""
+        key = f"cut:{layer or ''}->{score.tensor}"
+        if key not in self._sessions:
+            cut = tail_model(self._index.model, [layer] if layer else list(self._index.inputs), [score.tensor])
+            path = self._weights.check(cut, f"cut_{len(self._sessions)}.onnx", emitted=True)
+            self._sessions[key] = create_session(str(path), self.providers, self.threads)
+        session = self._sessions[key]
+        return session, [i.name for i in session.get_inputs()]
+
+    @staticmethod
+    def _target_scorer(graph: ExplainerGraph, outs: dict, target_feed: np.ndarray):
+        """(row, scored tensor of a batch of copies of that row) -> the row's target score of each copy."""
+        if graph.target_output:
+            classes = outs[graph.target_output]
+            return lambda row, s: s.reshape(len(s), -1)[:, classes[row]]
+        return lambda row, s: s.reshape(len(s), -1).astype(np.float64) @ target_feed[row].reshape(-1)
+
+    def _guided_times(self, guided: np.ndarray, cam: np.ndarray) -> np.ndarray:
+        """Guided Grad-CAM from a host-side ``cam``: the guided gradient times the map, per input channel."""
+        axes = input_spatial_axes(self._index, self._index.inputs[0])
+        return (guided * np.expand_dims(cam, 1 if axes == (2, 3) else 3)).astype(np.float32)
+
+    def _explain_augmented(self, x, target) -> ExplainResult:
+        """Test-time augmentation: the same targets on flipped and shifted copies, each map moved back, averaged."""
+        feeds = self._validate_inputs(x)
+        image, axes = self._index.inputs[0], input_spatial_axes(self._index, self._index.inputs[0])
+        identity, *others = augmentations(tuple(feeds[image].shape[a] for a in axes))
+        base = self._explain_once(feeds, target)
+        rows = base.image_index if base.image_index is not None else np.arange(len(base.cam))
+        if not len(rows):  # e.g. no class above a multi-label threshold: nothing to smooth
+            return base
+        same = target if base.targets.dtype == object else base.targets  # seed targets: the same seed
+        row_feeds = {k: v[rows] for k, v in feeds.items()}
+        cams = [identity.invert(base.cam)]
+        for aug in others:
+            moved = self._explain_once({**row_feeds, image: aug.apply(row_feeds[image], axes)}, same)
+            cams.append(aug.invert(moved.cam))
+        base.cam = mean_of_normalised(cams)
+        if base.guided is not None:
+            base.guided_gradcam = self._guided_times(base.guided, base.cam)
+        return base
 
     def _run(self, mode: str, graph: ExplainerGraph, feeds: dict, target_feed: np.ndarray) -> dict:
-        session = self._session(mode)
+        session = self._session(mode, graph.score)
         fetch = [*graph.model_outputs, graph.cam, *graph.cam_lowres]
         fetch += [n for n in (graph.target_output, graph.guided_backprop, graph.guided_gradcam) if n]
         fetch += [name for pair in graph.exposed for name in pair]
@@ -252,6 +439,8 @@ class Explainer:
                 parts.append(session.run(fetch, chunk))
             except Exception as e:  # onnxruntime's own exception types
                 raise OnnxcamError(f"ONNX Runtime failed while explaining: {_first_line(e)}") from None
+        if len(parts) == 1:
+            return dict(zip(fetch, parts[0]))
         return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(fetch)}
 
     def _static_batch(self) -> int | None:
@@ -325,6 +514,11 @@ class Explainer:
         return self._index
 
     @property
+    def score_tensor(self) -> str:
+        """The tensor whose seeded sum is differentiated: the logit before a final Softmax/Sigmoid, or the output."""
+        return self._score.tensor
+
+    @property
     def source(self) -> Path | None:
         """The model file this Explainer reads (None for an in-memory ModelProto)."""
         return self._source
@@ -337,22 +531,49 @@ class Explainer:
     @property
     def num_classes(self) -> int | None:
         """Classes of the explained output, when it is (batch, classes); else None."""
-        shape = self._index.shape(self._score.tensor)
+        return self._classes_of(self._score)
+
+    def _classes_of(self, score: ScoreSpec) -> int | None:
+        shape = self._index.shape(score.tensor)
         if shape is None or len(shape) < 2:
             return None
         d = shape[1]
         return d if isinstance(d, int) and d > 0 else None
 
-    def _output_target_seed(self, target: OutputTarget, n: int) -> np.ndarray:
-        spec = resolve_score(self._index, target.output, use_logit=self._use_logit)
-        if spec.tensor != self._score.tensor:
-            raise TargetError(f"this Explainer scores {self._score.describe()}; create it with "
-                              f"output={target.output!r} to explain that output")
-        shape = self._index.shape(spec.tensor)
-        if shape is None or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
-            raise TargetError(f"the shape of {spec.tensor!r} is not static; OutputTarget needs a static output shape")
-        t = self._index.type_of(spec.tensor)
-        return target.seed((n, *shape[1:]), t.np_dtype)
+    def seed_for(self, target: SeedTarget, batch: int) -> np.ndarray:
+        """The seed ``target`` puts on its output's scored tensor: the ``target_seed`` feed of a seed-mode export."""
+        score = self._score_for(target.output)
+        shape = self._index.shape(score.tensor)
+        if shape is None:
+            raise TargetError(f"the rank of {score.describe()} is unknown, so no seed can be shaped for it")
+        dims = tuple(d if isinstance(d, int) and d > 0 else None for d in shape[1:])
+        return target.seed((batch, *dims), self._index.type_of(score.tensor).np_dtype)
+
+    def _class_rows(self, target: TopK | MultiLabelTarget, feeds: dict, n: int,
+                    score: ScoreSpec) -> tuple[np.ndarray, np.ndarray]:
+        """(image of each row, class feed of each row) for targets that explain several classes per image."""
+        if isinstance(target, TopK):
+            return target.class_rows(n, self._classes_of(score))
+        if score.squash in ("Softmax", "LogSoftmax"):
+            raise TargetError(f"output {score.output!r} comes from a {score.squash}: its classes exclude each other, "
+                              "so there are no multi-label probabilities; use onnxcam.TopK(k)")
+        values = self.predict(feeds).outputs[score.output].reshape(n, -1).astype(np.float64)
+        probabilities = values if score.squash == "Sigmoid" else 0.5 * (1 + np.tanh(values / 2))
+        return target.class_rows(probabilities)
+
+
+def _nchw(a: np.ndarray, layer: CandidateLayer) -> np.ndarray:
+    """A layer's tensor with channels on axis 1, whatever the model's layout."""
+    return a.transpose(0, 3, 1, 2) if layer.channel_axis == 3 else a
+
+
+def _from_nchw(a: np.ndarray, layer: CandidateLayer) -> np.ndarray:
+    return a.transpose(0, 2, 3, 1) if layer.channel_axis == 3 else a
+
+
+def _per_layer(arrays: list[np.ndarray]):
+    """None, one array, or a list (several layers), as ``cam_lowres`` is returned."""
+    return None if not arrays else arrays[0] if len(arrays) == 1 else arrays
 
 
 def _fmt_shape(shape) -> str:

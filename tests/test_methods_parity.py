@@ -136,29 +136,41 @@ class Case:
         return self.fp32_model
 
 
-@pytest.fixture(scope="module")
-def cases(tmp_path_factory):
-    """``cases(arch) -> Case``, built once per module."""
+#: Cases already built in this test run, shared by every module that uses ``case_getter``.
+_BUILT: dict[tuple[str, int, str], Case] = {}
+
+
+def case_getter(tmp_path_factory, size: int = SIZE, modules: dict[str, str] | None = None):
+    """``get(arch) -> Case`` at ``size`` x ``size``, explaining ``modules[arch]`` (default: the
+    ``ArchSpec.last`` layer), each built once per test run (other test modules reuse them)."""
     cache = os.environ.get("ONNXCAM_ZOO_CACHE")
-    folder = Path(cache) if cache else tmp_path_factory.mktemp("zoo_methods")
-    made: dict[str, Case] = {}
+    root = Path(cache) if cache else tmp_path_factory.getbasetemp() / "zoo_methods"
+    folder = root if size == SIZE else root / f"size{size}"  # exported files are named by arch only
 
     def get(arch: str) -> Case:
-        if arch not in made:
-            made[arch] = _make_case(arch, folder)
-        return made[arch]
+        module = (modules or {}).get(arch, ARCHS[arch].last)
+        if (arch, size, module) not in _BUILT:
+            folder.mkdir(parents=True, exist_ok=True)
+            _BUILT[arch, size, module] = _make_case(arch, folder, size, module)
+        return _BUILT[arch, size, module]
 
     return get
 
 
-def _make_case(arch: str, folder: Path) -> Case:
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    """``cases(arch) -> Case`` at the usual Grad-CAM layer."""
+    return case_getter(tmp_path_factory)
+
+
+def _make_case(arch: str, folder: Path, size: int = SIZE, module: str | None = None) -> Case:
     t0 = time.perf_counter()
-    spec = ARCHS[arch]
-    model = onnx.load(str(build_and_export(arch, "torchscript", folder, size=SIZE)))
-    x = example_input(2, SIZE, seed=DATA_SEED)
+    module = module or ARCHS[arch].last
+    model = onnx.load(str(build_and_export(arch, "torchscript", folder, size=size)))
+    x = example_input(2, size, seed=DATA_SEED)
     torch_model = build_model(arch).double()
     got = {}
-    handle = torch_model.get_submodule(spec.last).register_forward_hook(
+    handle = torch_model.get_submodule(module).register_forward_hook(
         lambda m, i, o: got.update(a=o.detach().numpy()))
     with torch.no_grad():
         torch_model(x.double())
@@ -166,9 +178,9 @@ def _make_case(arch: str, folder: Path) -> Case:
     a = got["a"]
     values, order = onnx_tensor_values(model, x.numpy(), [], a.shape)
     name = onnx_tensor_for_torch_value(values, order, a)
-    assert name is not None, f"{arch}: no ONNX tensor equals torch {spec.last} output {a.shape}"
-    print(f"\n[methods] {arch}: torch {spec.last} {a.shape} = ONNX {name!r} ({time.perf_counter() - t0:.1f}s)")
-    return Case(arch, model, torch_model, x.numpy(), spec.last, name, tuple(a.shape[2:]))
+    assert name is not None, f"{arch}: no ONNX tensor equals torch {module} output {a.shape}"
+    print(f"\n[methods] {arch}: torch {module} {a.shape} = ONNX {name!r} ({time.perf_counter() - t0:.1f}s)")
+    return Case(arch, model, torch_model, x.numpy(), module, name, tuple(a.shape[2:]))
 
 
 def grad_cam_normalise(cam: np.ndarray) -> np.ndarray:
@@ -182,14 +194,16 @@ def per_image_rel_l2(got: np.ndarray, want: np.ndarray) -> list[float]:
 
 
 def grad_cam_reference(torch_model: torch.nn.Module, case: Case, method: str,
-                       targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                       targets: np.ndarray, eigen_smooth: bool = False,
+                       signed: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """pytorch-grad-cam at the layer resolution: (its normalised map, its raw map before normalising).
 
     The normalised map is what the library's ``__call__`` returns when its
     resize target is the layer's own size (so ``cv2.resize`` is a copy). The
     raw map is ``np.maximum(get_cam_image(...), 0)`` on the activations and
     gradients that same call recorded: the step ``compute_cam_per_layer``
-    takes just before ``scale_cam_image``.
+    takes just before ``scale_cam_image`` (``signed``: before the ReLU too).
+    ``eigen_smooth`` is passed to both.
     """
     h, w = case.layer_hw
     layer = torch_model.get_submodule(case.torch_layer)
@@ -199,15 +213,15 @@ def grad_cam_reference(torch_model: torch.nn.Module, case: Case, method: str,
     cam_obj.get_target_width_height = lambda input_tensor: (w, h)  # (width, height), as cv2.resize takes it
     try:
         targets_t = [ClassifierOutputTarget(int(t)) for t in targets]
-        normalised = np.asarray(cam_obj(input_tensor=x, targets=targets_t))
+        normalised = np.asarray(cam_obj(input_tensor=x, targets=targets_t, eigen_smooth=eigen_smooth))
         acts = cam_obj.activations_and_grads.activations[0].numpy()
         recorded = cam_obj.activations_and_grads.gradients  # empty for gradient-free EigenCAM
         grads = recorded[0].numpy() if recorded else None
-        raw = np.maximum(cam_obj.get_cam_image(x, layer, targets_t, acts, grads, False), 0)
+        raw = cam_obj.get_cam_image(x, layer, targets_t, acts, grads, eigen_smooth)
     finally:
         cam_obj.activations_and_grads.release()
         torch_model.zero_grad(set_to_none=True)
-    return normalised, raw
+    return normalised, raw if signed else np.maximum(raw, 0)
 
 
 @pytest.mark.parametrize("arch,method", PARITY_CASES, ids=[f"{a}-{m}" for a, m in PARITY_CASES])

@@ -798,6 +798,10 @@ def render(results: dict) -> str:
             lines.append(f"| {m['model']} | {m['batch']} | {mib(inf, 'peak_rss_kib')} | {mib(exp, 'peak_rss_kib')} | "
                          f"{pr_s} | {mib(inf, 'peak_minus_baseline_kib')} | {mib(exp, 'peak_minus_baseline_kib')} | "
                          f"{dr_s} | {gc_s} |")
+    for entry in results.get("methods", []):
+        from bench_methods import render_methods
+
+        lines += ["", render_methods(entry["model"], entry["batch"], entry["rows"])]
     for r in results["latency"]:
         if r.get("profile"):
             lines.append("")
@@ -872,11 +876,24 @@ def parse_args(argv=None):
                         "and print extra kernel time per op type")
     p.add_argument("--profile-runs", type=int, default=20, help="profiled runs per session (default 20)")
     p.add_argument("--json", type=Path, default=None, help="write all results (incl. raw timings) here")
+    p.add_argument("--skip-methods", action="store_true",
+                   help="skip the per-method rows (each method's cost relative to inference, Score-CAM and "
+                        "Ablation-CAM throughput), measured at the first --batches entry")
+    p.add_argument("--perturbation-repeats", type=int, default=2,
+                   help="timed calls of Score-CAM and Ablation-CAM (default 2: each is one pass per channel)")
+    p.add_argument("--perturbation-batch", type=int, default=64,
+                   help="masked/ablated copies per session run for Score-CAM and Ablation-CAM (default 64)")
+    p.add_argument("--quick", action="store_true",
+                   help="a short check that everything runs: mobilenet_v3_large, batch 1, 5 rounds, "
+                        "1 warm-up, no memory subprocesses, one timed perturbation call")
     p.add_argument("--export-only", action="store_true",
                    help="internal: only export/verify the cached .onnx files, then exit")
     p.add_argument("--memory-child", nargs=3, metavar=("MODE", "MODEL", "BATCH"),
                    help="internal: run one memory measurement (MODE: infer|explain|gradcam) and print JSON")
     args = p.parse_args(argv)
+    if args.quick:
+        args.models, args.batches, args.repeats, args.warmup = "mobilenet_v3_large", "1", "5", 1
+        args.skip_memory, args.perturbation_repeats = True, 1
 
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     for m in args.models:
@@ -943,6 +960,7 @@ def main(argv=None):
         },
         "latency": [],
         "memory": [],
+        "methods": [],
         "notes": notes,
     }
 
@@ -1019,6 +1037,12 @@ def main(argv=None):
             if "timings" in rec:
                 t = rec["timings"]
                 log(f"{model_name} b{batch}: " + ", ".join(f"{n} {v['median_ms']:.1f} ms" for n, v in t.items()))
+        if have_onnxcam and not args.skip_methods:
+            from bench_methods import bench_methods
+
+            rows = bench_methods(path, make_input(args.batches[0]), args.threads, args.repeats_for(args.batches[0]),
+                                 args.perturbation_repeats, args.gap_ms, args.perturbation_batch, log)
+            results["methods"].append({"model": model_name, "batch": args.batches[0], "rows": rows})
 
     # thread-knob note
     for rec in results["latency"]:

@@ -19,7 +19,7 @@ from onnxcam.graph.index import GraphIndex
 _CONTROL_FLOW = {"If", "Loop", "Scan"}
 
 
-def _carries_gradient(index: GraphIndex, node: onnx.NodeProto, tensor: str) -> bool:
+def carries_gradient(index: GraphIndex, node: onnx.NodeProto, tensor: str) -> bool:
     if node.op_type in NON_DIFFERENTIABLE_OPS:
         return False
     if node.op_type in STRAIGHT_THROUGH_OPS:
@@ -33,7 +33,7 @@ def forward_reachable(index: GraphIndex, sources: Sequence[str]) -> set[str]:
     reached = set(sources)
     for node in index.nodes:
         if any(i in reached for i in node.input if i):
-            reached.update(o for o in node.output if o and _carries_gradient(index, node, o))
+            reached.update(o for o in node.output if o and carries_gradient(index, node, o))
     return reached
 
 
@@ -43,9 +43,9 @@ def backward_reachable(index: GraphIndex, sinks: Sequence[str], differentiable: 
     for node in reversed(index.nodes):
         outs = [o for o in node.output if o in needed]
         if differentiable:
-            outs = [o for o in outs if _carries_gradient(index, node, o)]
+            outs = [o for o in outs if carries_gradient(index, node, o)]
         if outs:
-            needed.update(i for i in node.input if i and (not differentiable or _input_is_float(index, i)))
+            needed.update(i for i in node.input if i and (not differentiable or _input_is_float(index, i, node)))
     return needed
 
 
@@ -86,12 +86,15 @@ def describe_path(index: GraphIndex, start: str, through: onnx.NodeProto, sinks:
 
 
 def build_vjp(index: GraphIndex, builder: GraphBuilder, wrt: Sequence[str], cotangents: Mapping[str, str],
-              rules: Mapping[str, VJPRule] | None = None) -> dict[str, str]:
+              rules: Mapping[str, VJPRule] | None = None, one_hot: Mapping[str, str] | None = None
+              ) -> dict[str, str]:
     """Emit nodes computing ``d(sum_t <cotangents[t], t>) / d w`` for every ``w`` in ``wrt``.
 
     ``cotangents`` maps forward tensors (the score's inputs, e.g. logits) to
     the names of same-shaped seed tensors. ``rules`` overrides entries of the
-    registry (guided backprop swaps in its own ReLU rule this way). Returns
+    registry (guided backprop swaps in its own ReLU rule this way). ``one_hot``
+    marks seeds that are one-hot rows of an (N, K) tensor, mapped to their
+    int64 (N,) class ids (see :meth:`VJPContext.one_hot_rows`). Returns
     ``wrt`` name -> gradient name. Raises :class:`UnsupportedOpError` for an op
     with no rule on the path.
     """
@@ -130,7 +133,7 @@ def build_vjp(index: GraphIndex, builder: GraphBuilder, wrt: Sequence[str], cota
                 f"to the score ({where}); choose a layer after this node, or open an issue asking for the rule"
             )
         wants = [bool(i) and i in fwd and _input_is_float(index, i, node) for i in node.input]
-        ctx = VJPContext(node=node, grads_out=grads_out, wants=wants, b=builder, index=index)
+        ctx = VJPContext(node=node, grads_out=grads_out, wants=wants, b=builder, index=index, one_hot=one_hot or {})
         grads_in = list(rule(ctx))
         if len(grads_in) < len(node.input):
             grads_in += [None] * (len(node.input) - len(grads_in))

@@ -7,11 +7,15 @@ import json
 import sys
 from pathlib import Path
 
+from onnxcam.cli.compare_command import CompareCommand
 from onnxcam.cli.explain_files import RenderOptions, check_labels, collect_images, explain_files, prepare_output_dir
+from onnxcam.cli.eval_command import EvalCommand
+from onnxcam.cli.pass_progress import PassProgress
+from onnxcam.cli.serve_command import ServeCommand
 from onnxcam.errors import OnnxcamError
-from onnxcam.explainer import Explainer
+from onnxcam.explainer import ALL_METHODS, Explainer
 from onnxcam.methods import CAM_METHODS
-from onnxcam.methods.eigen import HOST_METHODS
+from onnxcam.methods.perturbation import DEFAULT_BATCH, PERTURBATION_METHODS
 from onnxcam.preprocess import DEFAULT_MAX_PIXELS, PRESETS, derive_spec
 from onnxcam.preprocess.presets import ALIASES as PRESET_ALIASES
 from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP
@@ -56,7 +60,12 @@ class ExportCommand:
                                        "(inputs: the model's inputs and target_class; outputs: the model's "
                                        "outputs, cam, cam_lowres, target). Any ONNX runtime can serve it.")
         p.add_argument("model", help="path to the .onnx file (never modified)")
-        p.add_argument("-o", "--output", required=True, help="where to write the explainer .onnx")
+        p.add_argument("-o", "--output", help="where to write the explainer .onnx")
+        p.add_argument("--triton", metavar="REPO_DIR", help="also (or instead) write a Triton model repository: "
+                                                            "REPO_DIR/<name>/1/model.onnx and config.pbtxt")
+        p.add_argument("--triton-name", help="the model's name in the repository (default: <model stem>_explainer)")
+        p.add_argument("--triton-max-batch", type=int, default=16,
+                       help="Triton's max_batch_size (default 16; 0 disables Triton's dynamic batching)")
         p.add_argument("--layer", default="auto", help="tensor or node name (default: auto)")
         p.add_argument("--method", default="gradcam", choices=sorted(CAM_METHODS), help="CAM method")
         p.add_argument("--score", default="logit", choices=["logit", "probability"],
@@ -65,12 +74,22 @@ class ExportCommand:
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
-        out = Path(args.output)
-        if out.exists() and out.is_dir():
-            out = out / (Path(args.model).stem + ".explainer.onnx")
+        if not args.output and not args.triton:  # a usage error (exit 2), as argparse's own
+            print("onnxcam export: error: where to? pass -o FILE.onnx, --triton REPO_DIR, or both", file=sys.stderr)
+            return 2
         ex = Explainer(args.model, layer=args.layer, method=args.method, score=args.score)
-        ex.export(out)
-        print(f"wrote {out} (layer {ex.layer})", file=sys.stderr)
+        if args.output:
+            out = Path(args.output)
+            if out.exists() and out.is_dir():
+                out = out / (Path(args.model).stem + ".explainer.onnx")
+            ex.export(out)
+            print(f"wrote {out} (layer {ex.layer})", file=sys.stderr)
+        if args.triton:
+            from onnxcam.server.triton import write_triton_repository
+
+            folder = write_triton_repository(ex, args.triton, args.triton_name, args.triton_max_batch)
+            print(f"wrote Triton model {folder.name!r}: {folder / 'config.pbtxt'} and {folder / '1' / 'model.onnx'}",
+                  file=sys.stderr)
         return 0
 
 
@@ -87,6 +106,53 @@ def add_render_options(p) -> None:
 def render_options(args) -> RenderOptions:
     """The rendering flags added by :func:`add_render_options`."""
     return RenderOptions(args.colormap, args.alpha, args.contour, args.box)
+
+
+def add_preprocess_options(p) -> None:
+    pre = p.add_argument_group("preprocessing")
+    pre.add_argument("--preprocess", choices=sorted([*PRESETS, *PRESET_ALIASES]), help="preset (default: from settings/metadata, "
+                                                                   "else imagenet)")
+    pre.add_argument("--size", type=int, nargs="+", metavar="N", help="H W (or one N) for dynamic-size models")
+    pre.add_argument("--mean", type=parse_list, help="per-channel mean after scaling, e.g. 0.5,0.5,0.5")
+    pre.add_argument("--std", type=parse_list, help="per-channel std, e.g. 0.5,0.5,0.5")
+    pre.add_argument("--scale", type=float, help="multiply 0..255 pixels by this first (e.g. 0.00392157)")
+    pre.add_argument("--bgr", action="store_true", default=None, help="feed channels in B, G, R order")
+    pre.add_argument("--layout", choices=["NCHW", "NHWC"], help="only where the graph does not pin it down")
+    pre.add_argument("--resize", choices=["squash", "crop"], help="squash to the input size, or resize the "
+                                                                 "shorter side and centre-crop")
+    p.add_argument("--labels", help="class names: a .txt file (one per line) or .json list")
+
+
+def preprocess_spec(ex: Explainer, model, args):
+    """The :class:`PreprocessSpec` from the flags of :func:`add_preprocess_options` (settings file and metadata below them)."""
+    size = None
+    if args.size:
+        if len(args.size) not in (1, 2):
+            raise OnnxcamError("--size takes one number or two (H W)")
+        size = args.size * 2 if len(args.size) == 1 else args.size
+    return derive_spec(ex.index, model_path=model, preset=args.preprocess, size=size, mean=args.mean,
+                       std=args.std, scale=args.scale, bgr=args.bgr, layout=args.layout, resize=args.resize,
+                       labels=args.labels)
+
+
+def add_method_options(p) -> None:
+    g = p.add_argument_group("method options")
+    g.add_argument("--aug-smooth", action="store_true",
+                   help="average the maps of flipped and shifted copies of each image (6 passes)")
+    g.add_argument("--eigen-smooth", action="store_true",
+                   help="first principal component of the per-channel contributions instead of their sum")
+    g.add_argument("--perturbation-batch", type=int, default=DEFAULT_BATCH, metavar="N",
+                   help=f"masked or ablated copies per ONNX Runtime call for scorecam and ablationcam "
+                        f"(default {DEFAULT_BATCH})")
+
+
+def method_options(args) -> dict:
+    """Explainer keyword arguments from :func:`add_method_options` (a passes bar for perturbation methods)."""
+    if args.perturbation_batch < 1:
+        raise OnnxcamError("--perturbation-batch must be at least 1")
+    progress = PassProgress(args.method) if args.method in PERTURBATION_METHODS else None
+    return {"aug_smooth": args.aug_smooth, "eigen_smooth": args.eigen_smooth,
+            "perturbation_batch": args.perturbation_batch, "progress": progress}
 
 
 def add_run_options(p) -> None:
@@ -120,23 +186,17 @@ class ExplainCommand:
         p.add_argument("--layer", nargs="+", default=["auto"],
                        help="tensor or node name (default: auto; see `onnxcam layers`); several names give a "
                             "layer-wise panel, shallow to deep")
-        p.add_argument("--method", default="gradcam", choices=sorted([*CAM_METHODS, *HOST_METHODS]),
-                       help="CAM method (see the README's table)")
+        p.add_argument("--method", default="gradcam", choices=sorted(ALL_METHODS),
+                       help="CAM method (see the README's table); guided methods add the guided pictures to the panel")
+        add_method_options(p)
         which = p.add_mutually_exclusive_group()
         which.add_argument("--target", type=int, nargs="+", metavar="K", help="class id(s) to explain")
-        which.add_argument("--top", type=int, default=1, metavar="K", help="explain each image's top K classes")
-        pre = p.add_argument_group("preprocessing")
-        pre.add_argument("--preprocess", choices=sorted([*PRESETS, *PRESET_ALIASES]), help="preset (default: from settings/metadata, "
-                                                                       "else imagenet)")
-        pre.add_argument("--size", type=int, nargs="+", metavar="N", help="H W (or one N) for dynamic-size models")
-        pre.add_argument("--mean", type=parse_list, help="per-channel mean after scaling, e.g. 0.5,0.5,0.5")
-        pre.add_argument("--std", type=parse_list, help="per-channel std, e.g. 0.5,0.5,0.5")
-        pre.add_argument("--scale", type=float, help="multiply 0..255 pixels by this first (e.g. 0.00392157)")
-        pre.add_argument("--bgr", action="store_true", default=None, help="feed channels in B, G, R order")
-        pre.add_argument("--layout", choices=["NCHW", "NHWC"], help="only where the graph does not pin it down")
-        pre.add_argument("--resize", choices=["squash", "crop"], help="squash to the input size, or resize the "
-                                                                     "shorter side and centre-crop")
-        p.add_argument("--labels", help="class names: a .txt file (one per line) or .json list")
+        which.add_argument("--top", type=int, default=1, metavar="K",
+                           help="explain each image's top K classes (in one batched run)")
+        which.add_argument("--multilabel", type=float, nargs="?", const=0.5, metavar="THRESHOLD",
+                           help="multi-label (sigmoid) outputs: explain every class whose probability is at least "
+                                "THRESHOLD (default 0.5)")
+        add_preprocess_options(p)
         add_render_options(p)
         add_run_options(p)
         p.set_defaults(run=self.run)
@@ -145,17 +205,11 @@ class ExplainCommand:
         if args.top < 1:
             raise OnnxcamError("--top must be at least 1")
         layers = args.layer[0] if len(args.layer) == 1 else args.layer
-        if not isinstance(layers, str) and (args.top > 1 or (args.target and len(args.target) > 1)):
+        several = args.top > 1 or args.multilabel is not None or (args.target and len(args.target) > 1)
+        if not isinstance(layers, str) and several:
             raise OnnxcamError("several layers and several classes at once: pass one class (--target K) or one layer")
-        ex = Explainer(args.model, layer=layers, method=args.method)
-        size = None
-        if args.size:
-            if len(args.size) not in (1, 2):
-                raise OnnxcamError("--size takes one number or two (H W)")
-            size = args.size * 2 if len(args.size) == 1 else args.size
-        spec = derive_spec(ex.index, model_path=args.model, preset=args.preprocess, size=size, mean=args.mean,
-                           std=args.std, scale=args.scale, bgr=args.bgr, layout=args.layout, resize=args.resize,
-                           labels=args.labels)
+        ex = Explainer(args.model, layer=layers, method=args.method, **method_options(args))
+        spec = preprocess_spec(ex, args.model, args)
         check_labels(spec.labels, ex)
         images = collect_images(args.images)
         if not images:
@@ -163,7 +217,7 @@ class ExplainCommand:
         out = Path(args.output)
         prepare_output_dir(out)
         report = explain_files(ex, spec, images, out, targets=args.target, top=args.top,
-                               render=render_options(args),
+                               render=render_options(args), multilabel=args.multilabel,
                                batch_size=max(1, args.batch_size), max_pixels=args.max_pixels)
         return finish_run(report, out)
 
@@ -192,7 +246,7 @@ class DemoCommand:
         return finish_run(report, out)
 
 
-COMMANDS = [LayersCommand(), ExplainCommand(), ExportCommand(), DemoCommand()]
+COMMANDS = [LayersCommand(), ExplainCommand(), ExportCommand(), DemoCommand(), ServeCommand(), EvalCommand(), CompareCommand()]
 
 
 def parse_list(text: str) -> list[float]:

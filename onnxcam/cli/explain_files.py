@@ -17,7 +17,11 @@ from onnxcam.cli.progress import Progress
 from onnxcam.errors import OnnxcamError, TargetError
 from onnxcam.explainer import Explainer
 from onnxcam.preprocess import PreprocessSpec, cam_to_image, load_image, point_to_image, preprocess_image
-from onnxcam.render import format_caption, render_class_panels, render_layer_panel, render_panel, resize_cam
+from onnxcam.render import (
+    format_caption, guided_to_unit, render_class_panels, render_guided_panel, render_layer_panel, render_panel,
+    resize_cam,
+)
+from onnxcam.targets import MultiLabelTarget, TopK
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -73,8 +77,12 @@ def check_labels(labels: tuple[str, ...] | None, explainer: Explainer) -> None:
 
 def explain_files(explainer: Explainer, spec: PreprocessSpec, images: list[tuple[Path, Path]], out: Path,
                   targets: list[int] | None = None, top: int = 1, render: RenderOptions | None = None,
-                  batch_size: int = 8, max_pixels: int | None = None) -> RunReport:
-    """Explain every image; write ``<name>.cam.png`` panels and ``summary.json`` into ``out``."""
+                  batch_size: int = 8, max_pixels: int | None = None, multilabel: float | None = None) -> RunReport:
+    """Explain every image; write ``<name>.cam.png`` panels and ``summary.json`` into ``out``.
+
+    ``targets``: class ids for every image; else each image's ``top`` classes, or with ``multilabel`` every
+    class whose sigmoid probability reaches that threshold (an image with none gets a summary note, no panel).
+    """
     render = render or RenderOptions()
     report = RunReport()
     inputs = {p.resolve() for p, _ in images}
@@ -95,7 +103,7 @@ def explain_files(explainer: Explainer, spec: PreprocessSpec, images: list[tuple
             batch = np.stack([item[3] for item in loaded])
             feeds = batch if spec.input_name is None else {spec.input_name: batch}
             try:
-                per_target = _explain_targets(explainer, feeds, len(loaded), targets, top)
+                per_target = _explain_targets(explainer, feeds, len(loaded), targets, top, multilabel)
             except TargetError:
                 raise  # the same for every image: stop with the message instead of failing them all
             except OnnxcamError as e:
@@ -104,8 +112,12 @@ def explain_files(explainer: Explainer, spec: PreprocessSpec, images: list[tuple
                 bar.advance(len(loaded))
                 continue
             for i, (path, rel, img, _, geometry) in enumerate(loaded):
-                _write_one(explainer, spec, path, rel, img, geometry, [(cls, r, i) for cls, r in per_target[i]],
-                           out, inputs, render, report)
+                if per_target[i]:
+                    _write_one(explainer, spec, path, rel, img, geometry, per_target[i], out, inputs, render, report,
+                               title=f"classes with probability >= {multilabel}" if multilabel is not None else None)
+                else:
+                    report.records.append({"image": str(path), "target": None,
+                                           "note": f"no class with probability >= {multilabel}"})
                 bar.advance()
     summary = {"model": str(explainer.source or ""), "layer": explainer.layer, "layer_reason": explainer.layer_reason,
                "method": explainer.method, "preprocess": spec.describe(), "results": report.records,
@@ -115,18 +127,23 @@ def explain_files(explainer: Explainer, spec: PreprocessSpec, images: list[tuple
     return report
 
 
-def _explain_targets(explainer: Explainer, feeds, n: int, targets: list[int] | None, top: int):
-    """Per image, a list of (class id, ExplainResult) in display order."""
+def _explain_targets(explainer: Explainer, feeds, n: int, targets: list[int] | None, top: int,
+                     multilabel: float | None):
+    """Per image, a list of (class id, ExplainResult, its row in that result) in display order.
+
+    Several classes per image (top k, multi-label) are explained in one batched run, one row each.
+    """
     if targets:
         results = [(t, explainer.explain(feeds, target=t)) for t in targets]
-        return [list(results) for _ in range(n)]
-    first = explainer.explain(feeds)
-    scores = explainer.class_scores(first)
-    order = np.argsort(-scores, axis=1)[:, :max(1, top)]
-    results = [first]
-    for rank in range(1, order.shape[1]):
-        results.append(explainer.explain(feeds, target=order[:, rank].tolist()))
-    return [[(int(order[i, k]), results[k]) for k in range(order.shape[1])] for i in range(n)]
+        return [[(t, res, i) for t, res in results] for i in range(n)]
+    if multilabel is not None:
+        res = explainer.explain(feeds, target=MultiLabelTarget(multilabel))
+    else:
+        res = explainer.explain(feeds, target=TopK(min(top, explainer.num_classes or top)))
+    picks: list[list] = [[] for _ in range(n)]
+    for row, (image, cls) in enumerate(zip(res.image_index, res.targets)):
+        picks[int(image)].append((int(cls), res, row))
+    return picks
 
 
 def _layer_cams(explainer: Explainer, res, i: int, geometry) -> list[tuple[str, np.ndarray]]:
@@ -134,14 +151,16 @@ def _layer_cams(explainer: Explainer, res, i: int, geometry) -> list[tuple[str, 
     order = {c.name: c.position for c in explainer.candidates}
     pairs = []
     for name, low in zip(explainer.layer, res.cam_lowres):
-        up = resize_cam(low[i], size=(geometry.input_w, geometry.input_h))
+        scaled = low[i] / max(float(low[i].max()), 1e-12)  # resize_cam takes [0, 1]; the min-max below undoes it
+        up = resize_cam(scaled, size=(geometry.input_w, geometry.input_h))
         span = float(up.max() - up.min())
         up = (up - up.min()) / span if span > 0 else np.zeros_like(up)
         pairs.append((order.get(name, 0), name, cam_to_image(up, geometry)))
     return [(name, cam) for _, name, cam in sorted(pairs, key=lambda t: t[0])]
 
 
-def _write_one(explainer, spec, path, rel, img, geometry, picks, out, inputs, render, report) -> None:
+def _write_one(explainer, spec, path, rel, img, geometry, picks, out, inputs, render, report,
+               title: str | None = None) -> None:
     labels = spec.labels
     cams, captions = [], []
     for cls, res, i in picks:
@@ -165,18 +184,33 @@ def _write_one(explainer, spec, path, rel, img, geometry, picks, out, inputs, re
         panel = render_layer_panel(img, _layer_cams(explainer, res, i, geometry), render.colormap, render.alpha,
                                    caption=captions[0].split(" | layer")[0] + " | per layer, shallow to deep",
                                    contour=render.contour, box=render.box)
+    elif len(cams) == 1 and picks[0][1].guided is not None:
+        _, res, i = picks[0]
+        pictures = [_guided_picture(g[i], spec, geometry) for g in (res.guided, res.guided_gradcam)]
+        panel = render_guided_panel(img, cams[0], *pictures, f"{captions[0]} | {explainer.method}", render.colormap,
+                                    render.alpha, contour=render.contour, box=render.box)
     elif len(cams) == 1:
         panel = render_panel(img, cams[0], captions[0], render.colormap, render.alpha,
                              contour=render.contour, box=render.box)
     else:
         panel = render_class_panels(img, cams, captions, render.colormap, render.alpha,
-                                    caption=f"{path.name}: top {len(cams)}", contour=render.contour, box=render.box)
+                                    caption=f"{path.name}: {title or f'top {len(cams)}'}", contour=render.contour,
+                                    box=render.box)
     try:
         panel.save(target)
     except OSError as e:
         report.failures.append({"image": str(path), "error": f"cannot write {target}: {e.strerror or e}"})
         return
     report.written.append(target)
+
+
+def _guided_picture(gradient: np.ndarray, spec: PreprocessSpec, geometry) -> np.ndarray:
+    """An input-shaped guided gradient as an RGB picture on the original photo's pixels."""
+    unit = guided_to_unit(gradient, channel_axis=0 if spec.layout == "NCHW" else 2)
+    if spec.bgr:
+        unit = unit[..., ::-1]
+    channels = [cam_to_image(unit[..., c], geometry) for c in range(unit.shape[2])]
+    return np.uint8(np.clip(np.stack(channels * (3 // len(channels)), axis=2), 0, 1) * 255)
 
 
 def _short(layer) -> str:

@@ -21,6 +21,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from onnxcam.autodiff import build_vjp
+from onnxcam.autodiff.engine import backward_reachable
 from onnxcam.autodiff.builder import GraphBuilder
 from onnxcam.errors import OnnxcamError, TargetError
 from onnxcam.graph.index import GraphIndex
@@ -29,10 +30,13 @@ from onnxcam.graph.load import default_opset
 from onnxcam.graph.prepare import emitted_ir_version
 from onnxcam.methods import CAM_METHODS
 from onnxcam.methods.guided import GUIDED_RULES
+from onnxcam.methods.upsampling import interpolation_matrix
 
 #: Ops after which the paper's score is the op's *input* (the logit), not its output.
 _SQUASHING_OPS = {"Softmax", "LogSoftmax", "Sigmoid"}
 _PASS_THROUGH = {"Identity"}
+#: Modes whose target input is an int64 class id per image: "class" (-1 = top-1) and "rank" (-r = rank r).
+_CLASS_MODES = ("class", "rank")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class ScoreSpec:
     tensor: str  # the seeded tensor: the output itself, or the logit before a Softmax/LogSoftmax/Sigmoid
     from_logit: bool
     class_axis: int | None  # axis 1 when the tensor is (N, K) or (N, K, 1, ...), else None
+    squash: str | None = None  # the final Softmax/LogSoftmax/Sigmoid producing the output, if any
 
     def describe(self) -> str:
         if self.from_logit:
@@ -62,21 +67,42 @@ def resolve_score(index: GraphIndex, output: str | int, use_logit: bool = True) 
             raise TargetError(f"the model has no output {output!r}; its outputs are {index.outputs}")
         name = output
     tensor, from_logit = name, False
-    if use_logit:
-        cur = name
-        node = index.producer.get(cur)
-        while node is not None and node.op_type in _PASS_THROUGH:
-            cur = node.input[0]
-            node = index.producer.get(cur)
-        if node is not None and node.op_type in _SQUASHING_OPS:
-            tensor, from_logit = node.input[0], True
+    node = index.producer.get(name)
+    while node is not None and node.op_type in _PASS_THROUGH:
+        node = index.producer.get(node.input[0])
+    squash = node.op_type if node is not None and node.op_type in _SQUASHING_OPS else None
+    if use_logit and squash is not None:
+        tensor, from_logit = node.input[0], True
     t = index.type_of(tensor)
     if t is None or not t.is_float:
         raise TargetError(f"output {name!r} is not a floating-point tensor, so it has no gradient to explain")
     class_axis = None
     if t.shape is not None and len(t.shape) >= 2 and all(d == 1 for d in t.shape[2:]):
         class_axis = 1
-    return ScoreSpec(name, tensor, from_logit, class_axis)
+    return ScoreSpec(name, tensor, from_logit, class_axis, squash)
+
+
+def image_input(index: GraphIndex, layers: Sequence[CandidateLayer]) -> str:
+    """The model input the heatmap covers: the 4-D input the layers are computed from.
+
+    Input 0 need not be the image: a model may take a vector or a scalar
+    beside it (metadata, a text embedding, a timestep). Several image inputs
+    of one static size (RGB + depth) share one heatmap size and the first is
+    used; of different sizes there is no single image to draw over.
+    """
+    upstream = backward_reachable(index, [layer.name for layer in layers])
+    images = [name for name in index.inputs if name in upstream and input_spatial_axes(index, name) is not None]
+    names = ", ".join(repr(layer.name) for layer in layers)
+    if not images:
+        shapes = ", ".join(f"{n!r} {index.shape(n)}" for n in index.inputs)
+        raise OnnxcamError(f"layer {names} is not computed from a 4-D image input (model inputs: {shapes}); "
+                           "onnxcam explains image models with NCHW or NHWC inputs")
+    sizes = {tuple(index.shape(n)[a] for a in input_spatial_axes(index, n)) for n in images}
+    if len(images) > 1 and (len(sizes) > 1 or not all(isinstance(d, int) and d > 0 for hw in sizes for d in hw)):
+        raise OnnxcamError(f"layer {names} is computed from several image inputs of different or dynamic sizes "
+                           f"({', '.join(map(repr, images))}), so the heatmap has no single image to cover; "
+                           "choose a layer computed from one of them")
+    return images[0]
 
 
 @dataclass
@@ -104,7 +130,10 @@ def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: 
                     expose: bool = False) -> ExplainerGraph:
     """Return a new model computing the original outputs plus ``cam``, ``cam_lowres`` and the target.
 
-    ``expose`` adds each layer's ``activation_i`` and ``gradient_i`` (float32)
+    ``mode`` says what the extra input is: "class", an int64 class id per
+    image (-1: its top-1 class); "rank", the same but -r explains each image's
+    rank-r class (what a top-k run feeds); "seed", a tensor shaped like the
+    score that weights its elements (any other target). ``expose`` adds each layer's ``activation_i`` and ``gradient_i`` (float32)
     for methods that finish on the host. ``guided`` adds ``guided_backprop`` (the input gradient under guided-ReLU
     rules) and ``guided_gradcam`` (that times the upsampled ``cam``). The
     model shares ``index``'s external weights; the caller saves it beside them
@@ -112,29 +141,42 @@ def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: 
     """
     if method not in CAM_METHODS:
         raise OnnxcamError(f"unknown method {method!r}; available: {', '.join(sorted(CAM_METHODS))}")
-    if mode == "class" and score.class_axis is None:
+    if mode in _CLASS_MODES and score.class_axis is None:
         raise TargetError(f"{score.describe()} has shape {index.shape(score.tensor)}, not (batch, classes); "
                           "explain one element of it with onnxcam.OutputTarget(output, index) instead")
     opset = max(default_opset(index.model), 17)
     b = GraphBuilder(opset, taken_names=index.names | set(index.outputs))
-    image = index.inputs[0]
+    image = image_input(index, layers)
     batch_dim = (index.shape(image) or ("N",))[0]
     batch_dim = batch_dim if batch_dim is not None else "N"
     score_type = index.type_of(score.tensor)
     new_inputs, new_outputs = [], []
 
-    if mode == "class":
+    one_hot: dict[str, str] = {}
+    if mode in _CLASS_MODES:
         target_input = b.reserve("target_class")
         new_inputs.append(helper.make_tensor_value_info(target_input, TensorProto.INT64, [batch_dim]))
-        flat = b.op("Flatten", score.tensor, axis=1, hint="scores")
-        top1 = b.op("ArgMax", flat, axis=1, keepdims=0, hint="top1")
+        score_shape = index.shape(score.tensor)
+        rank2 = score_shape is not None and len(score_shape) == 2  # (N, K): no reshaping around the one-hot
+        flat = score.tensor if rank2 else b.op("Flatten", score.tensor, axis=1, hint="scores")
+        classes = score_shape[1] if score_shape is not None and len(score_shape) >= 2 else None
+        if isinstance(classes, int) and classes > 0:  # trailing axes are 1 (class_axis), so flat has K too
+            depth = b.ints([classes])
+        else:
+            depth = b.shape_of(flat, start=1, end=2)
         target_output = b.reserve("target")
-        b.op("Where", b.op("Less", target_input, b.ints(0)), top1, target_input, outputs=[target_output])
+        if mode == "rank":
+            picked = _ranked_class(b, flat, target_input, depth)
+        else:  # a sort of every class costs more than the rest of the target selection together
+            picked = b.op("ArgMax", flat, axis=1, keepdims=0, hint="top1")
+        b.op("Where", b.op("Less", target_input, b.ints(0)), picked, target_input, outputs=[target_output])
         new_outputs.append(helper.make_tensor_value_info(target_output, TensorProto.INT64, [batch_dim]))
-        depth = b.shape_of(flat, start=1, end=2)
         on_off = b.const([0.0, 1.0], score_type.np_dtype)
         onehot = b.op("OneHot", target_output, depth, on_off, axis=-1, hint="onehot")
-        seed = b.op("Reshape", onehot, b.shape_of(score.tensor), hint="seed")
+        if rank2:
+            seed, one_hot = onehot, {onehot: target_output}
+        else:
+            seed = b.op("Reshape", onehot, b.shape_of(score.tensor), hint="seed")
     elif mode == "seed":
         target_input = b.reserve("target_seed")
         shape = list(score_type.shape) if score_type.shape is not None else None
@@ -146,13 +188,15 @@ def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: 
     else:
         raise ValueError(f"unknown mode {mode!r}")
 
-    grads = build_vjp(index, b, [layer.name for layer in layers], {score.tensor: seed})
+    grads = build_vjp(index, b, [layer.name for layer in layers], {score.tensor: seed}, one_hot=one_hot)
 
     hw = _input_hw(index, b, image)
+    H, W = in_hw = tuple(index.shape(image)[a] for a in input_spatial_axes(index, image))
+    cam = b.reserve("cam")
     cams_lowres, cams = [], []
     exposed = []
     for i, layer in enumerate(layers):
-        A, G = _as_float32(index, b, layer.name), _as_float32(index, b, grads[layer.name])
+        A, G = _as_float32(index, b, layer.name), _as_float32(index, b, grads[layer.name], like=layer.name)
         if expose:
             pair = (b.reserve(f"activation_{i}"), b.reserve(f"gradient_{i}"))
             shape = [batch_dim, *(_dim(d) for d in layer.shape[1:])]
@@ -167,27 +211,37 @@ def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: 
         cams_lowres.append(name)
         h, w = layer.spatial_size
         new_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch_dim, h, w]))
-        cams.append(_normalise(b, _upsample(b, name, hw)))
-    cam = b.reserve("cam")
-    if len(cams) == 1:
-        b.op("Identity", cams[0], outputs=[cam])
-    else:
-        fused = b.op("Mean", *cams, hint="fused")
-        b.op("Identity", _normalise(b, fused), outputs=[cam])
-    H, W = (index.shape(image)[a] for a in input_spatial_axes(index, image))
+        cams.append(_normalise(b, _upsample(b, name, (h, w), in_hw, hw), out=cam if len(layers) == 1 else None))
+    if len(cams) > 1:
+        _normalise(b, b.op("Mean", *cams, hint="fused"), out=cam)
     new_outputs.insert(0, helper.make_tensor_value_info(cam, TensorProto.FLOAT, [batch_dim, _dim(H), _dim(W)]))
 
-    guided_names = _guided_outputs(index, b, image, score, seed, cam, batch_dim, new_outputs) if guided else ()
+    guided_names = _guided_outputs(index, b, image, score, seed, one_hot, cam, batch_dim, new_outputs) if guided else ()
 
     model = _assemble(index, b, new_inputs, new_outputs)
     return ExplainerGraph(model, mode, list(index.inputs), target_input, list(index.outputs), cam, cams_lowres,
                           target_output, list(layers), score, method, *guided_names, exposed=exposed)
 
 
-def _guided_outputs(index: GraphIndex, b: GraphBuilder, image: str, score: ScoreSpec, seed: str, cam: str,
-                    batch_dim, new_outputs: list) -> tuple[str, str]:
+def _ranked_class(b: GraphBuilder, flat: str, target: str, depth: str) -> str:
+    """The class of rank ``-target`` (-1: top-1, -2: second, ...), so one batch can explain each image's top k.
+
+    TopK puts the lower index first among equal scores, the same tie-break as ArgMax. It keeps only
+    as many classes as the deepest rank asked for, so the usual top-1 batch costs what an ArgMax does
+    instead of sorting every class.
+    """
+    last = b.op("Sub", depth, b.ints(1), hint="last_rank")
+    rank = b.op("Max", b.op("Min", b.op("Sub", b.ints(-1), target), last), b.ints(0), hint="rank")
+    k = b.op("Add", b.reduce("ReduceMax", rank, [0], keepdims=True, hint="deepest_rank"), b.ints(1), hint="k")
+    ranked = b.op("TopK", flat, k, axis=1, largest=1, sorted=1, outputs=2, hint="ranked")[1]
+    picked = b.op("GatherElements", ranked, b.op("Unsqueeze", rank, b.ints([1])), axis=1, hint="picked")
+    return b.op("Squeeze", picked, b.ints([1]), hint="ranked_class")
+
+
+def _guided_outputs(index: GraphIndex, b: GraphBuilder, image: str, score: ScoreSpec, seed: str,
+                    one_hot: dict[str, str], cam: str, batch_dim, new_outputs: list) -> tuple[str, str]:
     """Guided backprop down to the image input, and Guided Grad-CAM (its product with ``cam``)."""
-    grad = build_vjp(index, b, [image], {score.tensor: seed}, rules=GUIDED_RULES)[image]
+    grad = build_vjp(index, b, [image], {score.tensor: seed}, rules=GUIDED_RULES, one_hot=one_hot)[image]
     guided = b.reserve("guided_backprop")
     b.op("Identity", _as_float32(index, b, grad), outputs=[guided])
     channel_axis = 1 if input_spatial_axes(index, image) == (2, 3) else 3
@@ -203,49 +257,63 @@ def _dim(d):
     return d if isinstance(d, (int, str)) and d != 0 else None
 
 
-def _as_float32(index: GraphIndex, b: GraphBuilder, name: str) -> str:
-    """The CAM head always computes in float32, whatever precision the model runs at."""
+def _as_float32(index: GraphIndex, b: GraphBuilder, name: str, like: str | None = None) -> str:
+    """The CAM head always computes in float32, whatever precision the model runs at.
+
+    ``like``: a model tensor of ``name``'s type, for emitted tensors (gradients) the index does not know.
+    """
     src = name
-    t = index.type_of(name)
+    t = index.type_of(like or name)
     if t is not None and t.elem_type != TensorProto.FLOAT:
         return b.op("Cast", src, to=TensorProto.FLOAT, hint="f32")
     return src
 
 
-def _input_hw(index: GraphIndex, b: GraphBuilder, image: str) -> str:
-    """int64 [H, W] of the image input: a constant when static, else read from the input at run time."""
+def _input_hw(index: GraphIndex, b: GraphBuilder, image: str) -> str | None:
+    """int64 [H, W] of the image input read at run time; None when static (the head then needs no shape arithmetic)."""
     axes = input_spatial_axes(index, image)
     if axes is None:
         raise OnnxcamError(f"model input {image!r} is not a 4-D image tensor (shape {index.shape(image)}); "
                            "onnxcam explains image models with NCHW or NHWC inputs")
     dims = [index.shape(image)[a] for a in axes]
     if all(isinstance(d, int) and d > 0 for d in dims):
-        return b.ints(dims)
+        return None
     return b.op("Gather", b.shape_of(image), b.ints(list(axes)), axis=0, hint="input_hw")
 
 
-def _upsample(b: GraphBuilder, cam_lowres: str, hw: str) -> str:
-    """Bilinear, half-pixel resize of (N, h, w) to (N, H, W): the same sampling as cv2.resize."""
+def _upsample(b: GraphBuilder, cam_lowres: str, low_hw: tuple, in_hw: tuple, hw: str | None) -> str:
+    """Bilinear, half-pixel resize of (N, h, w) to (N, H, W): the same sampling as cv2.resize.
+
+    Static sizes: ``R_h @ cam @ R_w^T`` with constant interpolation matrices
+    (see :mod:`onnxcam.methods.upsampling` for why not Resize). Dynamic sizes:
+    a Resize to the batch size and the input's run-time [H, W].
+    """
+    if hw is None and all(isinstance(d, int) and d > 0 for d in low_hw):
+        cols = b.const(interpolation_matrix(low_hw[1], in_hw[1]).T, np.float32)
+        rows = b.const(interpolation_matrix(low_hw[0], in_hw[0]), np.float32)
+        return b.op("MatMul", rows, b.op("MatMul", cam_lowres, cols, hint="cam_cols"), hint="cam_hw")
     c4 = b.op("Unsqueeze", cam_lowres, b.ints([1]), hint="cam4")
-    sizes = b.op("Concat", b.shape_of(c4, start=0, end=2), hw, axis=0, hint="cam_sizes")
-    up = b.op("Resize", c4, "", "", sizes, mode="linear", coordinate_transformation_mode="half_pixel",
+    hw = hw if hw is not None else b.ints(list(in_hw))
+    size = b.op("Concat", b.shape_of(c4, start=0, end=2), hw, axis=0, hint="cam_sizes")
+    up = b.op("Resize", c4, "", "", size, mode="linear", coordinate_transformation_mode="half_pixel",
               hint="cam_up")
     return b.op("Squeeze", up, b.ints([1]), hint="cam_hw")
 
 
-def _normalise(b: GraphBuilder, cam: str) -> str:
-    """Per-image min-max to [0, 1]; an all-zero map stays zero instead of dividing by zero."""
+def _normalise(b: GraphBuilder, cam: str, out: str | None = None) -> str:
+    """Per-image min-max to [0, 1] (into ``out`` when given); an all-zero map stays zero, not 0/0."""
     lo = b.reduce("ReduceMin", cam, [1, 2], keepdims=True, hint="cam_min")
     hi = b.reduce("ReduceMax", cam, [1, 2], keepdims=True, hint="cam_max")
     span = b.op("Max", b.op("Sub", hi, lo), b.const(1e-7, np.float32), hint="cam_span")
-    return b.op("Div", b.op("Sub", cam, lo), span, hint="cam_norm")
+    return b.op("Div", b.op("Sub", cam, lo), span, hint="cam_norm", outputs=[out] if out else 1)
 
 
 def _assemble(index: GraphIndex, b: GraphBuilder, new_inputs, new_outputs) -> onnx.ModelProto:
+    nodes, read = _read_nodes(b.nodes, {vi.name for vi in new_outputs})
     graph = onnx.GraphProto()
     graph.CopyFrom(index.graph)
-    graph.node.extend(b.nodes)
-    graph.initializer.extend(b.initializers)
+    graph.node.extend(nodes)
+    graph.initializer.extend(t for t in b.initializers if t.name in read)
     graph.input.extend(new_inputs)
     graph.output.extend(new_outputs)
     model = onnx.ModelProto()
@@ -255,3 +323,18 @@ def _assemble(index: GraphIndex, b: GraphBuilder, new_inputs, new_outputs) -> on
     model.ir_version = emitted_ir_version(opset, model.ir_version)
     model.producer_name = "onnxcam"
     return model
+
+
+def _read_nodes(nodes: Sequence[onnx.NodeProto], outputs: set[str]) -> tuple[list[onnx.NodeProto], set[str]]:
+    """The emitted nodes that some new output depends on, and every tensor they read.
+
+    Rules emit what a general caller needs (a full-size gradient, say); when
+    the CAM head reads only a cheaper equivalent, the rest is dropped here
+    rather than left for the runtime to compute.
+    """
+    needed, kept = set(outputs), []
+    for node in reversed(nodes):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    return kept[::-1], needed

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnxcam.autodiff.engine import backward_reachable
+from onnxcam.autodiff.engine import backward_reachable, carries_gradient
 from onnxcam.errors import LayerError
 from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.layers import CandidateLayer, candidate_layers
+
+
+_SAME_SHAPE_HEADS = {"Softmax", "LogSoftmax", "Sigmoid", "Identity"}
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ def choose_layer(index: GraphIndex, score: str, candidates: list[CandidateLayer]
     """
     candidates = candidate_layers(index) if candidates is None else candidates
     upstream = backward_reachable(index, [score], differentiable=True)
-    usable = [c for c in candidates if c.name in upstream]
+    usable = _drop_score_maps(index, [c for c in candidates if c.name in upstream], score)
     if not usable:
         raise LayerError(
             "found no spatial feature map (a 4-D tensor with height and width above 1) that the score depends on; "
@@ -45,10 +48,31 @@ def choose_layer(index: GraphIndex, score: str, candidates: list[CandidateLayer]
                              f"(no single feature map lies on every path from the input to the score)")
 
 
+def _drop_score_maps(index: GraphIndex, usable: list[CandidateLayer], score: str) -> list[CandidateLayer]:
+    """Without the per-pixel class scores a segmentation score ends with: they explain nothing but themselves.
+
+    A segmentation score is itself a feature map; the trailing run of maps with
+    its channel count (the classifier's output, its sum and upsampling) would
+    only return the class's own score map, so the choice moves back into the
+    network's features, where Grad-CAM for segmentation is usually taken.
+    """
+    by_name = {c.name: c for c in usable}
+    while score not in by_name and score in index.producer and index.producer[score].op_type in _SAME_SHAPE_HEADS:
+        score = index.producer[score].input[0]  # a probability map: its layout is the logits'
+    own = by_name.get(score)
+    if own is None:
+        return usable
+    kept = list(usable)
+    while kept and kept[-1].channels == own.channels:
+        kept.pop()
+    return kept or usable
+
+
 def _is_cut(index: GraphIndex, tensor: str, score: str) -> bool:
     """True when no differentiable path from a model input reaches ``score`` without crossing ``tensor``."""
     reached = set(index.inputs)
     for node in index.nodes:
         if any(i in reached and i != tensor for i in node.input if i):
-            reached.update(o for o in node.output if o and o != tensor)
+            # a Shape of the input feeding a Resize's sizes is a path, but no gradient crosses it
+            reached.update(o for o in node.output if o and o != tensor and carries_gradient(index, node, o))
     return score not in reached
