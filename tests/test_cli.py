@@ -255,3 +255,34 @@ def test_odd_images_are_read_and_bombs_refused(tmp_path):
         assert 38 <= r["peak"]["x"] <= 46 and 3 <= r["peak"]["y"] <= 11, r
     proc = run_cli("explain", model, photos / "rgba.png", "--max-pixels", "1000", "-o", out, check_exit=1)
     assert "rgba.png" in proc.stderr and "pixels" in proc.stderr
+
+
+def test_folder_walk_skips_the_panels_onnxcam_wrote(tmp_path):
+    """An output folder inside the input folder must not feed earlier panels back in as photos."""
+    from onnxcam.cli.explain_files import collect_images
+
+    for name in ("photo.png", "photo.png.cam.png", "photo.png.compare.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [rel.name for _, rel in collect_images([str(tmp_path)])] == ["photo.png"]
+
+
+def test_model_output_picks_the_explained_output(tmp_path):
+    """--model-output names the output to explain (here a second head, -logits); a wrong name is one error line."""
+    from onnx import helper
+
+    model = tiny_cnn()
+    model.graph.node.append(helper.make_node("Neg", ["logits"], ["second"]))
+    model.graph.output.append(helper.make_tensor_value_info("second", onnx.TensorProto.FLOAT, ["N", 5]))
+    path = tmp_path / "two_heads.onnx"
+    onnx.save(model, path)
+    out = tmp_path / "second.explainer.onnx"
+    run_cli("export", path, "-o", out, "--model-output", "second", check_exit=0)
+    x = np.random.default_rng(5).random((2, 3, 16, 16), dtype=np.float32)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x, "target_class": np.array([-1, 3])})))
+    want = onnxcam.Explainer(path, output="second").explain(x, target=[int(got["target"][0]), 3])
+    first = onnxcam.Explainer(path).explain(x, target=[int(got["target"][0]), 3])
+    np.testing.assert_allclose(got["cam"], want.cam, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got["cam_lowres"], first.cam_lowres)  # the -logits head ranks classes the other way
+    bad = run_cli("export", path, "-o", tmp_path / "bad.onnx", "--model-output", "third", check_exit=1)
+    assert bad.stderr.count("\n") == 1 and "no output 'third'" in bad.stderr

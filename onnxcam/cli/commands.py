@@ -30,10 +30,11 @@ class LayersCommand:
                                        "above 1, in graph order) and mark the one layer='auto' picks.")
         p.add_argument("model", help="path to the .onnx file")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        add_model_output_option(p)
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
-        ex = Explainer(args.model)
+        ex = Explainer(args.model, output=model_output(args))
         rows = [{"name": c.name, "op": c.op_type, "shape": [d if isinstance(d, int) else str(d) for d in c.shape],
                  "channel_axis": c.channel_axis, "auto": c.name == ex.layer} for c in ex.candidates]
         if args.json:
@@ -71,13 +72,14 @@ class ExportCommand:
         p.add_argument("--score", default="logit", choices=["logit", "probability"],
                        help="explain the logit before a final Softmax/Sigmoid (default, as in the paper) "
                             "or the probability")
+        add_model_output_option(p)
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
         if not args.output and not args.triton:  # a usage error (exit 2), as argparse's own
             print("onnxcam export: error: where to? pass -o FILE.onnx, --triton REPO_DIR, or both", file=sys.stderr)
             return 2
-        ex = Explainer(args.model, layer=args.layer, method=args.method, score=args.score)
+        ex = Explainer(args.model, layer=args.layer, method=args.method, score=args.score, output=model_output(args))
         if args.output:
             out = Path(args.output)
             if out.exists() and out.is_dir():
@@ -106,6 +108,18 @@ def add_render_options(p) -> None:
 def render_options(args) -> RenderOptions:
     """The rendering flags added by :func:`add_render_options`."""
     return RenderOptions(args.colormap, args.alpha, args.contour, args.box)
+
+
+def add_model_output_option(p) -> None:
+    p.add_argument("--model-output", metavar="NAME|INDEX", default="0",
+                   help="which model output to explain: its name or position (default 0, the first); e.g. a face "
+                        "detector's probability output rather than its boxes")
+
+
+def model_output(args) -> str | int:
+    """``--model-output`` as Explainer's ``output``: a position when it is a number, else a name."""
+    text = args.model_output
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def add_preprocess_options(p) -> None:
@@ -196,6 +210,7 @@ class ExplainCommand:
         which.add_argument("--multilabel", type=float, nargs="?", const=0.5, metavar="THRESHOLD",
                            help="multi-label (sigmoid) outputs: explain every class whose probability is at least "
                                 "THRESHOLD (default 0.5)")
+        add_model_output_option(p)
         add_preprocess_options(p)
         add_render_options(p)
         add_run_options(p)
@@ -208,7 +223,7 @@ class ExplainCommand:
         several = args.top > 1 or args.multilabel is not None or (args.target and len(args.target) > 1)
         if not isinstance(layers, str) and several:
             raise OnnxcamError("several layers and several classes at once: pass one class (--target K) or one layer")
-        ex = Explainer(args.model, layer=layers, method=args.method, **method_options(args))
+        ex = Explainer(args.model, layer=layers, method=args.method, output=model_output(args), **method_options(args))
         spec = preprocess_spec(ex, args.model, args)
         check_labels(spec.labels, ex)
         images = collect_images(args.images)

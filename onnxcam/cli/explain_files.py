@@ -24,6 +24,8 @@ from onnxcam.render import (
 from onnxcam.targets import MultiLabelTarget, TopK
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+#: The pictures onnxcam itself writes: a folder walk skips them, so an output folder inside the input folder is safe.
+OWN_OUTPUTS = (".cam.png", ".compare.png")
 
 
 @dataclass
@@ -51,7 +53,7 @@ def collect_images(sources: list[str]) -> list[tuple[Path, Path]]:
                 dirs.sort()
                 for f in sorted(files):
                     q = Path(root) / f
-                    if q.suffix.lower() in IMAGE_SUFFIXES and not f.endswith(".cam.png"):
+                    if q.suffix.lower() in IMAGE_SUFFIXES and not f.endswith(OWN_OUTPUTS):
                         found.append((q, q.relative_to(p)))
         else:
             found.append((p, Path(p.name)))
