@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -75,3 +76,20 @@ def test_multilabel_on_a_softmax_model_is_one_clear_error(tmp_path):
     onnx.save(tiny_cnn(), model)
     proc = run_cli("explain", model, *_images(tmp_path, 1), "--multilabel", "-o", tmp_path / "o", check_exit=1)
     assert "use onnxcam.TopK" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_several_target_ids_in_one_run_match_the_api_per_class(tmp_path):
+    """--target 2 0 4 explains each image for each class, in one batch, as separate API calls would."""
+    model = tmp_path / "tiny.onnx"
+    onnx.save(tiny_cnn(classes=5, seed=8), model)
+    paths = _images(tmp_path)
+    run_cli("explain", model, *paths, "--target", "2", "0", "4", "-o", tmp_path / "o", check_exit=0)
+    ex = onnxcam.Explainer(model)
+    x = _api_batch(ex, model, paths)
+    records = _summary(tmp_path / "o")
+    assert [r["target"] for r in records] == [2, 0, 4] * len(paths)
+    for j, cls in enumerate((2, 0, 4)):
+        res = ex.explain(x, target=cls)
+        rows = records[j::3]
+        np.testing.assert_allclose([r["score"] for r in rows], ex.class_scores(res)[:, cls], rtol=1e-5)
+        assert [Path(r["image"]).name for r in rows] == [p.name for p in paths]

@@ -133,11 +133,16 @@ def _explain_targets(explainer: Explainer, feeds, n: int, targets: list[int] | N
                      multilabel: float | None):
     """Per image, a list of (class id, ExplainResult, its row in that result) in display order.
 
-    Several classes per image (top k, multi-label) are explained in one batched run, one row each.
+    Several classes per image (given ids, top k, multi-label) are explained in one batched run, one row each.
     """
-    if targets:
-        results = [(t, explainer.explain(feeds, target=t)) for t in targets]
-        return [[(t, res, i) for t, res in results] for i in range(n)]
+    if targets:  # each image repeated once per class, image-major, as TopK lays its rows out
+        k = len(targets)
+        if isinstance(feeds, dict):
+            repeated = {name: np.repeat(value, k, axis=0) for name, value in feeds.items()}
+        else:
+            repeated = np.repeat(feeds, k, axis=0)
+        res = explainer.explain(repeated, target=list(targets) * n)
+        return [[(t, res, i * k + j) for j, t in enumerate(targets)] for i in range(n)]
     if multilabel is not None:
         res = explainer.explain(feeds, target=MultiLabelTarget(multilabel))
     else:
