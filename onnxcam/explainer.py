@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from onnxcam.errors import InputError, LayerError, OnnxcamError, TargetError, UnsupportedOpError
-from onnxcam.explain.build import ExplainerGraph, ScoreSpec, build_explainer, resolve_score
+from onnxcam.explain.build import ExplainerGraph, ScoreSpec, build_explainer, image_input, resolve_score
 from onnxcam.explain.layer_choice import choose_layer
 from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.layers import CandidateLayer, candidate_layers, input_spatial_axes, resolve_layer
@@ -293,7 +293,7 @@ class Explainer:
             scorer = self._target_scorer(graph, outs, target_feed)
             cam, lows = self._host_cams(graph, outs, cam.shape[1:], feeds, scorer)
             if graph.guided_gradcam:
-                outs[graph.guided_gradcam] = self._guided_times(outs[graph.guided_backprop], cam)
+                outs[graph.guided_gradcam] = self._guided_times(outs[graph.guided_backprop], cam, graph.image)
         if graph_mode != "seed":
             targets = outs[graph.target_output].astype(np.int64)
         else:
@@ -329,16 +329,16 @@ class Explainer:
             if self.method in HOST_METHODS:
                 signed = HOST_METHODS[self.method](_nchw(A, layer), _nchw(G, layer))
             else:
-                contributions = self._contributions(layer, A, G, feeds, target_score, graph.score)
+                contributions = self._contributions(layer, A, G, feeds, target_score, graph.score, graph.image)
                 signed = eigen_smooth(contributions) if self.eigen_smooth else contributions.sum(axis=1)
             lows.append(np.maximum(signed, 0).astype(np.float32))
         return fuse_layers(lows, tuple(size)), lows
 
     def _contributions(self, layer: CandidateLayer, A: np.ndarray, G: np.ndarray, feeds: dict, target_score,
-                       score: ScoreSpec) -> np.ndarray:
+                       score: ScoreSpec, image: str) -> np.ndarray:
         """(N, C, h, w) per-channel contributions ``M_k`` at ``layer``, whose channel sum is the raw CAM."""
         if self.method == "scorecam":
-            weights = self._score_cam_weights(_nchw(A, layer), feeds, target_score, score)
+            weights = self._score_cam_weights(_nchw(A, layer), feeds, target_score, score, image)
         elif self.method == "ablationcam":
             weights = self._ablation_cam_weights(layer, _nchw(A, layer), feeds, target_score, score)
         else:  # an in-graph method under eigen_smooth: its own ONNX nodes on the exposed tensors
@@ -349,9 +349,10 @@ class Explainer:
             return _nchw(self._sessions[key].run(["M"], {"A": A, "G": G})[0], layer)
         return weighted_activations(weights, _nchw(A, layer))
 
-    def _score_cam_weights(self, A: np.ndarray, feeds: dict, target_score, score: ScoreSpec) -> np.ndarray:
+    def _score_cam_weights(self, A: np.ndarray, feeds: dict, target_score, score: ScoreSpec,
+                           image: str) -> np.ndarray:
         """Score-CAM's (N, C) weights: the model from its inputs to the score, on masked copies of each image."""
-        image, axes = self._index.inputs[0], input_spatial_axes(self._index, self._index.inputs[0])
+        axes = input_spatial_axes(self._index, image)
         channel_axis = 1 if axes == (2, 3) else 3
         session, names = self._cut_session(None, score)
 
@@ -371,6 +372,9 @@ class Explainer:
 
         def run_tail(rows, acts: np.ndarray) -> np.ndarray:
             copies = {name: feeds[name][rows] for name in names if name != layer.name}
+            # the ablation value (min - 1e7) is -inf in float16: keep it the most negative finite value instead
+            finite = np.finfo(dtype) if np.issubdtype(dtype, np.floating) else None
+            acts = np.clip(acts, finite.min, finite.max) if finite is not None else acts
             copies[layer.name] = _from_nchw(acts, layer).astype(dtype)
             return self._run_chunks(session, [score.tensor], copies, len(acts))[score.tensor]
 
@@ -397,15 +401,16 @@ class Explainer:
             return lambda row, s: s.reshape(len(s), -1)[:, classes[row]]
         return lambda row, s: s.reshape(len(s), -1).astype(np.float64) @ target_feed[row].reshape(-1)
 
-    def _guided_times(self, guided: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    def _guided_times(self, guided: np.ndarray, cam: np.ndarray, image: str) -> np.ndarray:
         """Guided Grad-CAM from a host-side ``cam``: the guided gradient times the map, per input channel."""
-        axes = input_spatial_axes(self._index, self._index.inputs[0])
+        axes = input_spatial_axes(self._index, image)
         return (guided * np.expand_dims(cam, 1 if axes == (2, 3) else 3)).astype(np.float32)
 
     def _explain_augmented(self, x, target) -> ExplainResult:
         """Test-time augmentation: the same targets on flipped and shifted copies, each map moved back, averaged."""
         feeds = self._validate_inputs(x)
-        image, axes = self._index.inputs[0], input_spatial_axes(self._index, self._index.inputs[0])
+        image = image_input(self._index, self._layers_for(self._score_for(getattr(target, "output", None))))
+        axes = input_spatial_axes(self._index, image)
         identity, *others = augmentations(tuple(feeds[image].shape[a] for a in axes))
         base = self._explain_once(feeds, target)
         rows = base.image_index if base.image_index is not None else np.arange(len(base.cam))
@@ -419,7 +424,7 @@ class Explainer:
             cams.append(aug.invert(moved.cam))
         base.cam = mean_of_normalised(cams)
         if base.guided is not None:
-            base.guided_gradcam = self._guided_times(base.guided, base.cam)
+            base.guided_gradcam = self._guided_times(base.guided, base.cam, image)
         return base
 
     def _run(self, mode: str, graph: ExplainerGraph, feeds: dict, target_feed: np.ndarray) -> dict:
@@ -512,6 +517,11 @@ class Explainer:
     def index(self) -> GraphIndex:
         """The prepared graph (weights detached): inputs, outputs, shapes, metadata."""
         return self._index
+
+    @property
+    def score_spec(self) -> ScoreSpec:
+        """What the default target is scored on: the output, the seeded tensor, and the final squashing op if any."""
+        return self._score
 
     @property
     def score_tensor(self) -> str:

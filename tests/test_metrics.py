@@ -359,3 +359,14 @@ def test_baseline_maps():
     r1, r2 = random_maps(3, (32, 40), seed=5), random_maps(3, (32, 40), seed=5)
     np.testing.assert_array_equal(r1, r2)
     assert r1.min() == 0.0 and r1.max() == 1.0 and not np.array_equal(r1[0], r1[1])
+
+
+def test_scorer_probabilities_follow_the_final_squashing_op():
+    """A multi-label Sigmoid head's probabilities are per-class sigmoids, not a softmax across classes."""
+    from onnxcam.metrics.scoring import ClassScorer
+
+    logits = np.array([[2.0, -1.0, 0.5]])
+    sig = ClassScorer(lambda x: logits, squash="Sigmoid").probabilities(logits)
+    np.testing.assert_allclose(sig, 1 / (1 + np.exp(-logits)))
+    soft = ClassScorer(lambda x: logits, squash="Softmax").probabilities(logits)
+    np.testing.assert_allclose(soft, np.exp(logits) / np.exp(logits).sum())

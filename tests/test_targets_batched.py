@@ -238,3 +238,16 @@ def test_two_image_inputs_of_one_size_share_the_heatmap():
     rng = np.random.default_rng(2)
     feeds = {k: rng.standard_normal((2, 3, 16, 16)).astype(np.float32) for k in "ab"}
     assert onnxcam.Explainer(_two_images(16)).explain(feeds).cam.shape == (2, 16, 16)
+
+
+@pytest.mark.parametrize("options", [{"method": "scorecam"}, {"aug_smooth": True},
+                                     {"method": "guided-gradcam", "aug_smooth": True}])
+def test_host_side_methods_use_the_image_input_the_layer_comes_from(options):
+    """Score-CAM masks, augmentations and guided products act on input ``b`` (not input 0) for a layer from ``b``."""
+    rng = np.random.default_rng(3)
+    feeds = {"a": rng.standard_normal((2, 3, 16, 16)).astype(np.float32),
+             "b": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    res = onnxcam.Explainer(_two_images(8), layer="rb", **options).explain(feeds)
+    assert res.cam.shape == (2, 8, 8) and np.isfinite(res.cam).all()
+    if res.guided_gradcam is not None:
+        assert res.guided_gradcam.shape == feeds["b"].shape

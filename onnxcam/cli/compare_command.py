@@ -105,8 +105,11 @@ class CompareCommand:
                               "preprocess": sides[1].spec.describe()},
                   "method": args.method,
                   "target": args.target if args.target is not None else "model A's top-1"}
-        write_json(out / "compare.json", header, records, failures)
-        write_csv(out / "compare.csv", records)
+        try:
+            write_json(out / "compare.json", header, records, failures)
+            write_csv(out / "compare.csv", records)
+        except OSError as e:
+            raise OnnxcamError(f"cannot write results to {out}: {e.strerror or e}") from None
         print(f"A: {sides[0].name} (layer {sides[0].explainer.layer})")
         print(f"B: {sides[1].name} (layer {sides[1].explainer.layer})")
         explained = f"class {args.target}" if args.target is not None else "model A's top-1 class"

@@ -19,7 +19,7 @@ from onnxcam.explainer import Explainer
 from onnxcam.preprocess import PreprocessSpec, cam_to_image, load_image, point_to_image, preprocess_image
 from onnxcam.render import (
     format_caption, guided_to_unit, render_class_panels, render_guided_panel, render_layer_panel, render_panel,
-    resize_cam,
+    resize_cam, unit_to_rgb,
 )
 from onnxcam.targets import MultiLabelTarget, TopK
 
@@ -216,8 +216,7 @@ def _guided_picture(gradient: np.ndarray, spec: PreprocessSpec, geometry) -> np.
     unit = guided_to_unit(gradient, channel_axis=0 if spec.layout == "NCHW" else 2)
     if spec.bgr:
         unit = unit[..., ::-1]
-    channels = [cam_to_image(unit[..., c], geometry) for c in range(unit.shape[2])]
-    return np.uint8(np.clip(np.stack(channels * (3 // len(channels)), axis=2), 0, 1) * 255)
+    return unit_to_rgb(np.stack([cam_to_image(unit[..., c], geometry) for c in range(unit.shape[2])], axis=2))
 
 
 def _short(layer) -> str:

@@ -21,6 +21,7 @@ from PIL import Image
 from onnxcam.errors import OnnxcamError, TargetError
 from onnxcam.explainer import ExplainResult, Explainer
 from onnxcam.metrics.agreement import peak, peak_distance, spearman, top_region_iou
+from onnxcam.metrics.scoring import softmax_probabilities
 from onnxcam.preprocess import PreprocessSpec, cam_to_image, load_image, preprocess_image
 from onnxcam.render import resize_cam
 
@@ -90,10 +91,7 @@ def probabilities(explainer: Explainer, result: ExplainResult) -> np.ndarray:
     squashed = explainer.score_tensor not in result.outputs  # the score is a logit inside the graph
     is_distribution = (values.min() >= 0 and values.max() <= 1
                        and np.allclose(values.sum(axis=1), 1.0, atol=1e-3))
-    if squashed or is_distribution:
-        return values
-    e = np.exp(values - values.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    return values if squashed or is_distribution else softmax_probabilities(values)
 
 
 def compare_images(a: ModelSide, b: ModelSide, images: list[tuple[Path, Path]], target: int | None = None,
@@ -137,7 +135,7 @@ def _compare_batch(a: ModelSide, b: ModelSide, loaded: list[_Loaded], target: in
     targets = [int(t) for t in res_a.targets]
     classes_b = b.explainer.num_classes
     if classes_b is not None and max(targets) >= classes_b:
-        raise OnnxcamError(f"class {max(targets)} is out of range for model B ({b.name}, {classes_b} classes); "
+        raise TargetError(f"class {max(targets)} is out of range for model B ({b.name}, {classes_b} classes); "
                            "compare models with the same classes, or pass --target")
     res_b = _run(b, loaded, 1, targets)
     prob_a, prob_b = probabilities(a.explainer, res_a), probabilities(b.explainer, res_b)

@@ -110,7 +110,7 @@ class ExplainerGraph:
     """The built model and the names a runner needs to feed and fetch."""
 
     model: onnx.ModelProto
-    mode: str  # "class" or "seed"
+    mode: str  # "class", "rank" or "seed" (see build_explainer)
     model_inputs: list[str]
     target_input: str
     model_outputs: list[str]
@@ -123,6 +123,7 @@ class ExplainerGraph:
     guided_backprop: str | None = None
     guided_gradcam: str | None = None
     exposed: list[tuple[str, str]] = field(default_factory=list)  # (activation, gradient) per layer
+    image: str = ""  # the model input the heatmap covers (see image_input)
 
 
 def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: ScoreSpec,
@@ -220,7 +221,8 @@ def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: 
 
     model = _assemble(index, b, new_inputs, new_outputs)
     return ExplainerGraph(model, mode, list(index.inputs), target_input, list(index.outputs), cam, cams_lowres,
-                          target_output, list(layers), score, method, *guided_names, exposed=exposed)
+                          target_output, list(layers), score, method, *guided_names, exposed=exposed,
+                          image=image)
 
 
 def _ranked_class(b: GraphBuilder, flat: str, target: str, depth: str) -> str:
@@ -243,7 +245,7 @@ def _guided_outputs(index: GraphIndex, b: GraphBuilder, image: str, score: Score
     """Guided backprop down to the image input, and Guided Grad-CAM (its product with ``cam``)."""
     grad = build_vjp(index, b, [image], {score.tensor: seed}, rules=GUIDED_RULES, one_hot=one_hot)[image]
     guided = b.reserve("guided_backprop")
-    b.op("Identity", _as_float32(index, b, grad), outputs=[guided])
+    b.op("Identity", _as_float32(index, b, grad, like=image), outputs=[guided])
     channel_axis = 1 if input_spatial_axes(index, image) == (2, 3) else 3
     product = b.reserve("guided_gradcam")
     b.op("Mul", guided, b.op("Unsqueeze", cam, b.ints([channel_axis]), hint="cam_c"), outputs=[product])

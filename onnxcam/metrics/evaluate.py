@@ -36,7 +36,7 @@ from onnxcam.metrics.perturbation import confidence_change, deletion, insertion
 from onnxcam.metrics.regions import PAPER_THRESHOLD
 from onnxcam.metrics.road import ROAD_NOISE, ROAD_PERCENTAGES, road
 from onnxcam.metrics.sanity import SanityReport, cascading_randomization, weight_layers
-from onnxcam.metrics.scoring import ClassScorer, softmax_probabilities
+from onnxcam.metrics.scoring import ClassScorer
 
 METRICS = ("pointing", "localization", "deletion", "insertion", "drop", "road", "faithfulness", "sanity")
 DEFAULT_METRICS = ("pointing", "localization", "deletion", "insertion", "drop")
@@ -138,6 +138,7 @@ class Evaluation:
                  threads: int | None = None):
         self.model, self.data = model, data
         self.settings = settings or EvalSettings()
+        self._occlusion: np.ndarray | None = None  # occlusion maps, computed once for all methods
         self.providers, self.threads = providers, threads
         self.layout = layout
         self.base = Explainer(model, layer=layer, providers=providers, threads=threads)
@@ -146,7 +147,7 @@ class Evaluation:
         x = np.asarray(data.images)
         self.images = (x.transpose(0, 3, 1, 2) if layout == "NHWC" else x).astype(np.float32)
         self.size = self.images.shape[2:]
-        probs = softmax_probabilities(self.scorer.scores(self.images))
+        probs = self.scorer.probabilities(self.scorer.scores(self.images))
         self.predicted = probs.argmax(axis=1)
         classes = probs.shape[1]
         for name, label in zip(data.names, data.labels):
@@ -224,9 +225,10 @@ class Evaluation:
             _column(rows, summary, "road_morf", r.morf.mean(axis=1), "road_morf")
             _column(rows, summary, "road_lerf", r.lerf.mean(axis=1), "road_lerf")
         if "faithfulness" in metrics:
-            occ = occlusion_maps(self.scorer, self.images, self.targets, s.occlusion_patch, s.occlusion_stride,
-                                 progress=progress)
-            _column(rows, summary, "faithfulness", faithfulness(cams, occ), "faithfulness")
+            if self._occlusion is None:  # the same for every method: the model, images and targets only
+                self._occlusion = occlusion_maps(self.scorer, self.images, self.targets, s.occlusion_patch,
+                                                 s.occlusion_stride, progress=progress)
+            _column(rows, summary, "faithfulness", faithfulness(cams, self._occlusion), "faithfulness")
         sanity = None
         if "sanity" in metrics and method not in BASELINES:
             sanity = self.sanity(method, progress)

@@ -19,6 +19,14 @@ from onnxcam.errors import OnnxcamError
 ScoreFunction = Callable[[np.ndarray], np.ndarray]  # model-layout batch -> (N, K) scores
 
 
+def class_probabilities(scores: np.ndarray, squash: str | None) -> np.ndarray:
+    """The model's own probabilities from its (N, K) logits: a sigmoid per class after a final Sigmoid
+    (multi-label heads), else the softmax (a final Softmax or LogSoftmax, or none)."""
+    if squash == "Sigmoid":
+        return 1.0 / (1.0 + np.exp(-np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)))
+    return softmax_probabilities(scores)
+
+
 def softmax_probabilities(scores: np.ndarray) -> np.ndarray:
     """Probabilities from (N, K) scores: softmax over K classes, a sigmoid for one output unit.
 
@@ -37,7 +45,7 @@ class ClassScorer:
     """Scores of channels-first image batches, sent through ``score_fn`` at most ``batch_size`` at a time."""
 
     def __init__(self, score_fn: ScoreFunction, batch_size: int = 64, channels_last: bool = False,
-                 dtype: np.dtype | type = np.float32):
+                 dtype: np.dtype | type = np.float32, squash: str | None = None):
         if batch_size < 1:
             raise OnnxcamError(f"batch size must be at least 1, got {batch_size}")
         self._score_fn = score_fn
@@ -45,6 +53,7 @@ class ClassScorer:
         self.channels_last = channels_last
         self.dtype = np.dtype(dtype)
         self.images_scored = 0  # forward passes so far, one per image
+        self.squash = squash  # the model's final Softmax/LogSoftmax/Sigmoid after the scored logits, if any
 
     @classmethod
     def from_explainer(cls, explainer, batch_size: int = 64, layout: str = "NCHW",
@@ -59,7 +68,8 @@ class ClassScorer:
             pred = explainer.predict({name: x} if multi or input_name else x)
             return pred.scores.reshape(len(x), -1)
 
-        return cls(score, batch_size, channels_last=layout == "NHWC", dtype=dtype)
+        return cls(score, batch_size, channels_last=layout == "NHWC", dtype=dtype,
+                   squash=explainer.score_spec.squash if explainer.score_spec.from_logit else None)
 
     def scores(self, images: np.ndarray) -> np.ndarray:
         """(N, K) float64 scores of a channels-first batch (N, C, H, W)."""
@@ -78,14 +88,18 @@ class ClassScorer:
             return np.zeros((0, 0))
         return np.concatenate([p.reshape(len(p), -1) for p in parts])
 
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """(N, K) probabilities of (N, K) scores, per the model's final squashing op."""
+        return class_probabilities(scores, self.squash)
+
     def target_scores(self, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """(N,) raw score (the logit by default) of each image's target class."""
         s = self.scores(images)
         return s[np.arange(len(s)), np.asarray(targets, dtype=np.int64)]
 
     def target_probabilities(self, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """(N,) probability of each image's target class (softmax of the scores)."""
-        p = softmax_probabilities(self.scores(images))
+        """(N,) probability of each image's target class (as the model's final Softmax/Sigmoid gives it)."""
+        p = self.probabilities(self.scores(images))
         return p[np.arange(len(p)), np.asarray(targets, dtype=np.int64)]
 
     def images_per_call(self, per_image: int) -> int:

@@ -11,7 +11,7 @@ nothing is read from or written to disk. Typical use::
 """
 
 from onnxcam.render.colormaps import COLORMAPS, DEFAULT_COLORMAP, apply_colormap, colormap_lut
-from onnxcam.render.guided import guided_to_rgb, guided_to_unit, render_guided_panel
+from onnxcam.render.guided import guided_to_rgb, guided_to_unit, render_guided_panel, unit_to_rgb
 from onnxcam.render.layout import TILE_BOXES_KEY
 from onnxcam.render.overlay import render_overlay, resize_cam
 from onnxcam.render.panels import format_caption, render_class_panels, render_layer_panel, render_panel
@@ -27,7 +27,7 @@ from onnxcam.render.regions import (
 __all__ = [
     "COLORMAPS", "DEFAULT_COLORMAP", "apply_colormap", "colormap_lut",
     "render_overlay", "resize_cam",
-    "guided_to_rgb", "guided_to_unit", "render_guided_panel",
+    "guided_to_rgb", "guided_to_unit", "render_guided_panel", "unit_to_rgb",
     "render_panel", "render_class_panels", "render_layer_panel", "format_caption", "TILE_BOXES_KEY",
     "PAPER_THRESHOLD", "threshold_box", "threshold_mask", "label_components", "largest_component", "boundary",
 ]

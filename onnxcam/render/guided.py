@@ -41,7 +41,12 @@ def guided_to_unit(gradient: np.ndarray, channel_axis: int = 0) -> np.ndarray:
 
 def guided_to_rgb(gradient: np.ndarray, channel_axis: int = 0) -> np.ndarray:
     """The picture of a guided gradient: (H, W, 3) uint8 (a 1-channel gradient is shown in grey)."""
-    unit = guided_to_unit(gradient, channel_axis)
+    return unit_to_rgb(guided_to_unit(gradient, channel_axis))
+
+
+def unit_to_rgb(unit: np.ndarray) -> np.ndarray:
+    """(H, W, C) values in [0, 1] -> (H, W, 3) uint8; one channel is shown in grey, other counts are refused."""
+    unit = np.clip(np.asarray(unit, dtype=np.float32), 0, 1)
     if unit.shape[2] == 1:
         unit = np.repeat(unit, 3, axis=2)
     if unit.shape[2] != 3:

@@ -68,6 +68,7 @@ class MicroBatcher:
         self._incoming = 0  # requests announced but not yet submitted
         self._settled = 0  # announced requests that have since submitted (or failed), ever
         self._arrival = asyncio.Event()  # set whenever an announced request settles
+        self._closed = False  # after close(): no new worker, new jobs are refused
 
     @property
     def depth(self) -> int:
@@ -86,7 +87,13 @@ class MicroBatcher:
             self._arrival.set()
 
     async def submit(self, item: Any) -> Any:
-        """Queue ``item`` and wait for its result; raises :class:`QueueFull` when the queue is full."""
+        """Queue ``item`` and wait for its result; raises :class:`QueueFull` when the queue is full or closed.
+
+        A closed batcher (its pool slot was evicted while the request decoded its image) refuses rather than
+        start a worker nobody would stop: the client gets a 503 and retries on the pool's new slot.
+        """
+        if self._closed:
+            raise QueueFull()
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work())
         future = asyncio.get_running_loop().create_future()
@@ -103,8 +110,9 @@ class MicroBatcher:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_s
-        while (self._running or not self._queue.empty()) and loop.time() < deadline:
+        while (self._running or self._incoming or not self._queue.empty()) and loop.time() < deadline:
             await asyncio.sleep(0.02)
+        self._closed = True
         if self._worker is not None:
             self._worker.cancel()
             try:
