@@ -30,6 +30,8 @@ CASES = {
     "no_zero_point_uint8_relu": ((3, 5), None, np.uint8, None, True),
     "int8_zp0_symmetric": ((2, 3, 4), None, np.int8, 0, False),
     "uint8_zp128_per_channel": ((3, 4, 2), 1, np.uint8, 128, False),
+    # per channel, some zero points at the bottom of the range (a folded ReLU there) and some not
+    "uint8_mixed_per_channel": ((2, 3, 4), 1, np.uint8, (0, 128, 0), (True, False, True)),
 }
 
 
@@ -64,11 +66,13 @@ def test_folded_relu_masks_and_calibration_clamps_pass(case):
     x = (steps * scale.reshape(along)).astype(np.float32)
     g = rng.standard_normal(shape).astype(np.float32)
     info = np.iinfo(zp_dtype)
-    level = np.round(steps) + (zp_value or 0)
+    zero = np.asarray(zp_value if zp_value is not None else 0, np.float64)
+    level = np.round(steps) + (zero.reshape(along) if zero.ndim else zero)
     assert (level < info.min).any() and (level > info.max).any(), "both ends of the range must clamp"
 
     tx = torch.tensor(x, requires_grad=True)
-    (want,) = torch.autograd.grad(torch.relu(tx) if relu else tx * 1.0, tx, torch.tensor(g))
+    relu_mask = torch.tensor(np.asarray(relu).reshape(along) if np.ndim(relu) else bool(relu))
+    (want,) = torch.autograd.grad(torch.where(relu_mask, torch.relu(tx), tx), tx, torch.tensor(g))
     got = ort_session(gm).run(None, {"x": x, seeds["y"]: g})[1]
     ref = ReferenceEvaluator(gm).run(None, {"x": x, seeds["y"]: g})[1]
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=1e-7)

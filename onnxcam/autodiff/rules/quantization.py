@@ -21,6 +21,8 @@ through because both ops are listed in ``STRAIGHT_THROUGH_OPS``.
 
 from __future__ import annotations
 
+import numpy as np
+
 from onnx import TensorProto
 
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
@@ -77,13 +79,18 @@ def vjp_quantize_linear(ctx: VJPContext):
     bounds = _INT_RANGE.get(q_type.elem_type) if q_type is not None else None
     if bounds is None:
         return [dx]
+    has_zero = len(ctx.inputs) > 2 and bool(ctx.inputs[2])
+    zero_value = ctx.constant_value(ctx.inputs[2]) if has_zero else np.zeros(())
+    folded = None if zero_value is None else (np.asarray(zero_value) == bounds[0])
+    if folded is not None and not folded.any():  # the zero point is above the range's bottom: no ReLU was folded
+        return [dx]
     qmin = ctx.const(float(bounds[0]), x)
     level = b.op("Round", b.op("Div", x, scale), hint="q_level")
-    zero = cast_like(ctx, _broadcast_scale(ctx, 2), x) if len(ctx.inputs) > 2 and ctx.inputs[2] else ctx.zero(x)
+    zero = cast_like(ctx, _broadcast_scale(ctx, 2), x) if has_zero else ctx.zero(x)
     level = b.op("Add", level, zero, hint="q_level")
-    # pass where the level is not below the range, or where the bottom of the range is not real 0 (no ReLU)
-    inside = b.op("Or", b.op("GreaterOrEqual", level, qmin), b.op("Not", b.op("Equal", zero, qmin)),
-                  hint="q_not_relu_clamped")
+    inside = b.op("GreaterOrEqual", level, qmin, hint="q_not_relu_clamped")
+    if folded is None or not folded.all():  # per channel, or unknown until run time: mask only where folded
+        inside = b.op("Or", inside, b.op("Not", b.op("Equal", zero, qmin)), hint="q_not_relu_clamped")
     return [b.op("Mul", dx, cast_like(ctx, inside, x), hint="q_clipped_grad")]
 
 
