@@ -522,3 +522,22 @@ def test_pool_is_bounded_and_builds_once():
     assert again is not first  # rebuilt after eviction
     assert builds == [("gradcam", "auto"), ("layercam", "auto"), ("gradcam", "bad"), ("hirescam", "auto"),
                       ("layercam", "auto")]
+
+
+def test_a_mixed_micro_batch_takes_two_runs_and_matches_single_explanations():
+    """Top-k and explicit classes in one batch: at most two session runs, each map as if explained alone."""
+    from onnxcam.server.explain_batch import Wish, explain_batch
+    from tests.tiny_models import tiny_cnn
+
+    ex = Explainer(tiny_cnn(classes=6, seed=2))
+    x = np.random.default_rng(9).random((3, 3, 16, 16), dtype=np.float32)
+    calls, run = [], ex.session.run
+    ex.session.run = lambda *a, **k: calls.append(1) or run(*a, **k)
+    got = explain_batch(ex, x, [Wish(None, 3), Wish((2, 0)), Wish(None, 1)])
+    ex.session.run = run
+    assert len(calls) == 2
+    order = np.argsort(-ex.predict(x).scores, axis=1, kind="stable")
+    assert [c for c, _ in got[0].cams] == order[0, :3].tolist() and [c for c, _ in got[1].cams] == [2, 0]
+    for i, image in enumerate(got):
+        for cls, cam in image.cams:
+            np.testing.assert_allclose(cam, ex.explain(x[i:i + 1], target=cls).cam[0], rtol=1e-5, atol=1e-6)

@@ -1,11 +1,10 @@
 """Explain one micro-batch in which every image may want different classes.
 
-``Explainer.explain`` takes one class per image per call, so a batch is run in
-rounds: round 0 explains each image's first wish (its top-1 when it asked for
-its best classes, which also yields every image's scores), round ``r``
-explains the ``r``-th wish of the images that have one, on just those images.
-A batch of requests for one class each therefore costs one call, whatever the
-mix of classes.
+Two calls at most: the first explains each image's first wish (its top-1 when
+it asked for its best classes, which also yields every image's scores); the
+second explains every remaining (image, class) pair at once, each image
+repeated once per class it still needs. A batch of requests for one class each
+therefore costs one call, whatever the mix of classes.
 """
 
 from __future__ import annotations
@@ -47,12 +46,9 @@ def explain_batch(explainer: Explainer, batch: np.ndarray, wishes: list[Wish],
     wanted = [list(w.classes) if w.classes is not None else
               [int(c) for c in np.argsort(-scores[i], kind="stable")[:w.top_k]] for i, w in enumerate(wishes)]
     cams: list[dict[int, np.ndarray]] = [{int(first.targets[i]): first.cam[i]} for i in range(n)]
-    for rank in range(max(len(w) for w in wanted)):
-        todo = [(i, wanted[i][rank]) for i in range(n) if rank < len(wanted[i]) and wanted[i][rank] not in cams[i]]
-        if not todo:
-            continue
-        rows = np.array([i for i, _ in todo])
-        res = explainer.explain(feeds(rows), target=[c for _, c in todo])
+    todo = list(dict.fromkeys((i, c) for i in range(n) for c in wanted[i] if c not in cams[i]))
+    if todo:
+        res = explainer.explain(feeds(np.array([i for i, _ in todo])), target=[c for _, c in todo])
         for j, (i, c) in enumerate(todo):
             cams[i][c] = res.cam[j]
     return [ImageExplanation(scores[i], [(c, cams[i][c]) for c in wanted[i]]) for i in range(n)]
