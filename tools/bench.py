@@ -455,6 +455,59 @@ def memory_child(mode: str, model_name: str, batch: int, threads: int, runs: int
     }
 
 
+def latency_child(mode: str, model_name: str, batch: int, threads: int, calls: int, cache_dir: Path) -> dict:
+    """Runs in a fresh process: ``calls`` back-to-back calls of one side only, after 10 untimed ones.
+
+    One onnxruntime thread pool per process, as in a deployment. In the
+    interleaved measurement both sessions live in one process, and the pool
+    that just ran keeps spinning while the other one starts; the penalty falls
+    unevenly on the two and is largest where a call lasts a few milliseconds.
+    """
+    import onnxruntime as ort
+
+    x = make_input(batch)
+    path = onnx_path(cache_dir, model_name)
+    if mode == "infer":
+        sess = ort.InferenceSession(str(path), ort_session_options(threads), providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+
+        def call():
+            sess.run(None, {name: x})
+    elif mode == "explain":
+        ex, _ = make_explainer(path, threads, probe=False)
+
+        def call():
+            ex.explain(x)
+    else:
+        raise SystemExit(f"unknown latency-child mode {mode!r}")
+    for _ in range(10):
+        call()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return {"mode": mode, "model": model_name, "batch": batch, "calls": calls, **summarize(times)}
+
+
+def solo_latency(model_name: str, batch: int, args) -> dict:
+    """``--solo-rounds`` alternations of fresh infer and explain processes; the median of their medians."""
+    calls = 200 if batch == 1 else 40
+    medians: dict[str, list[float]] = {"infer": [], "explain": []}
+    for _ in range(args.solo_rounds):
+        for mode in medians:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--latency-child", mode, model_name, str(batch),
+                   "--threads", str(args.threads), "--cache-dir", str(args.cache_dir), "--solo-calls", str(calls)]
+            p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
+            line = next((ln for ln in reversed(p.stdout.strip().splitlines()) if ln.startswith("{")), None)
+            if p.returncode != 0 or line is None:
+                return {"model": model_name, "batch": batch, "error": (p.stderr or p.stdout).strip()[-300:]}
+            medians[mode].append(json.loads(line)["median_ms"])
+    infer, explain = statistics.median(medians["infer"]), statistics.median(medians["explain"])
+    return {"model": model_name, "batch": batch, "rounds": args.solo_rounds, "calls": calls,
+            "infer_ms": infer, "explain_ms": explain, "explain_over_infer": explain / infer, "medians": medians}
+
+
 def run_memory_child(mode, model_name, batch, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", mode, model_name,
            str(batch), "--threads", str(args.threads), "--memory-runs", str(args.memory_runs),
@@ -741,6 +794,21 @@ def render(results: dict) -> str:
             lines.append(f"| {r['model']} | {r['batch']} | {r.get('repeats')} | {fmt_t(t.get('infer'))} | "
                          f"{fmt_t(t.get('explain'))} | {fmt_t(t.get('gradcam'))} | {ei_s} | {ge_s} | {mn} |")
         lines.append("")
+    if results.get("solo"):
+        lines.append("Latency, each side alone in a fresh process (one thread pool per process, as deployed; "
+                     "back-to-back calls; median over alternated processes of each process's median ms):")
+        lines.append("")
+        lines.append("| model | batch | processes × calls | ORT infer | onnxcam explain | explain/infer (≤1.10) |")
+        lines.append("|---|---|---|---|---|---|")
+        for r in results["solo"]:
+            if "error" in r:
+                lines.append(f"| {r['model']} | {r['batch']} | error: {r['error']} | | | |")
+                continue
+            ei = r["explain_over_infer"]
+            lines.append(f"| {r['model']} | {r['batch']} | {r['rounds']} × {r['calls']} | {r['infer_ms']:.2f} | "
+                         f"{r['explain_ms']:.2f} | {ei:.2f} {verdict(ei <= BARS['explain_over_infer_max'])} |")
+        lines.append("")
+    if results["latency"]:
         lines.append("CPU time of this process per call (all threads; median ms) — less sensitive to other "
                      "load on a shared machine, inflated by spin-waiting thread pools:")
         lines.append("")
@@ -888,6 +956,11 @@ def parse_args(argv=None):
                         "1 warm-up, no memory subprocesses, one timed perturbation call")
     p.add_argument("--export-only", action="store_true",
                    help="internal: only export/verify the cached .onnx files, then exit")
+    p.add_argument("--solo-rounds", type=int, default=3,
+                   help="alternated fresh processes per side for the one-side-per-process latency table "
+                        "(default 3; 0 skips it)")
+    p.add_argument("--solo-calls", type=int, default=200, help=argparse.SUPPRESS)
+    p.add_argument("--latency-child", nargs=3, metavar=("MODE", "MODEL", "BATCH"), help=argparse.SUPPRESS)
     p.add_argument("--memory-child", nargs=3, metavar=("MODE", "MODEL", "BATCH"),
                    help="internal: run one memory measurement (MODE: infer|explain|gradcam) and print JSON")
     args = p.parse_args(argv)
@@ -921,6 +994,11 @@ def main(argv=None):
     if args.omp_wait_policy.lower() != "keep" and "torch" not in sys.modules:
         # Must happen before torch (libgomp) is loaded; children inherit it.
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
+
+    if args.latency_child:
+        mode, model_name, batch = args.latency_child
+        print(json.dumps(latency_child(mode, model_name, int(batch), args.threads, args.solo_calls, args.cache_dir)))
+        return 0
 
     if args.memory_child:
         mode, model_name, batch = args.memory_child
@@ -959,6 +1037,7 @@ def main(argv=None):
             "git": git_state(),
         },
         "latency": [],
+        "solo": [],
         "memory": [],
         "methods": [],
         "notes": notes,
@@ -994,6 +1073,17 @@ def main(argv=None):
                     entry["delta_ratio"] = (exp["peak_minus_baseline_kib"] /
                                             max(1, inf["peak_minus_baseline_kib"]))
                 results["memory"].append(entry)
+
+    # ---- one side per process, also before this process imports torch
+    if have_onnxcam and args.solo_rounds > 0 and not args.skip_latency:
+        if any(not onnx_path(args.cache_dir, m).exists() for m in args.models):
+            subprocess.run([sys.executable, str(Path(__file__).resolve()), "--export-only",
+                            "--models", ",".join(args.models), "--threads", str(args.threads),
+                            "--cache-dir", str(args.cache_dir)], check=True, cwd=str(REPO))
+        for model_name in args.models:
+            for batch in args.batches:
+                log(f"solo latency: {model_name} b{batch} ({args.solo_rounds} fresh processes per side)")
+                results["solo"].append(solo_latency(model_name, batch, args))
 
     # ---- latency
     import numpy as np
