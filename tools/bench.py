@@ -508,6 +508,15 @@ def solo_latency(model_name: str, batch: int, args) -> dict:
             "infer_ms": infer, "explain_ms": explain, "explain_over_infer": explain / infer, "medians": medians}
 
 
+def export_missing(args) -> None:
+    """Export the models not yet cached, in a subprocess (this process must not import torch before the children)."""
+    if any(not onnx_path(args.cache_dir, m).exists() for m in args.models):
+        log("exporting models (subprocess)")
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--export-only",
+                        "--models", ",".join(args.models), "--threads", str(args.threads),
+                        "--cache-dir", str(args.cache_dir)], check=True, cwd=str(REPO))
+
+
 def run_memory_child(mode, model_name, batch, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", mode, model_name,
            str(batch), "--threads", str(args.threads), "--memory-runs", str(args.memory_runs),
@@ -1046,11 +1055,7 @@ def main(argv=None):
     # ---- memory first, while this parent process is still small (it has not
     # imported torch yet), so the children's ru_maxrss is not polluted by ours.
     if not args.skip_memory:
-        if any(not onnx_path(args.cache_dir, m).exists() for m in args.models):
-            log("exporting models (subprocess)")
-            subprocess.run([sys.executable, str(Path(__file__).resolve()), "--export-only",
-                            "--models", ",".join(args.models), "--threads", str(args.threads),
-                            "--cache-dir", str(args.cache_dir)], check=True, cwd=str(REPO))
+        export_missing(args)
         for model_name in args.models:
             for batch in args.batches:
                 entry = {"model": model_name, "batch": batch}
@@ -1076,10 +1081,7 @@ def main(argv=None):
 
     # ---- one side per process, also before this process imports torch
     if have_onnxcam and args.solo_rounds > 0 and not args.skip_latency:
-        if any(not onnx_path(args.cache_dir, m).exists() for m in args.models):
-            subprocess.run([sys.executable, str(Path(__file__).resolve()), "--export-only",
-                            "--models", ",".join(args.models), "--threads", str(args.threads),
-                            "--cache-dir", str(args.cache_dir)], check=True, cwd=str(REPO))
+        export_missing(args)
         for model_name in args.models:
             for batch in args.batches:
                 log(f"solo latency: {model_name} b{batch} ({args.solo_rounds} fresh processes per side)")

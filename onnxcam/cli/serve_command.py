@@ -16,8 +16,7 @@ from pathlib import Path
 from onnxcam.cli.explain_files import check_labels
 from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import Explainer
-from onnxcam.methods import CAM_METHODS
-from onnxcam.methods.eigen import HOST_METHODS
+from onnxcam.server.params import SERVED_METHODS
 from onnxcam.server.batching import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_SIZE, DEFAULT_WINDOW_MS, BatchPolicy
 from onnxcam.server.limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_TIMEOUT_S, Limits
 
@@ -42,7 +41,7 @@ class ServeCommand:
         net.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
         net.add_argument("--access-log", action="store_true", help="log every request on stderr")
         p.add_argument("--layer", default="auto", help="default layer (default: auto); requests may name another")
-        p.add_argument("--method", default="gradcam", choices=sorted([*CAM_METHODS, *HOST_METHODS]),
+        p.add_argument("--method", default="gradcam", choices=sorted(SERVED_METHODS),
                        help="default CAM method; requests may name another")
         p.add_argument("--threads", type=int, help="ONNX Runtime threads per session (default: all cores)")
         add_preprocess_options(p)

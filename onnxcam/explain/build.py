@@ -273,10 +273,7 @@ def _as_float32(index: GraphIndex, b: GraphBuilder, name: str, like: str | None 
 
 def _input_hw(index: GraphIndex, b: GraphBuilder, image: str) -> str | None:
     """int64 [H, W] of the image input read at run time; None when static (the head then needs no shape arithmetic)."""
-    axes = input_spatial_axes(index, image)
-    if axes is None:
-        raise OnnxcamError(f"model input {image!r} is not a 4-D image tensor (shape {index.shape(image)}); "
-                           "onnxcam explains image models with NCHW or NHWC inputs")
+    axes = input_spatial_axes(index, image)  # image_input chose a 4-D image, so axes exist
     dims = [index.shape(image)[a] for a in axes]
     if all(isinstance(d, int) and d > 0 for d in dims):
         return None

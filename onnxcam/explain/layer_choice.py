@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 from onnxcam.autodiff.engine import backward_reachable, carries_gradient
 from onnxcam.errors import LayerError
+from onnxcam.explain.build import _PASS_THROUGH, _SQUASHING_OPS
 from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.layers import CandidateLayer, candidate_layers
 
 
-_SAME_SHAPE_HEADS = {"Softmax", "LogSoftmax", "Sigmoid", "Identity"}
+#: Ops between a logit and the output that keep its shape: the squashing ops and pass-throughs of resolve_score.
+_SAME_SHAPE_HEADS = _SQUASHING_OPS | _PASS_THROUGH
 
 
 @dataclass(frozen=True)

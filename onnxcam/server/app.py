@@ -34,22 +34,18 @@ from starlette.routing import Route
 from onnxcam.errors import ImageError, LayerError, OnnxcamError, PreprocessError, TargetError
 from onnxcam.explainer import Explainer
 from onnxcam.graph.layers import resolve_layer
-from onnxcam.methods import CAM_METHODS
-from onnxcam.methods.eigen import HOST_METHODS
 from onnxcam.preprocess import PreprocessSpec, load_image, preprocess_image
 from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP, colormap_lut
 from onnxcam.server.batching import BatchPolicy, MicroBatcher, QueueFull
 from onnxcam.server.explain_batch import Wish, explain_batch
 from onnxcam.server.limits import Limits
-from onnxcam.server.params import parse_params
+from onnxcam.server.params import SERVED_METHODS, parse_params
 from onnxcam.server.pool import ExplainerPool, Key, Slot
 from onnxcam.server.problems import HTTPProblem
 from onnxcam.server.prom import CONTENT_TYPE as PROM_CONTENT_TYPE, Metrics
 from onnxcam.server.results import describe, overlay_png
 from onnxcam.server.uploads import parse_upload, read_body
 
-#: The methods a request may name: the in-graph ones and the host-side (SVD) ones, as ``onnxcam explain``.
-SERVED_METHODS: tuple[str, ...] = (*CAM_METHODS, *HOST_METHODS)
 ROUTES = ("/", "/explain", "/layers", "/info", "/healthz", "/metrics")
 #: The page loads nothing from elsewhere; its script and style are inline.
 PAGE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "

@@ -6,8 +6,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from onnxcam.methods import CAM_METHODS
+from onnxcam.methods.eigen import HOST_METHODS
 from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP
 from onnxcam.server.problems import HTTPProblem
+
+#: The methods a request may name: the in-graph ones and the host-side (SVD) ones. Score-CAM and Ablation-CAM
+#: cost one forward pass per channel, too slow for a request.
+SERVED_METHODS: tuple[str, ...] = (*CAM_METHODS, *HOST_METHODS)
 
 KNOWN = ("target", "top_k", "method", "layer", "colormap", "alpha")
 
