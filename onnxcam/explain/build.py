@@ -28,9 +28,9 @@ from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.layers import CandidateLayer, input_spatial_axes
 from onnxcam.graph.load import default_opset
 from onnxcam.graph.prepare import emitted_ir_version
-from onnxcam.methods import CAM_METHODS
+from onnxcam.methods import CAM_METHODS, channel_sum
 from onnxcam.methods.guided import GUIDED_RULES
-from onnxcam.methods.upsampling import interpolation_matrix
+from onnxcam.methods.upsampling import extreme_samples, interpolation_matrix
 
 #: Ops after which the paper's score is the op's *input* (the logit), not its output.
 _SQUASHING_OPS = {"Softmax", "LogSoftmax", "Sigmoid"}
@@ -205,14 +205,13 @@ def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: 
                 b.op("Identity", src, outputs=[name])
                 new_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
             exposed.append(pair)
-        contributions = CAM_METHODS[method](b, A, G, layer.spatial_axes)
-        summed = b.reduce("ReduceSum", contributions, [layer.channel_axis], keepdims=False, hint="cam_sum")
+        summed = channel_sum(b, method, A, G, layer.channel_axis, layer.spatial_size)
         name = b.reserve("cam_lowres" if len(layers) == 1 else f"cam_lowres_{i}")
         b.op("Relu", summed, outputs=[name])
         cams_lowres.append(name)
         h, w = layer.spatial_size
         new_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch_dim, h, w]))
-        cams.append(_normalise(b, _upsample(b, name, (h, w), in_hw, hw), out=cam if len(layers) == 1 else None))
+        cams.append(_upsampled_cam(b, name, (h, w), in_hw, hw, out=cam if len(layers) == 1 else None))
     if len(cams) > 1:
         _normalise(b, b.op("Mean", *cams, hint="fused"), out=cam)
     new_outputs.insert(0, helper.make_tensor_value_info(cam, TensorProto.FLOAT, [batch_dim, _dim(H), _dim(W)]))
@@ -280,29 +279,47 @@ def _input_hw(index: GraphIndex, b: GraphBuilder, image: str) -> str | None:
     return b.op("Gather", b.shape_of(image), b.ints(list(axes)), axis=0, hint="input_hw")
 
 
-def _upsample(b: GraphBuilder, cam_lowres: str, low_hw: tuple, in_hw: tuple, hw: str | None) -> str:
-    """Bilinear, half-pixel resize of (N, h, w) to (N, H, W): the same sampling as cv2.resize.
+def _upsampled_cam(b: GraphBuilder, cam_lowres: str, low_hw: tuple, in_hw: tuple, hw: str | None,
+                   out: str | None = None) -> str:
+    """``cam_lowres`` resized to the input's (H, W) (bilinear, half-pixel: cv2.resize's sampling), then min-max normalised.
 
-    Static sizes: ``R_h @ cam @ R_w^T`` with constant interpolation matrices
-    (see :mod:`onnxcam.methods.upsampling` for why not Resize). Dynamic sizes:
-    a Resize to the batch size and the input's run-time [H, W].
+    Static sizes: the resize is ``R_h @ cam @ R_w^T`` with constant
+    interpolation matrices (see :mod:`onnxcam.methods.upsampling` for why not
+    Resize), and the normalisation happens *before* it: the rows of ``R`` sum
+    to one, so ``R_h ((L - lo) / s) R_w^T = (R_h L R_w^T - lo) / s``. The extremes
+    ``lo``, ``hi`` of the full-size map are read from the few rows and columns
+    that can hold them (:func:`extreme_samples`), and a final Clip absorbs the
+    rounding of the last product. Nothing but that product and the Clip touches
+    H x W values, which matters on small models whose whole inference costs a
+    few such passes. Dynamic sizes: a Resize to the input's run-time [H, W], then
+    the min-max over every pixel.
     """
     if hw is None and all(isinstance(d, int) and d > 0 for d in low_hw):
-        cols = b.const(interpolation_matrix(low_hw[1], in_hw[1]).T, np.float32)
-        rows = b.const(interpolation_matrix(low_hw[0], in_hw[0]), np.float32)
-        return b.op("MatMul", rows, b.op("MatMul", cam_lowres, cols, hint="cam_cols"), hint="cam_hw")
+        rows, cols = (interpolation_matrix(n, size) for n, size in zip(low_hw, in_hw))
+        probe_rows = b.const(rows[extreme_samples(low_hw[0], in_hw[0])], np.float32)
+        probe_cols = b.const(cols[extreme_samples(low_hw[1], in_hw[1])].T, np.float32)
+        probe = b.op("MatMul", probe_rows, b.op("MatMul", cam_lowres, probe_cols, hint="probe_cols"), hint="cam_probe")
+        normalised = _normalise(b, cam_lowres, extremes_of=probe)
+        upsampled = b.op("MatMul", b.const(rows, np.float32),
+                         b.op("MatMul", normalised, b.const(cols.T, np.float32), hint="cam_cols"), hint="cam_hw")
+        return b.op("Clip", upsampled, b.const(0.0, np.float32), b.const(1.0, np.float32), hint="cam_norm",
+                    outputs=[out] if out else 1)
     c4 = b.op("Unsqueeze", cam_lowres, b.ints([1]), hint="cam4")
     hw = hw if hw is not None else b.ints(list(in_hw))
     size = b.op("Concat", b.shape_of(c4, start=0, end=2), hw, axis=0, hint="cam_sizes")
     up = b.op("Resize", c4, "", "", size, mode="linear", coordinate_transformation_mode="half_pixel",
               hint="cam_up")
-    return b.op("Squeeze", up, b.ints([1]), hint="cam_hw")
+    return _normalise(b, b.op("Squeeze", up, b.ints([1]), hint="cam_hw"), out=out)
 
 
-def _normalise(b: GraphBuilder, cam: str, out: str | None = None) -> str:
-    """Per-image min-max to [0, 1] (into ``out`` when given); an all-zero map stays zero, not 0/0."""
-    lo = b.reduce("ReduceMin", cam, [1, 2], keepdims=True, hint="cam_min")
-    hi = b.reduce("ReduceMax", cam, [1, 2], keepdims=True, hint="cam_max")
+def _normalise(b: GraphBuilder, cam: str, out: str | None = None, extremes_of: str | None = None) -> str:
+    """Per-image min-max of (N, h, w) maps to [0, 1] (into ``out`` when given); an all-zero map stays zero, not 0/0.
+
+    ``extremes_of``: take the minimum and maximum from this tensor instead of ``cam`` itself.
+    """
+    probe = extremes_of or cam
+    lo = b.reduce("ReduceMin", probe, [1, 2], keepdims=True, hint="cam_min")
+    hi = b.reduce("ReduceMax", probe, [1, 2], keepdims=True, hint="cam_max")
     span = b.op("Max", b.op("Sub", hi, lo), b.const(1e-7, np.float32), hint="cam_span")
     return b.op("Div", b.op("Sub", cam, lo), span, hint="cam_norm", outputs=[out] if out else 1)
 

@@ -2,8 +2,9 @@
 
 Notation: ``A_k^ij`` the layer's activations (channel ``k``, position ``ij``),
 ``g_k^ij = dS/dA_k^ij`` the gradient of the target score ``S``, sums and means
-over the spatial positions ``ij``. Each function returns the per-channel
-contribution ``M_k^ij`` (shaped like ``A``); the shared pipeline makes the CAM
+over the spatial positions ``ij``. A channel weighting returns ``w_k`` (spatial
+dims kept as 1; ``M_k = w_k A_k``), a position weighting the contribution
+``M_k^ij`` itself (shaped like ``A``); the shared pipeline makes the CAM
 ``relu(sum_k M_k)``. Where pytorch-grad-cam has the method, the formula (and
 its epsilon) is that of its ``get_cam_weights`` / ``get_cam_image``.
 """
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from onnxcam.autodiff.builder import GraphBuilder
-from onnxcam.methods.registry import cam_method
+from onnxcam.methods.registry import channel_weighting, position_weighting
 
 
 def _f32(b: GraphBuilder, value: float) -> str:
@@ -23,17 +24,17 @@ def _f32(b: GraphBuilder, value: float) -> str:
     return b.const(value, np.float32)
 
 
-@cam_method("gradcam")
+@channel_weighting("gradcam")
 def gradcam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """Grad-CAM (Selvaraju et al., ICCV 2017, eq. 1-2).
 
     alpha_k = 1/Z sum_ij g_k^ij;  M_k = alpha_k A_k.
     """
     alpha = b.reduce("ReduceMean", G, list(spatial_axes), keepdims=True, hint="alpha")
-    return b.op("Mul", alpha, A, hint="weighted")
+    return alpha
 
 
-@cam_method("gradcam++")
+@channel_weighting("gradcam++")
 def gradcam_plus_plus(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018, eq. 19 and 7), closed form with exp(S) scores.
 
@@ -49,10 +50,10 @@ def gradcam_plus_plus(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[in
     aij = b.op("Div", g2, denom, hint="aij")
     aij = b.op("Where", b.op("Equal", G, _f32(b, 0.0)), _f32(b, 0.0), aij, hint="aij_nz")
     weights = b.reduce("ReduceSum", b.op("Mul", b.op("Relu", G), aij), axes, keepdims=True, hint="weights")
-    return b.op("Mul", weights, A, hint="weighted")
+    return weights
 
 
-@cam_method("xgradcam")
+@channel_weighting("xgradcam")
 def xgradcam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """XGrad-CAM (Fu et al., BMVC 2020, eq. 8).
 
@@ -62,10 +63,10 @@ def xgradcam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> st
     sum_a = b.reduce("ReduceSum", A, axes, keepdims=True, hint="sum_A")
     ratio = b.op("Div", b.op("Mul", G, A), b.op("Add", sum_a, _f32(b, 1e-7)), hint="ga_norm")
     weights = b.reduce("ReduceSum", ratio, axes, keepdims=True, hint="weights")
-    return b.op("Mul", weights, A, hint="weighted")
+    return weights
 
 
-@cam_method("hirescam")
+@position_weighting("hirescam")
 def hirescam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """HiResCAM (Draelos & Carin, 2020, eq. 4): element-wise, no spatial averaging.
 
@@ -74,7 +75,7 @@ def hirescam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> st
     return b.op("Mul", G, A, hint="weighted")
 
 
-@cam_method("gradcam-elementwise")
+@position_weighting("gradcam-elementwise")
 def gradcam_elementwise(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """Element-wise Grad-CAM (pytorch-grad-cam's GradCAMElementWise; HiResCAM with a ReLU per element).
 
@@ -83,7 +84,7 @@ def gradcam_elementwise(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[
     return b.op("Relu", b.op("Mul", G, A), hint="weighted")
 
 
-@cam_method("layercam")
+@position_weighting("layercam")
 def layercam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """LayerCAM (Jiang et al., IEEE TIP 2021, eq. 5-6).
 
@@ -92,11 +93,11 @@ def layercam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> st
     return b.op("Mul", b.op("Relu", G), A, hint="weighted")
 
 
-@cam_method("counterfactual")
+@channel_weighting("counterfactual")
 def counterfactual(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """Counterfactual Grad-CAM (Selvaraju et al., ICCV 2017, sec. 3): Grad-CAM of the negated gradient.
 
     alpha_k = 1/Z sum_ij -g_k^ij;  M_k = alpha_k A_k: the regions whose removal would raise the score.
     """
     alpha = b.reduce("ReduceMean", b.op("Neg", G), list(spatial_axes), keepdims=True, hint="alpha_neg")
-    return b.op("Mul", alpha, A, hint="weighted")
+    return alpha

@@ -30,7 +30,7 @@ from onnxcam.autodiff.builder import GraphBuilder
 from onnxcam.graph.layers import CandidateLayer
 from onnxcam.graph.prepare import emitted_ir_version
 from onnxcam.methods.eigen import first_component
-from onnxcam.methods.registry import CAM_METHODS
+from onnxcam.methods.registry import contributions as method_contributions
 
 #: Shift of the augmented copies, as a fraction of the input's shorter side (7 px at 224).
 SHIFT_FRACTION = 1 / 32
@@ -96,8 +96,7 @@ def contributions_model(method: str, layer: CandidateLayer, opset: int) -> onnx.
     """
     b = GraphBuilder(opset, taken_names={"A", "G", "M"})
     shape = ["N", *(d if isinstance(d, int) and d > 0 else None for d in layer.shape[1:])]
-    contributions = CAM_METHODS[method](b, "A", "G", layer.spatial_axes)
-    b.op("Identity", contributions, outputs=["M"])
+    b.op("Identity", method_contributions(b, method, "A", "G", layer.spatial_axes), outputs=["M"])
     graph = helper.make_graph(
         b.nodes, f"onnxcam_{method}_contributions",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("A", "G")],

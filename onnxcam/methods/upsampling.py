@@ -34,3 +34,19 @@ def resize_half_pixel(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     rows = interpolation_matrix(maps.shape[1], size[0])
     cols = interpolation_matrix(maps.shape[2], size[1])
     return (rows @ maps @ cols.T).astype(np.float32)
+
+
+def extreme_samples(n_in: int, n_out: int) -> np.ndarray:
+    """Indices of the output samples that hold the extremes of any map resized by ``interpolation_matrix``.
+
+    Between two neighbouring input samples the interpolant is linear in the
+    output position, so over the output samples of that interval its minimum
+    and maximum sit at the first or the last of them. In two dimensions the
+    map is bilinear on each cell, and its extremes over a grid of samples sit
+    at the cell's corner samples, so rows x columns of these indices hold the
+    map's minimum and maximum: about ``2 h x 2 w`` values instead of ``H x W``.
+    """
+    src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    cell = np.minimum(np.floor(src), max(n_in - 2, 0))  # the last input sample belongs to the last interval
+    change = cell[1:] != cell[:-1]
+    return np.nonzero(np.r_[True, change] | np.r_[change, True])[0]
