@@ -455,8 +455,13 @@ def memory_child(mode: str, model_name: str, batch: int, threads: int, runs: int
     }
 
 
-def latency_child(mode: str, model_name: str, batch: int, threads: int, calls: int, cache_dir: Path) -> dict:
-    """Runs in a fresh process: ``calls`` back-to-back calls of one side only, after 10 untimed ones.
+def latency_child(mode: str, model_name: str, batch: int, threads: int, calls: int, cache_dir: Path,
+                  idle_ms: float = 0.0) -> dict:
+    """Runs in a fresh process: ``calls`` timed calls of one side only, after 10 untimed ones.
+
+    ``idle_ms`` > 0 sleeps that long (untimed) before each timed call: a server
+    with sporadic requests, whose caches and thread pool have gone cold, instead
+    of one under sustained load (back-to-back calls).
 
     One onnxruntime thread pool per process, as in a deployment. In the
     interleaved measurement both sessions live in one process, and the pool
@@ -484,27 +489,31 @@ def latency_child(mode: str, model_name: str, batch: int, threads: int, calls: i
         call()
     times = []
     for _ in range(calls):
+        if idle_ms:
+            time.sleep(idle_ms / 1e3)
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)
-    return {"mode": mode, "model": model_name, "batch": batch, "calls": calls, **summarize(times)}
+    return {"mode": mode, "model": model_name, "batch": batch, "calls": calls, "idle_ms": idle_ms,
+            **summarize(times)}
 
 
-def solo_latency(model_name: str, batch: int, args) -> dict:
+def solo_latency(model_name: str, batch: int, args, idle_ms: float = 0.0) -> dict:
     """``--solo-rounds`` alternations of fresh infer and explain processes; the median of their medians."""
-    calls = 200 if batch == 1 else 40
+    calls = (200 if batch == 1 else 40) // (2 if idle_ms else 1)
     medians: dict[str, list[float]] = {"infer": [], "explain": []}
-    for _ in range(args.solo_rounds):
-        for mode in medians:
+    for r in range(args.solo_rounds):
+        for mode in (medians if r % 2 == 0 else list(medians)[::-1]):
             cmd = [sys.executable, str(Path(__file__).resolve()), "--latency-child", mode, model_name, str(batch),
-                   "--threads", str(args.threads), "--cache-dir", str(args.cache_dir), "--solo-calls", str(calls)]
+                   "--threads", str(args.threads), "--cache-dir", str(args.cache_dir), "--solo-calls", str(calls),
+                   "--solo-idle-ms", str(idle_ms)]
             p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
             line = next((ln for ln in reversed(p.stdout.strip().splitlines()) if ln.startswith("{")), None)
             if p.returncode != 0 or line is None:
                 return {"model": model_name, "batch": batch, "error": (p.stderr or p.stdout).strip()[-300:]}
             medians[mode].append(json.loads(line)["median_ms"])
     infer, explain = statistics.median(medians["infer"]), statistics.median(medians["explain"])
-    return {"model": model_name, "batch": batch, "rounds": args.solo_rounds, "calls": calls,
+    return {"model": model_name, "batch": batch, "rounds": args.solo_rounds, "calls": calls, "idle_ms": idle_ms,
             "infer_ms": infer, "explain_ms": explain, "explain_over_infer": explain / infer, "medians": medians}
 
 
@@ -805,17 +814,21 @@ def render(results: dict) -> str:
         lines.append("")
     if results.get("solo"):
         lines.append("Latency, each side alone in a fresh process (one thread pool per process, as deployed; "
-                     "back-to-back calls; median over alternated processes of each process's median ms):")
+                     "median over alternated processes of each process's median ms). Idle 0: back-to-back calls "
+                     "(sustained load); idle 30: 30 ms of sleep before each call (sporadic requests: caches and "
+                     "the thread pool have gone cold):")
         lines.append("")
-        lines.append("| model | batch | processes × calls | ORT infer | onnxcam explain | explain/infer (≤1.10) |")
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("| model | batch | idle ms | processes × calls | ORT infer | onnxcam explain | "
+                     "explain/infer (≤1.10) |")
+        lines.append("|---|---|---|---|---|---|---|")
         for r in results["solo"]:
             if "error" in r:
-                lines.append(f"| {r['model']} | {r['batch']} | error: {r['error']} | | | |")
+                lines.append(f"| {r['model']} | {r['batch']} | {r.get('idle_ms', 0):g} | error: {r['error']} | | | |")
                 continue
             ei = r["explain_over_infer"]
-            lines.append(f"| {r['model']} | {r['batch']} | {r['rounds']} × {r['calls']} | {r['infer_ms']:.2f} | "
-                         f"{r['explain_ms']:.2f} | {ei:.2f} {verdict(ei <= BARS['explain_over_infer_max'])} |")
+            lines.append(f"| {r['model']} | {r['batch']} | {r.get('idle_ms', 0):g} | {r['rounds']} × {r['calls']} | "
+                         f"{r['infer_ms']:.2f} | {r['explain_ms']:.2f} | "
+                         f"{ei:.2f} {verdict(ei <= BARS['explain_over_infer_max'])} |")
         lines.append("")
     if results["latency"]:
         lines.append("CPU time of this process per call (all threads; median ms) — less sensitive to other "
@@ -939,8 +952,10 @@ def parse_args(argv=None):
     p.add_argument("--skip-latency", action="store_true", help="only run the peak-memory subprocesses")
     p.add_argument("--memory-runs", type=int, default=3,
                    help="calls per memory subprocess after setup (default 3)")
-    p.add_argument("--gap-ms", type=float, default=30.0,
-                   help="untimed sleep between calls so spinning thread pools settle (default 30)")
+    p.add_argument("--gap-ms", type=float, default=50.0,
+                   help="untimed sleep between interleaved calls so the session that just ran stops spinning "
+                        "(default 50: an onnxruntime 1.32 worker spins about 26 ms after each run, measured as "
+                        "process CPU time during the sleep)")
     p.add_argument("--omp-wait-policy", default="PASSIVE",
                    help="OMP_WAIT_POLICY for torch's OpenMP pool, set before torch is imported "
                         "(default PASSIVE: idle OpenMP workers sleep instead of spin-waiting, which on a "
@@ -965,10 +980,15 @@ def parse_args(argv=None):
                         "1 warm-up, no memory subprocesses, one timed perturbation call")
     p.add_argument("--export-only", action="store_true",
                    help="internal: only export/verify the cached .onnx files, then exit")
-    p.add_argument("--solo-rounds", type=int, default=3,
+    p.add_argument("--solo-rounds", type=int, default=5,
                    help="alternated fresh processes per side for the one-side-per-process latency table "
-                        "(default 3; 0 skips it)")
+                        "(default 5; 0 skips it)")
+    p.add_argument("--solo-idle", default="0,30", metavar="MS[,MS]",
+                   help="idle time before each call of the one-side-per-process rounds, one table row per value "
+                        "(default 0,30: back-to-back calls as under sustained load, and calls after 30 ms idle as "
+                        "with sporadic requests)")
     p.add_argument("--solo-calls", type=int, default=200, help=argparse.SUPPRESS)
+    p.add_argument("--solo-idle-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--latency-child", nargs=3, metavar=("MODE", "MODEL", "BATCH"), help=argparse.SUPPRESS)
     p.add_argument("--memory-child", nargs=3, metavar=("MODE", "MODEL", "BATCH"),
                    help="internal: run one memory measurement (MODE: infer|explain|gradcam) and print JSON")
@@ -982,6 +1002,12 @@ def parse_args(argv=None):
         if m not in MODELS:
             p.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
     args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    try:
+        args.solo_idle = [float(v) for v in str(args.solo_idle).split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--solo-idle takes milliseconds separated by commas, not {args.solo_idle!r}")
+    if any(v < 0 for v in args.solo_idle):
+        p.error("--solo-idle values must be >= 0 ms")
     if args.repeats is None:
         rep = {b: (20 if b == 1 else 10) for b in args.batches}
     else:
@@ -1006,7 +1032,8 @@ def main(argv=None):
 
     if args.latency_child:
         mode, model_name, batch = args.latency_child
-        print(json.dumps(latency_child(mode, model_name, int(batch), args.threads, args.solo_calls, args.cache_dir)))
+        print(json.dumps(latency_child(mode, model_name, int(batch), args.threads, args.solo_calls, args.cache_dir,
+                                       args.solo_idle_ms)))
         return 0
 
     if args.memory_child:
@@ -1084,8 +1111,10 @@ def main(argv=None):
         export_missing(args)
         for model_name in args.models:
             for batch in args.batches:
-                log(f"solo latency: {model_name} b{batch} ({args.solo_rounds} fresh processes per side)")
-                results["solo"].append(solo_latency(model_name, batch, args))
+                for idle in args.solo_idle:
+                    log(f"solo latency: {model_name} b{batch}, idle {idle:g} ms before each call "
+                        f"({args.solo_rounds} fresh processes per side)")
+                    results["solo"].append(solo_latency(model_name, batch, args, idle))
 
     # ---- latency
     import numpy as np

@@ -42,6 +42,9 @@ from onnxcam.server.child import ServerProcess  # noqa: E402
 CLIENTS = (1, 4, 16)
 
 
+#: How long a client may take to warm up before the round is abandoned.
+BARRIER_TIMEOUT_S = 300.0
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc; NaN elsewhere).
 
@@ -74,10 +77,20 @@ def run_round(server: ServerProcess, images: list[bytes], clients: int, max_requ
     failures: list[str] = []
     issued = [0]
     stop_at = [float("inf")]
-    warmed = threading.Barrier(clients + 1)  # all warm-ups done: read the server's counters
-    start_gate = threading.Barrier(clients + 1)
+    # A client that dies (server gone, connection refused) breaks both barriers, so nobody waits for it forever.
+    warmed = threading.Barrier(clients + 1, timeout=BARRIER_TIMEOUT_S)  # all warm-ups done: read the counters
+    start_gate = threading.Barrier(clients + 1, timeout=BARRIER_TIMEOUT_S)
 
     def worker(k: int) -> None:
+        try:
+            client_loop(k)
+        except Exception as e:  # noqa: BLE001 - reported by the main thread, whatever the client hit
+            with lock:
+                failures.append(f"client {k} stopped: {type(e).__name__}: {e}")
+            warmed.abort()
+            start_gate.abort()
+
+    def client_loop(k: int) -> None:
         with httpx.Client(base_url=url, timeout=60) as c:
             for i in range(warmup):
                 c.post("/explain", files={"image": ("w.png", images[(k + i) % len(images)], "image/png")})
@@ -103,12 +116,18 @@ def run_round(server: ServerProcess, images: list[bytes], clients: int, max_requ
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
         for t in threads:
             t.start()
-        warmed.wait()
-        batches0, images0 = batch_counters(probe)
-        cpu0 = cpu_seconds(server.pid)
-        t0 = time.perf_counter()
-        stop_at[0] = t0 + duration_s
-        start_gate.wait()
+        try:
+            warmed.wait()
+            batches0, images0 = batch_counters(probe)
+            cpu0 = cpu_seconds(server.pid)
+            t0 = time.perf_counter()
+            stop_at[0] = t0 + duration_s
+            start_gate.wait()
+        except threading.BrokenBarrierError:
+            for t in threads:
+                t.join(timeout=BARRIER_TIMEOUT_S)
+            raise SystemExit(f"load_test: a client failed before the timed part of the {clients}-client round: "
+                             f"{failures[0] if failures else f'no answer within {BARRIER_TIMEOUT_S:g} s'}") from None
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - t0
