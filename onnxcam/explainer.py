@@ -459,7 +459,7 @@ class Explainer:
 
     def _validate_inputs(self, x) -> dict[str, np.ndarray]:
         names = self._index.inputs
-        if (isinstance(x, np.ndarray) and x.ndim and x.shape[0] and (x.dtype, x.shape[1:]) == self._accepted
+        if (type(x) is np.ndarray and x.ndim and x.shape[0] and (x.dtype, x.shape[1:]) == self._accepted
                 and x.flags.c_contiguous):
             return {names[0]: x}  # what the last call accepted: the checks below would pass unchanged
         if isinstance(x, Mapping):

@@ -82,8 +82,15 @@ def test_external_data_beside_model_loads(tmp_path):
     assert res.cam.shape == (1, 16, 16)
 
 
-def test_wrong_rank_dtype_size_and_empty_batch(model_path):
+@pytest.mark.parametrize("after_good_call", [False, True], ids=["fresh", "after-a-good-call"])
+def test_wrong_rank_dtype_size_and_empty_batch(model_path, after_good_call):
     ex = onnxcam.Explainer(model_path)
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    if after_good_call:  # explain() remembers the last accepted dtype and shape: it must still check the rest
+        good = ex.explain(x).cam
+        strided = np.asfortranarray(x)  # not C-contiguous: converted, not passed on as is
+        np.testing.assert_array_equal(ex.explain(strided).cam, good)
+        np.testing.assert_allclose(ex.explain(x[:1]).cam, good[:1], rtol=1e-6, atol=1e-7)
     with pytest.raises(InputError, match="rank 3.*x\\[None\\]"):
         ex.explain(np.zeros((3, 16, 16), np.float32))
     with pytest.raises(InputError, match="axis 2 must be 16"):

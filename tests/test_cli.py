@@ -286,3 +286,56 @@ def test_model_output_picks_the_explained_output(tmp_path):
     assert not np.allclose(got["cam_lowres"], first.cam_lowres)  # the -logits head ranks classes the other way
     bad = run_cli("export", path, "-o", tmp_path / "bad.onnx", "--model-output", "third", check_exit=1)
     assert bad.stderr.count("\n") == 1 and "no output 'third'" in bad.stderr
+
+
+def gated_model(size: int = 32) -> onnx.ModelProto:
+    """Two inputs: ``meta`` (N, 2) weights a brightness map and a darkness map; class 0 is their gated sum."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.array([[1 / 3] * 3, [-1 / 3] * 3], np.float32).reshape(2, 3, 1, 1), "w")
+    bias = numpy_helper.from_array(np.array([0.0, 1.0], np.float32), "bias")
+    fc = numpy_helper.from_array(np.array([[1.0, 0.0], [1.0, 0.0]], np.float32), "fc")
+    axes = numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    nodes = [helper.make_node("Conv", ["image", "w", "bias"], ["c"]), helper.make_node("Relu", ["c"], ["maps"]),
+             helper.make_node("Unsqueeze", ["meta", "axes"], ["meta4"]),
+             helper.make_node("Mul", ["maps", "meta4"], ["gated"]),
+             helper.make_node("GlobalAveragePool", ["gated"], ["gap"]),
+             helper.make_node("Flatten", ["gap"], ["flat"]), helper.make_node("MatMul", ["flat", "fc"], ["logits"])]
+    g = helper.make_graph(nodes, "gated", [helper.make_tensor_value_info("meta", TensorProto.FLOAT, ["N", 2]),
+                                           helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                         ["N", 3, size, size])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], [w, bias, fc, axes])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_other_model_inputs_come_from_npy_files(tmp_path):
+    model = tmp_path / "gated.onnx"
+    onnx.save(gated_model(), model)
+    blob_image(tmp_path / "a.png", 64, 64, cx=45, cy=15, radius=5)
+    common = ("explain", model, tmp_path / "a.png", "--preprocess", "raw01", "--target", "0")
+
+    missing = run_cli(*common, "-o", tmp_path / "o0", check_exit=1)
+    assert "--input NAME=FILE.npy" in missing.stderr and "'meta'" in missing.stderr
+    assert not (tmp_path / "o0" / "a.png.cam.png").exists()
+
+    peaks = {}
+    for name, value in {"bright": np.array([1.0, 0.0]), "dark": np.array([[0.0, 1.0]])}.items():
+        np.save(tmp_path / f"{name}.npy", value.astype(np.float32))
+        out = tmp_path / name
+        run_cli(*common, "--input", f"meta={tmp_path / f'{name}.npy'}", "-o", out, check_exit=0)
+        result = json.loads((out / "summary.json").read_text())["results"][0]
+        peaks[name] = (result["peak"]["x"], result["peak"]["y"])
+    # Gated to brightness the map peaks on the blob; gated to darkness anywhere but on it.
+    assert abs(peaks["bright"][0] - 45) <= 3 and abs(peaks["bright"][1] - 15) <= 3, peaks
+    assert np.hypot(peaks["dark"][0] - 45, peaks["dark"][1] - 15) > 10, peaks
+
+    np.save(tmp_path / "three.npy", np.zeros(3, np.float32))
+    np.save(tmp_path / "ints.npy", np.zeros(2, np.int64))
+    for bad, message in [("nope=x.npy", "has no input 'nope'"), ("image=x.npy", "the image input"),
+                         (f"meta={tmp_path / 'three.npy'}", "has shape (1, 3)"),
+                         (f"meta={tmp_path / 'ints.npy'}", "holds int64 values"),
+                         (f"meta={tmp_path / 'absent.npy'}", "cannot read"), ("meta", "NAME=FILE.npy")]:
+        err = run_cli(*common, "--input", bad, "-o", tmp_path / "bad", check_exit=1).stderr
+        assert message in err and "Traceback" not in err, (bad, err)

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from onnxcam.cli.compare_command import CompareCommand
-from onnxcam.cli.explain_files import RenderOptions, check_labels, collect_images, explain_files, prepare_output_dir
+from onnxcam.cli.explain_files import (RenderOptions, check_labels, collect_images, explain_files, load_extra_inputs,
+                                       prepare_output_dir)
 from onnxcam.cli.eval_command import EvalCommand
 from onnxcam.cli.pass_progress import PassProgress
 from onnxcam.cli.serve_command import ServeCommand
@@ -211,6 +212,9 @@ class ExplainCommand:
                            help="multi-label (sigmoid) outputs: explain every class whose probability is at least "
                                 "THRESHOLD (default 0.5)")
         add_model_output_option(p)
+        p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                       help="a value for a model input besides the image (metadata, a mask...): one row, saved "
+                            "with numpy.save, fed with every image; repeat for several inputs")
         add_preprocess_options(p)
         add_render_options(p)
         add_run_options(p)
@@ -226,6 +230,7 @@ class ExplainCommand:
         ex = Explainer(args.model, layer=layers, method=args.method, output=model_output(args), **method_options(args))
         spec = preprocess_spec(ex, args.model, args)
         check_labels(spec.labels, ex)
+        extra_inputs = load_extra_inputs(ex, spec.input_name, args.input)
         images = collect_images(args.images)
         if not images:
             raise OnnxcamError("no images found in " + ", ".join(args.images))
@@ -233,7 +238,8 @@ class ExplainCommand:
         prepare_output_dir(out)
         report = explain_files(ex, spec, images, out, targets=args.target, top=args.top,
                                render=render_options(args), multilabel=args.multilabel,
-                               batch_size=max(1, args.batch_size), max_pixels=args.max_pixels)
+                               batch_size=max(1, args.batch_size), max_pixels=args.max_pixels,
+                               extra_inputs=extra_inputs)
         return finish_run(report, out)
 
 

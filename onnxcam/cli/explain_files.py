@@ -79,12 +79,15 @@ def check_labels(labels: tuple[str, ...] | None, explainer: Explainer) -> None:
 
 def explain_files(explainer: Explainer, spec: PreprocessSpec, images: list[tuple[Path, Path]], out: Path,
                   targets: list[int] | None = None, top: int = 1, render: RenderOptions | None = None,
-                  batch_size: int = 8, max_pixels: int | None = None, multilabel: float | None = None) -> RunReport:
+                  batch_size: int = 8, max_pixels: int | None = None, multilabel: float | None = None,
+                  extra_inputs: dict[str, np.ndarray] | None = None) -> RunReport:
     """Explain every image; write ``<name>.cam.png`` panels and ``summary.json`` into ``out``.
 
     ``targets``: class ids for every image; else each image's ``top`` classes, or with ``multilabel`` every
     class whose sigmoid probability reaches that threshold (an image with none gets a summary note, no panel).
+    ``extra_inputs``: the model's other inputs, one row each (see :func:`load_extra_inputs`), fed with every image.
     """
+    extra_inputs = extra_inputs or {}
     render = render or RenderOptions()
     report = RunReport()
     inputs = {p.resolve() for p, _ in images}
@@ -103,7 +106,9 @@ def explain_files(explainer: Explainer, spec: PreprocessSpec, images: list[tuple
             if not loaded:
                 continue
             batch = np.stack([item[3] for item in loaded])
-            feeds = batch if spec.input_name is None else {spec.input_name: batch}
+            feeds = batch if spec.input_name is None and not extra_inputs else {
+                spec.input_name or explainer.index.inputs[0]: batch,
+                **{name: np.repeat(row, len(batch), axis=0) for name, row in extra_inputs.items()}}
             try:
                 per_target = _explain_targets(explainer, feeds, len(loaded), targets, top, multilabel)
             except TargetError:
@@ -127,6 +132,45 @@ def explain_files(explainer: Explainer, spec: PreprocessSpec, images: list[tuple
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     report.written.append(out / "summary.json")
     return report
+
+
+def load_extra_inputs(explainer: Explainer, image_input: str | None, given: list[str]) -> dict[str, np.ndarray]:
+    """``NAME=FILE.npy`` values for the model's inputs other than the image: one row each, repeated per image.
+
+    A model with a second input (metadata, a prompt embedding, a mask) cannot be fed from image files alone.
+    Each array is that input for one image, with or without its batch axis of 1.
+    """
+    image_input = image_input or explainer.index.inputs[0]
+    values: dict[str, np.ndarray] = {}
+    for item in given:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise OnnxcamError(f"--input takes NAME=FILE.npy, not {item!r}")
+        if name not in explainer.index.inputs:
+            raise OnnxcamError(f"--input {name}: the model has no input {name!r}; its inputs are "
+                               f"{explainer.index.inputs}")
+        if name == image_input:
+            raise OnnxcamError(f"--input {name}: that is the image input, fed from the image files")
+        try:
+            value = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise OnnxcamError(f"--input {name}: cannot read {file} as a .npy array ({e}); save it with numpy.save")
+        shape, kind = explainer.index.shape(name), explainer.index.type_of(name)
+        if shape is not None and value.ndim == len(shape) - 1:
+            value = value[None]
+        if shape is not None and (value.ndim != len(shape) or value.shape[0] != 1 or any(
+                isinstance(want, int) and want > 0 and have != want for have, want in zip(value.shape[1:], shape[1:]))):
+            raise OnnxcamError(f"--input {name}: {file} has shape {value.shape}; pass one row for input {name!r} "
+                               f"of shape {tuple(shape)}, with or without its batch axis of 1")
+        if kind is not None and value.dtype.kind not in ("f" if kind.is_float else "iub"):
+            raise OnnxcamError(f"--input {name}: {file} holds {value.dtype} values; input {name!r} takes "
+                               f"{kind.np_dtype}")
+        values[name] = value.astype(kind.np_dtype) if kind is not None else value
+    missing = [n for n in explainer.index.inputs if n != image_input and n not in values]
+    if missing:
+        raise OnnxcamError(f"the model has inputs besides the image {image_input!r}: {missing}; pass a value for "
+                           f"each with --input NAME=FILE.npy (one row, used for every image)")
+    return values
 
 
 def _explain_targets(explainer: Explainer, feeds, n: int, targets: list[int] | None, top: int,
