@@ -91,7 +91,8 @@ def _maps() -> np.ndarray:
 
 
 def _numpy_cam(low: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    up = interpolation_matrix(low.shape[1], size[0]) @ low.astype(np.float64) @ interpolation_matrix(low.shape[2], size[1]).T
+    rows, cols = interpolation_matrix(low.shape[1], size[0]), interpolation_matrix(low.shape[2], size[1])
+    up = rows @ low.astype(np.float64) @ cols.T
     lo = up.min(axis=(1, 2), keepdims=True)
     return (up - lo) / np.maximum(up.max(axis=(1, 2), keepdims=True) - lo, 1e-7)
 

@@ -350,6 +350,14 @@ def test_nothing_written_to_disk(server, client):
     assert all(name.startswith("onnxcam-") for name in new), new
 
 
+def test_stopping_the_server_removes_its_weight_folders(tmp_path):
+    """SIGTERM (what ``ServerProcess.stop`` and most process managers send) ends the server cleanly."""
+    with ServerProcess(["--demo"], env={"TMPDIR": str(tmp_path)}) as proc:
+        assert any(p.name.startswith("onnxcam-") for p in tmp_path.iterdir())
+    assert proc._proc.returncode == 0
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("onnxcam-")]
+
+
 # -- queue and timeout -----------------------------------------------------------------------------
 
 

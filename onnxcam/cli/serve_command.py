@@ -9,6 +9,7 @@ one) and the real address is printed once, for people and for scripts.
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -99,8 +100,16 @@ class ServeCommand:
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=args.access_log,
                                                limit_concurrency=4 * policy.queue_size + 16,
                                                timeout_graceful_shutdown=5, server_header=False))
+        # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it found. The
+        # default one would end the process on the spot, before the Explainers' temporary weight folders are
+        # removed; this one exits normally, so they are.
+        signal.signal(signal.SIGTERM, _exit_normally)
         server.run(sockets=[sock])
         return 0
+
+
+def _exit_normally(signum, frame) -> None:
+    raise SystemExit(0)
 
 
 def _model_path(args) -> Path:

@@ -281,7 +281,7 @@ def _input_hw(index: GraphIndex, b: GraphBuilder, image: str) -> str | None:
 
 def _upsampled_cam(b: GraphBuilder, cam_lowres: str, low_hw: tuple, in_hw: tuple, hw: str | None,
                    out: str | None = None) -> str:
-    """``cam_lowres`` resized to the input's (H, W) (bilinear, half-pixel: cv2.resize's sampling), then min-max normalised.
+    """``cam_lowres`` resized to the input's (H, W) (bilinear, half-pixel: cv2.resize's), then min-max normalised.
 
     Static sizes: the resize is ``R_h @ cam @ R_w^T`` with constant
     interpolation matrices (see :mod:`onnxcam.methods.upsampling` for why not
@@ -313,7 +313,7 @@ def _upsampled_cam(b: GraphBuilder, cam_lowres: str, low_hw: tuple, in_hw: tuple
 
 
 def _normalise(b: GraphBuilder, cam: str, out: str | None = None, extremes_of: str | None = None) -> str:
-    """Per-image min-max of (N, h, w) maps to [0, 1] (into ``out`` when given); an all-zero map stays zero, not 0/0.
+    """Per-image min-max of (N, h, w) maps to [0, 1] (into ``out`` if given); an all-zero map stays zero, not 0/0.
 
     ``extremes_of``: take the minimum and maximum from this tensor instead of ``cam`` itself.
     """
