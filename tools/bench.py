@@ -977,7 +977,8 @@ def parse_args(argv=None):
                    help="masked/ablated copies per session run for Score-CAM and Ablation-CAM (default 64)")
     p.add_argument("--quick", action="store_true",
                    help="a short check that everything runs: mobilenet_v3_large, batch 1, 5 rounds, "
-                        "1 warm-up, no memory subprocesses, one timed perturbation call")
+                        "1 warm-up, no memory subprocesses, one timed perturbation call, at most 2 processes "
+                        "per side alone")
     p.add_argument("--export-only", action="store_true",
                    help="internal: only export/verify the cached .onnx files, then exit")
     p.add_argument("--solo-rounds", type=int, default=5,
@@ -995,7 +996,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.models, args.batches, args.repeats, args.warmup = "mobilenet_v3_large", "1", "5", 1
-        args.skip_memory, args.perturbation_repeats = True, 1
+        args.skip_memory, args.perturbation_repeats, args.solo_rounds = True, 1, min(args.solo_rounds, 2)
 
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     for m in args.models:
