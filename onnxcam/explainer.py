@@ -8,7 +8,6 @@ and keeps one ONNX Runtime session per target mode, so repeated calls cost one
 from __future__ import annotations
 
 import functools
-
 import os
 from pathlib import Path
 from collections.abc import Mapping, Sequence
