@@ -51,3 +51,9 @@ class ImageError(OnnxcamError):
 
 class PreprocessError(OnnxcamError):
     """Preprocessing options, a settings file, or a model's input do not describe a usable image pipeline."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of a foreign exception's message (ONNX Runtime's run to dozens), or its type's name."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -3,12 +3,17 @@
 An Explainer loads the model once, picks the layer, builds the explainer graph
 and keeps one ONNX Runtime session per target mode, so repeated calls cost one
 ``session.run`` each.
+
+One Explainer may be shared by threads: graphs and sessions built on first
+use are built once, under a lock, each in its own file, and ONNX Runtime's
+``session.run`` is itself thread-safe. Calls after the first take no lock.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import threading
 from pathlib import Path
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,12 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from onnxcam.errors import InputError, LayerError, OnnxcamError, TargetError, UnsupportedOpError
+from onnxcam.errors import InputError, LayerError, OnnxcamError, TargetError, UnsupportedOpError, first_line
 from onnxcam.explain.build import ExplainerGraph, ScoreSpec, build_explainer, image_input, resolve_score
 from onnxcam.explain.layer_choice import choose_layer
 from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.layers import CandidateLayer, candidate_layers, input_spatial_axes, resolve_layer
-from onnxcam.graph.load import load_model
+from onnxcam.graph.load import read_model
 from onnxcam.graph.prepare import prepare_model
 from onnxcam.graph.tail import tail_model
 from onnxcam.graph.weights import WeightFolder, save_model
@@ -101,7 +106,7 @@ class Explainer:
         self.providers = providers
         self.threads = threads
         self._source = Path(model).resolve() if isinstance(model, (str, os.PathLike)) else None
-        loaded = load_model(model)
+        loaded, self.source_files = read_model(model)  # never written over: see export() and the CLI
         self._weights = WeightFolder()
         self._weights.detach(loaded)
         self._weights.check(loaded, "model.onnx")
@@ -115,6 +120,7 @@ class Explainer:
         self._layers, self.layer_reason = self._pick_layers(layer)
         self._auto_layer = isinstance(layer, str) and layer == "auto"
         self._layers_by_output: dict[str, list[CandidateLayer]] = {self._score.output: self._layers}
+        self._build_lock = threading.RLock()  # see _once
         self._graphs: dict[str, ExplainerGraph] = {}
         self._graph_files: dict[str, Path] = {}
         self._sessions: dict[str, object] = {}
@@ -162,11 +168,10 @@ class Explainer:
 
     def _layers_for(self, score: ScoreSpec) -> list[CandidateLayer]:
         """The requested layers; with layer="auto", the automatic choice for this output's score."""
-        if score.output not in self._layers_by_output:
-            auto = self._auto_layer
-            self._layers_by_output[score.output] = (
-                [choose_layer(self._index, score.tensor, self.candidates).layer] if auto else self._layers)
-        return self._layers_by_output[score.output]
+        def choose() -> list[CandidateLayer]:
+            return [choose_layer(self._index, score.tensor, self.candidates).layer] if self._auto_layer else self._layers
+
+        return self._once(self._layers_by_output, score.output, choose)
 
     def _graph_key(self, mode: str, score: ScoreSpec | None) -> str:
         """One graph per target mode and explained output: any output can be explained by one Explainer."""
@@ -174,30 +179,48 @@ class Explainer:
             return mode
         return f"{mode}_{self._index.outputs.index(score.output)}"
 
+    def _once(self, cache: dict, key, build):
+        """``cache[key]``, built by ``build()`` only once even when several threads ask for it at the same time.
+
+        The lookup takes no lock (the hot path); a miss builds under one
+        re-entrant lock, so a session's build may build its graph.
+        """
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        with self._build_lock:
+            if key not in cache:
+                cache[key] = build()
+            return cache[key]
+
     def _graph(self, mode: str, score: ScoreSpec | None = None) -> ExplainerGraph:
         key = self._graph_key(mode, score)
-        if key not in self._graphs:
-            score = score or self._score
-            layers = self._layers_for(score)
+
+        def build() -> ExplainerGraph:
+            scored = score or self._score
+            layers = self._layers_for(scored)
             try:
                 guided, on_host = self.method in GUIDED_METHODS, self._on_host
-                weighting = self._weighting
-                graph = build_explainer(self._index, layers, score, weighting, mode, guided=guided,
+                graph = build_explainer(self._index, layers, scored, self._weighting, mode, guided=guided,
                                         expose=on_host)
             except UnsupportedOpError as e:
                 later = [c.name for c in self.candidates if c.position > max(lay.position for lay in layers)]
                 hint = f"; later candidate layers: {', '.join(map(repr, later[-3:]))}" if later else ""
                 raise UnsupportedOpError(f"{e}{hint}") from None
             self._graph_files[key] = self._weights.check(graph.model, f"explainer_{key}.onnx", emitted=True)
-            self._graphs[key] = graph
-        return self._graphs[key]
+            return graph
+
+        return self._once(self._graphs, key, build)
 
     def _session(self, mode: str, score: ScoreSpec | None = None):
         key = self._graph_key(mode, score)
-        if key not in self._sessions:
+
+        def build():
             self._graph(mode, score)
-            self._sessions[key] = create_session(str(self._graph_files[key]), self.providers, self.threads)
-        return self._sessions[key]
+            return create_session(str(self._graph_files[key]), self.providers, self.threads)
+
+        return self._once(self._sessions, key, build)
 
     @property
     def explainer_model(self) -> onnx.ModelProto:
@@ -217,8 +240,9 @@ class Explainer:
             raise OnnxcamError(f"export mode must be 'class', 'rank' or 'seed', not {mode!r}")
         score = self._score_for(output)
         target = Path(path).resolve()
-        if self._source is not None and target == self._source:
-            raise OnnxcamError(f"refusing to overwrite the model being explained ({path}); choose another file name")
+        if target in self.source_files:
+            raise OnnxcamError(f"refusing to overwrite {path}: the model being explained reads it; "
+                               "choose another file name")
         model = self._weights.materialize(self._graph(mode or self._default_mode(score), score).model)
         try:
             save_model(model, target)
@@ -243,7 +267,7 @@ class Explainer:
         return Prediction(outputs={name: outs[name] for name in self._index.outputs}, scores=outs[self._score.tensor])
 
     def _forward_session(self):
-        if "forward" not in self._sessions:
+        def build():
             model = onnx.ModelProto()
             model.CopyFrom(self._index.model)
             if self._score.tensor not in self._index.outputs:
@@ -254,8 +278,9 @@ class Explainer:
                 else:
                     out.name = self._score.tensor
             path = self._weights.check(model, "forward.onnx", emitted=True)
-            self._sessions["forward"] = create_session(str(path), self.providers, self.threads)
-        return self._sessions["forward"]
+            return create_session(str(path), self.providers, self.threads)
+
+        return self._once(self._sessions, "forward", build)
 
     def explain(self, x: np.ndarray | Mapping[str, np.ndarray], target=None) -> ExplainResult:
         """Explain a preprocessed batch.
@@ -346,11 +371,9 @@ class Explainer:
         elif self.method == "ablationcam":
             weights = self._ablation_cam_weights(layer, _nchw(A, layer), feeds, target_score, score)
         else:  # an in-graph method under eigen_smooth: its own ONNX nodes on the exposed tensors
-            key = f"contributions:{layer.name}"
-            if key not in self._sessions:
-                model = contributions_model(self._weighting, layer, 17)
-                self._sessions[key] = create_session(model.SerializeToString(), self.providers, self.threads)
-            return _nchw(self._sessions[key].run(["M"], {"A": A, "G": G})[0], layer)
+            session = self._once(self._sessions, f"contributions:{layer.name}", lambda: create_session(
+                contributions_model(self._weighting, layer, 17).SerializeToString(), self.providers, self.threads))
+            return _nchw(session.run(["M"], {"A": A, "G": G})[0], layer)
         return weighted_activations(weights, _nchw(A, layer))
 
     def _score_cam_weights(self, A: np.ndarray, feeds: dict, target_score, score: ScoreSpec,
@@ -389,12 +412,12 @@ class Explainer:
 
     def _cut_session(self, layer: str | None, score: ScoreSpec) -> tuple[object, list[str]]:
         """A session computing ``score`` from ``layer`` (None: from the model inputs), and its input names."""
-        key = f"cut:{layer or ''}->{score.tensor}"
-        if key not in self._sessions:
+        def build():
             cut = tail_model(self._index.model, [layer] if layer else list(self._index.inputs), [score.tensor])
-            path = self._weights.check(cut, f"cut_{len(self._sessions)}.onnx", emitted=True)
-            self._sessions[key] = create_session(str(path), self.providers, self.threads)
-        session = self._sessions[key]
+            path = self._weights.check(cut, f"cut_{len(self._sessions)}.onnx", emitted=True)  # under the lock
+            return create_session(str(path), self.providers, self.threads)
+
+        session = self._once(self._sessions, f"cut:{layer or ''}->{score.tensor}", build)
         return session, [i.name for i in session.get_inputs()]
 
     @staticmethod
@@ -447,7 +470,7 @@ class Explainer:
             try:
                 parts.append(session.run(fetch, chunk))
             except Exception as e:  # onnxruntime's own exception types
-                raise OnnxcamError(f"ONNX Runtime failed while explaining: {_first_line(e)}") from None
+                raise OnnxcamError(f"ONNX Runtime failed while explaining: {first_line(e)}") from None
         if len(parts) == 1:
             return dict(zip(fetch, parts[0]))
         return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(fetch)}
@@ -605,8 +628,3 @@ def _per_layer(arrays: list[np.ndarray]):
 
 def _fmt_shape(shape) -> str:
     return "(" + ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in shape) + ")"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -22,7 +22,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from onnxcam.autodiff.builder import GraphBuilder
+from onnxcam.graph.builder import GraphBuilder
 from onnxcam.explain.build import _upsampled_cam
 from onnxcam.methods import CAM_METHODS, channel_sum, contributions
 from onnxcam.methods.upsampling import extreme_samples, interpolation_matrix
@@ -112,3 +112,28 @@ def test_head_normalises_the_upsampled_map(size):
     # A constant map has no contrast to normalise; float32 rounding of the interpolation leaves its level
     # anywhere in [0, 1], but it stays flat instead of amplifying the rounding into a pattern.
     assert np.ptp(cam[1]) < 1e-5
+
+
+def test_a_resize_too_large_for_embedded_matrices_uses_resize_with_the_same_numbers(monkeypatch):
+    """A model with a huge static input must not make building its head allocate n_out x n_in matrices."""
+    from onnxcam.methods import upsampling
+
+    low, size = _maps(), (224, 224)
+    monkeypatch.setattr(upsampling, "MAX_MATRIX_ELEMENTS", 7 * 224 - 1)  # as if 224 were 20000
+    b = GraphBuilder(OPSET, taken_names={"L", "cam"})
+    _upsampled_cam(b, "L", (7, 7), size, None, out="cam")
+    assert "Resize" in {n.op_type for n in b.nodes} and "MatMul" not in {n.op_type for n in b.nodes}
+    assert max((t.dims[0] * t.dims[1] for t in b.initializers if len(t.dims) == 2), default=0) == 0
+    cam = _run(b, {"L": low}, "cam", 3)
+    varied = [0, 2, 3, 4]
+    np.testing.assert_allclose(cam[varied], _numpy_cam(low, size)[varied], atol=2e-6)
+
+
+def test_host_side_resize_equals_the_interpolation_matrices():
+    from onnxcam.methods.upsampling import resize_half_pixel
+
+    low = _maps()
+    for size in [(224, 224), (50, 31), (5, 3), (7, 7)]:
+        rows, cols = interpolation_matrix(7, size[0]), interpolation_matrix(7, size[1])
+        np.testing.assert_allclose(resize_half_pixel(low, size), rows @ low.astype(np.float64) @ cols.T,
+                                   rtol=1e-6, atol=1e-7)

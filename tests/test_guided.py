@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 
 import onnxcam
 from model_zoo.torchvision_models import build_model, export_onnx

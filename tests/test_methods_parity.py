@@ -63,7 +63,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 
 pytest.importorskip("pytorch_grad_cam")
 

@@ -234,6 +234,7 @@ def test_increase_in_confidence_when_masking_removes_counter_evidence():
 # ------------------------------------------------------------------ ROAD
 
 def test_noisy_linear_imputation_reproduces_a_linear_ramp_inside():
+    pytest.importorskip("scipy")  # ROAD's sparse solve (onnxcam[metrics])
     yy, xx = np.mgrid[0:12, 0:14].astype(np.float64)
     image = np.stack([2 + 0.5 * yy - 0.25 * xx, -1 + 0.1 * xx, 0.3 * yy])
     hole = np.zeros((12, 14), bool)
@@ -247,6 +248,7 @@ def test_noisy_linear_imputation_reproduces_a_linear_ramp_inside():
 
 
 def test_noisy_linear_imputation_matches_jacobi_fixed_point_at_borders():
+    pytest.importorskip("scipy")  # ROAD's sparse solve (onnxcam[metrics])
     """Each filled pixel is the weighted mean of its in-image neighbours (1/6 edge, 1/12 corner)."""
     rng = np.random.default_rng(2)
     image = rng.random((2, 7, 8))
@@ -270,6 +272,7 @@ def test_noisy_linear_imputation_matches_jacobi_fixed_point_at_borders():
 
 
 def test_road_on_a_constant_image_changes_nothing():
+    pytest.importorskip("scipy")  # ROAD's sparse solve (onnxcam[metrics])
     scorer = scorer_for(W0, C)
     x = np.ones((1, 1, 4, 4), np.float32)
     res = road(scorer, x, W0[None], [0], percentages=(25, 50, 75), noise=0.0)
@@ -278,6 +281,7 @@ def test_road_on_a_constant_image_changes_nothing():
 
 
 def test_road_morf_removes_the_evidence_first():
+    pytest.importorskip("scipy")  # ROAD's sparse solve (onnxcam[metrics])
     rng = np.random.default_rng(3)
     x = (0.2 + 0.05 * rng.random((1, 1, 8, 8))).astype(np.float32)
     w0 = np.zeros((8, 8))

@@ -62,7 +62,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 from onnx import TensorProto, helper
 from PIL import Image
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
+torch = pytest.importorskip("torch")
+F = pytest.importorskip("torch.nn.functional")
 from onnx import numpy_helper
 
 import onnxcam

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
-import torch.nn.functional as F
+torch = pytest.importorskip("torch")
+F = pytest.importorskip("torch.nn.functional")
 from onnx.reference import ReferenceEvaluator
 
 import onnxcam

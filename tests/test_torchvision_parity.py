@@ -72,9 +72,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
-import torch.nn.functional as F
-import torchvision
+torch = pytest.importorskip("torch")
+F = pytest.importorskip("torch.nn.functional")
+torchvision = pytest.importorskip("torchvision")
 
 import onnxcam
 from model_zoo.torchvision_models import (

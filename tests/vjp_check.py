@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxcam.autodiff import build_vjp
-from onnxcam.autodiff.builder import GraphBuilder
+from onnxcam.graph.builder import GraphBuilder
 from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.prepare import WORKING_OPSET, emitted_ir_version
 

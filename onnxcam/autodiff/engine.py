@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import onnx
 
-from onnxcam.autodiff.builder import GraphBuilder
+from onnxcam.graph.builder import GraphBuilder
 from onnxcam.autodiff.registry import NON_DIFFERENTIABLE_OPS, STRAIGHT_THROUGH_OPS, VJP_RULES, VJPContext, VJPRule
 from onnxcam.errors import UnsupportedModelError, UnsupportedOpError
 from onnxcam.graph.index import GraphIndex

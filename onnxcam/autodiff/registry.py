@@ -10,8 +10,9 @@ A rule is a small pure function, like an entry of PyTorch's
 
 It reads the forward node through :class:`VJPContext`, emits standard ONNX
 nodes through ``ctx.b`` and returns one gradient name (or None) per forward
-input. The engine knows no op by name; adding an op means adding a rule here
-and a row to ``tests/test_vjp_rules.py``.
+input. The engine knows no op by name; adding an op means adding a rule in
+``rules/`` (the module of its op family) and a row to the matching
+``tests/rules/test_vjp_*.py`` table.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxcam.autodiff.builder import GraphBuilder
+from onnxcam.graph.builder import GraphBuilder
 from onnxcam.graph.index import GraphIndex
 
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from onnxcam.cli.compare_command import CompareCommand
-from onnxcam.cli.explain_files import (RenderOptions, check_labels, collect_images, explain_files, load_extra_inputs,
-                                       prepare_output_dir)
+from onnxcam.cli.explain_files import (PANEL_SUFFIX, RenderOptions, check_labels, collect_images, explain_files,
+                                       load_extra_inputs, output_folder, protected_paths)
 from onnxcam.cli.eval_command import EvalCommand
 from onnxcam.cli.pass_progress import PassProgress
 from onnxcam.cli.serve_command import ServeCommand
@@ -20,6 +20,11 @@ from onnxcam.methods.perturbation import DEFAULT_BATCH, PERTURBATION_METHODS
 from onnxcam.preprocess import DEFAULT_MAX_PIXELS, PRESETS, derive_spec
 from onnxcam.preprocess.presets import ALIASES as PRESET_ALIASES
 from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP
+
+#: How every command ends; shown under ``onnxcam --help`` and the help of the commands that write image results.
+EXIT_STATUS_HELP = ("exit status: 0 done; 1 failed, or some images were skipped (each is listed); 2 bad usage; "
+                    "130 interrupted by Ctrl-C, SIGTERM or SIGHUP, after writing the results of the work done "
+                    '(summary.json, compare.json, metrics.json) marked "interrupted": true')
 
 
 class LayersCommand:
@@ -147,7 +152,7 @@ def preprocess_spec(ex: Explainer, model, args):
         size = args.size * 2 if len(args.size) == 1 else args.size
     return derive_spec(ex.index, model_path=model, preset=args.preprocess, size=size, mean=args.mean,
                        std=args.std, scale=args.scale, bgr=args.bgr, layout=args.layout, resize=args.resize,
-                       labels=args.labels)
+                       labels=args.labels, max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS))
 
 
 def add_method_options(p) -> None:
@@ -181,7 +186,7 @@ def add_run_options(p) -> None:
 def finish_run(report, out: Path) -> int:
     for failure in report.failures:
         print(f"onnxcam: skipped {failure['image']}: {failure['error']}", file=sys.stderr)
-    panels = sum(1 for p in report.written if p.name.endswith(".cam.png"))
+    panels = sum(1 for p in report.written if p.name.endswith(PANEL_SUFFIX))
     print(f"wrote {panels} panel(s) and {out / 'summary.json'}", file=sys.stderr)
     return 1 if report.failures else 0
 
@@ -195,7 +200,8 @@ class ExplainCommand:
                                        "write one PNG panel per image (original, heatmap, overlay) plus "
                                        "summary.json. Preprocessing comes from the options below, else a settings "
                                        "file beside the model (<stem>.onnxcam.toml/.json), else the model's "
-                                       "metadata, else the imagenet preset.")
+                                       "metadata, else the imagenet preset.",
+                           epilog=EXIT_STATUS_HELP)
         p.add_argument("model", help="path to the .onnx file")
         p.add_argument("images", nargs="+", metavar="IMAGE|DIR", help="image files or folders")
         p.add_argument("--layer", nargs="+", default=["auto"],
@@ -235,11 +241,11 @@ class ExplainCommand:
         if not images:
             raise OnnxcamError("no images found in " + ", ".join(args.images))
         out = Path(args.output)
-        prepare_output_dir(out)
-        report = explain_files(ex, spec, images, out, targets=args.target, top=args.top,
-                               render=render_options(args), multilabel=args.multilabel,
-                               batch_size=max(1, args.batch_size), max_pixels=args.max_pixels,
-                               extra_inputs=extra_inputs)
+        with output_folder(out):
+            report = explain_files(ex, spec, images, out, targets=args.target, top=args.top,
+                                   render=render_options(args), multilabel=args.multilabel,
+                                   batch_size=max(1, args.batch_size), max_pixels=args.max_pixels,
+                                   extra_inputs=extra_inputs, protected=protected_paths(ex, images, args.labels))
         return finish_run(report, out)
 
 
@@ -249,7 +255,8 @@ class DemoCommand:
     def register(self, sub, common) -> None:
         p = sub.add_parser(self.name, parents=[common], help="explain the bundled demo images (no arguments)",
                            description="Run Grad-CAM with the small model shipped inside onnxcam on its sample "
-                                       "images of shapes on cluttered backgrounds, and write the panels.")
+                                       "images of shapes on cluttered backgrounds, and write the panels.",
+                           epilog=EXIT_STATUS_HELP)
         add_render_options(p)
         p.add_argument("-o", "--output", default="onnxcam-demo", help="output folder (default ./onnxcam-demo)")
         p.set_defaults(run=self.run)
@@ -260,10 +267,9 @@ class DemoCommand:
         ex = Explainer(demo.DEMO_MODEL)
         spec = derive_spec(ex.index, model_path=demo.DEMO_MODEL)
         out = Path(args.output)
-        prepare_output_dir(out)
         images = [(p, Path(p.name)) for p in demo.DEMO_IMAGES]
-        report = explain_files(ex, spec, images, out,
-                               render=render_options(args))
+        with output_folder(out):
+            report = explain_files(ex, spec, images, out, render=render_options(args))
         return finish_run(report, out)
 
 

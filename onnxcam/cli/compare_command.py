@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from onnxcam.cli.explain_files import (COMPARE_SUFFIX, PanelNames, ProtectedPaths, check_labels, collect_images,
+                                       output_folder, protected_paths, replacing, save_panel)
 from onnxcam.cli.progress import Progress
 from onnxcam.compare import (
     ImageFailure,
@@ -33,20 +35,23 @@ from onnxcam.preprocess.presets import ALIASES as PRESET_ALIASES
 
 #: The preprocessing fields a flag can set per model, as ``onnxcam explain`` names them.
 _SIDE_FIELDS = ("preprocess", "size", "mean", "std", "scale", "bgr", "layout", "resize")
+RESULT_FILES = ("compare.json", "compare.csv")
 
 
 class CompareCommand:
     name = "compare"
 
     def register(self, sub, common) -> None:
-        from onnxcam.cli.commands import add_render_options, add_run_options  # commands.py lists this class
+        from onnxcam.cli.commands import (  # commands.py lists this class: import late
+            EXIT_STATUS_HELP, add_render_options, add_run_options)
 
         p = sub.add_parser(self.name, parents=[common], help="compare two models' heatmaps on the same images",
                            description="Explain each image with MODEL_A and MODEL_B (each with its own "
                                        "preprocessing) for the same class, map both heatmaps onto the image, and "
                                        "report their agreement: Spearman rank correlation, IoU of the top-15% "
                                        "regions, distance between the peaks in pixels. Writes one side-by-side "
-                                       "panel per image, compare.csv and compare.json.")
+                                       "panel per image, compare.csv and compare.json.",
+                           epilog=EXIT_STATUS_HELP)
         p.add_argument("model_a", metavar="MODEL_A", help="the reference .onnx file")
         p.add_argument("model_b", metavar="MODEL_B", help="the .onnx file compared with it")
         p.add_argument("images", nargs="+", metavar="IMAGE|DIR", help="image files or folders")
@@ -65,8 +70,6 @@ class CompareCommand:
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
-        from onnxcam.cli.commands import check_labels, collect_images, prepare_output_dir, render_options
-
         sides = [_side(args, "a"), _side(args, "b")]
         for side in sides:
             check_labels(side.spec.labels, side.explainer)
@@ -75,41 +78,18 @@ class CompareCommand:
         if not images:
             raise OnnxcamError("no images found in " + ", ".join(args.images))
         out = Path(args.output)
-        prepare_output_dir(out)
-        inputs = {p.resolve() for p, _ in images}
-        style = render_options(args)
-        records, failures = [], []
-        with Progress(len(images), "comparing") as bar:
-            for item in compare_images(*sides, images, target=args.target, batch_size=max(1, args.batch_size),
-                                       max_pixels=args.max_pixels):
-                bar.advance()
-                if isinstance(item, ImageFailure):
-                    failures.append(item)
-                    continue
-                panel = out / item.relative.parent / f"{item.relative.name}.compare.png"
-                if panel.resolve() in inputs:
-                    failures.append(ImageFailure(item.image, f"refusing to overwrite input file {panel}"))
-                    continue
-                picture = render_comparison(item, sides[0].name, sides[1].name, style.colormap, style.alpha,
-                                            contour=style.contour, box=style.box)
-                try:
-                    panel.parent.mkdir(parents=True, exist_ok=True)
-                    picture.save(panel)
-                except OSError as e:
-                    failures.append(ImageFailure(item.image, f"cannot write {panel}: {e.strerror or e}"))
-                    continue
-                records.append(record(item, panel))
-        header = {"model_a": {"path": args.model_a, "layer": sides[0].explainer.layer,
-                              "preprocess": sides[0].spec.describe()},
-                  "model_b": {"path": args.model_b, "layer": sides[1].explainer.layer,
-                              "preprocess": sides[1].spec.describe()},
-                  "method": args.method,
-                  "target": args.target if args.target is not None else "model A's top-1"}
-        try:
-            write_json(out / "compare.json", header, records, failures)
-            write_csv(out / "compare.csv", records)
-        except OSError as e:
-            raise OnnxcamError(f"cannot write results to {out}: {e.strerror or e}") from None
+        protected = protected_paths([side.explainer for side in sides], images, args.labels)
+        for name in RESULT_FILES:  # before any work: without its tables the run is not worth doing
+            protected.check(out / name)
+        with output_folder(out):
+            records, failures = [], []
+            try:
+                self._compare(args, sides, images, out, protected, records, failures)
+            except KeyboardInterrupt:
+                _write_results(out, _header(args, sides, interrupted=True), records, failures)
+                raise KeyboardInterrupt(f"{out / 'compare.json'} holds the {len(records) + len(failures)} of "
+                                        f"{len(images)} image(s) done before it") from None
+            _write_results(out, _header(args, sides, interrupted=False), records, failures)
         print(f"A: {sides[0].name} (layer {sides[0].explainer.layer})")
         print(f"B: {sides[1].name} (layer {sides[1].explainer.layer})")
         explained = f"class {args.target}" if args.target is not None else "model A's top-1 class"
@@ -119,6 +99,52 @@ class CompareCommand:
             print(f"onnxcam: skipped {failure.image}: {failure.error}", file=sys.stderr)
         print(f"wrote {len(records)} panel(s), {out / 'compare.csv'} and {out / 'compare.json'}", file=sys.stderr)
         return 1 if failures else 0
+
+    @staticmethod
+    def _compare(args, sides: list[ModelSide], images, out: Path, protected: ProtectedPaths, records: list,
+                 failures: list) -> None:
+        """Compare every image, drawing its panel; append to ``records`` and ``failures`` as each one is done."""
+        from onnxcam.cli.commands import render_options
+
+        style = render_options(args)
+        names = PanelNames(COMPARE_SUFFIX)
+        with Progress(len(images), "comparing") as bar:
+            for item in compare_images(*sides, images, target=args.target, batch_size=max(1, args.batch_size),
+                                       max_pixels=args.max_pixels):
+                if isinstance(item, ImageFailure):
+                    failures.append(item)
+                    bar.advance()
+                    continue
+                panel = out / names.claim(item.relative)
+                error = protected.refusal(panel) or save_panel(panel, render_comparison(
+                    item, sides[0].name, sides[1].name, style.colormap, style.alpha, contour=style.contour,
+                    box=style.box))
+                if error is None:
+                    records.append(record(item, panel))
+                else:
+                    failures.append(ImageFailure(item.image, error))
+                bar.advance()
+
+
+def _header(args, sides: list[ModelSide], interrupted: bool) -> dict:
+    return {"model_a": {"path": args.model_a, "layer": sides[0].explainer.layer,
+                        "preprocess": sides[0].spec.describe()},
+            "model_b": {"path": args.model_b, "layer": sides[1].explainer.layer,
+                        "preprocess": sides[1].spec.describe()},
+            "method": args.method,
+            "target": args.target if args.target is not None else "model A's top-1",
+            "interrupted": interrupted}
+
+
+def _write_results(out: Path, header: dict, records: list[dict], failures: list[ImageFailure]) -> None:
+    """compare.json and compare.csv, each written whole or not at all (see :func:`replacing`)."""
+    try:
+        with replacing(out / "compare.json") as temporary:
+            write_json(temporary, header, records, failures)
+        with replacing(out / "compare.csv") as temporary:
+            write_csv(temporary, records)
+    except OSError as e:
+        raise OnnxcamError(f"cannot write results to {out}: {e.strerror or e}; choose another -o") from None
 
 
 def _add_side_preprocessing(p: argparse.ArgumentParser, side: str) -> None:

@@ -16,9 +16,8 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from onnxcam.cli.explain_files import check_labels, prepare_output_dir
+from onnxcam.cli.explain_files import (ProtectedPaths, check_labels, finite_json, output_folder, protected_paths,
+                                       replacing)
 from onnxcam.cli.progress import Progress
 from onnxcam.data import load_samples, read_dataset
 from onnxcam.errors import OnnxcamError
@@ -37,6 +36,7 @@ from onnxcam.metrics.evaluate import (
 from onnxcam.preprocess import DEFAULT_MAX_PIXELS
 
 DEFAULT_METHODS = ("gradcam", "random", "center")
+RESULT_FILES = ("metrics.csv", "samples.csv", "metrics.json")
 DATA_HELP = """\
 DATA is an annotation file or a folder holding one:
   annotations.json  {"images": [{"file": "a.jpg", "objects": [{"box": [x0, y0, x1, y1], "label": "cat"}]}]}
@@ -56,6 +56,9 @@ metrics (lower/higher is better):
   faithfulness  Spearman correlation with an occlusion map (higher)
   sanity        cascading weight randomisation: Spearman with the original maps after the top layer and
                 after all layers (lower: the maps depend on the weights)
+
+exit status: 0 done; 1 failed, or some entries were skipped (each is listed); 2 bad usage; 130 interrupted by
+Ctrl-C, SIGTERM or SIGHUP, after writing the results of the methods done, marked "interrupted": true
 """
 
 
@@ -120,22 +123,38 @@ class EvalCommand:
         if not samples:
             raise OnnxcamError(f"no usable entries in {args.data} ({len(issues)} skipped)")
         out = Path(args.output)
-        prepare_output_dir(out)
-        evaluation = Evaluation(args.model, EvalData.from_samples(samples), layer=ex.layer, settings=settings,
-                                layout=spec.layout)
-        del ex
-        print(f"{len(samples)} sample(s) from {dataset.source} ({dataset.format}), layer {evaluation.layer}")
-        results = []
-        for method in methods:
-            with Progress(evaluation.work_units(method), method) as bar:
-                result = evaluation.run(method, progress=bar.advance)
-            results.append(result)
-            print(method_table(result))
-        if len(results) > 1:
-            print(comparison_table(results))
-        write_results(out, results, evaluation, issues, args)
+        protected = _protected_paths(ex, dataset, args.labels)
+        for name in RESULT_FILES:  # before any work: without its tables the run is not worth doing
+            protected.check(out / name)
+        with output_folder(out):
+            evaluation = Evaluation(args.model, EvalData.from_samples(samples), layer=ex.layer, settings=settings,
+                                    layout=spec.layout)
+            del ex
+            print(f"{len(samples)} sample(s) from {dataset.source} ({dataset.format}), layer {evaluation.layer}")
+            results = []
+            try:
+                for method in methods:
+                    with Progress(evaluation.work_units(method), method) as bar:
+                        result = evaluation.run(method, progress=bar.advance)
+                    results.append(result)
+                    print(method_table(result))
+            except KeyboardInterrupt:
+                write_results(out, results, evaluation, issues, args, interrupted=True)
+                raise KeyboardInterrupt(f"{out / 'metrics.json'} holds the {len(results)} of {len(methods)} "
+                                        "method(s) done before it") from None
+            if len(results) > 1:
+                print(comparison_table(results))
+            write_results(out, results, evaluation, issues, args)
         print(f"wrote {out / 'metrics.csv'}, {out / 'samples.csv'} and {out / 'metrics.json'}", file=sys.stderr)
         return 1 if issues else 0
+
+
+def _protected_paths(explainer: Explainer, dataset, labels_file: str | None) -> ProtectedPaths:
+    """The model's files, the annotation file and its images: ``-o`` may well be the data set's own folder."""
+    protected = protected_paths(explainer, [(entry.image, entry.image) for entry in dataset.images], labels_file)
+    if Path(dataset.source).is_file():
+        protected.add([dataset.source], "it is the annotation file")
+    return protected
 
 
 def _fmt(value: float) -> str:
@@ -167,17 +186,19 @@ def comparison_table(results: list[MethodResult]) -> str:
     return "\n".join(["", head, rule, *rows])
 
 
-def write_results(out: Path, results: list[MethodResult], evaluation: Evaluation, issues, args) -> None:
+def write_results(out: Path, results: list[MethodResult], evaluation: Evaluation, issues, args,
+                  interrupted: bool = False) -> None:
+    """metrics.csv, samples.csv and metrics.json, each written whole or not at all (see :func:`replacing`)."""
     cols = _columns(results)
     try:
-        with open(out / "metrics.csv", "w", newline="") as fh:
+        with replacing(out / "metrics.csv") as temporary, open(temporary, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["method", "layer", "samples", *cols, "seconds"])
             for r in results:
                 w.writerow([r.method, evaluation.layer if r.method not in BASELINES else "", len(r.per_sample),
                             *[r.summary.get(c, "") for c in cols], round(r.seconds, 2)])
         keys = list(dict.fromkeys(k for r in results for row in r.per_sample for k in row))
-        with open(out / "samples.csv", "w", newline="") as fh:
+        with replacing(out / "samples.csv") as temporary, open(temporary, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=["method", *keys])
             w.writeheader()
             for r in results:
@@ -186,25 +207,14 @@ def write_results(out: Path, results: list[MethodResult], evaluation: Evaluation
         doc = {
             "model": str(args.model), "data": str(args.data), "layer": evaluation.layer,
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(evaluation.settings).items()},
+            "interrupted": interrupted,
             "methods": [{"method": r.method, "summary": r.summary, "seconds": r.seconds,
                          "sanity": None if r.sanity is None else [
                              {"randomized": s.layers, "mean_spearman": s.mean_correlation} for s in r.sanity.steps],
                          "samples": r.per_sample} for r in results],
             "skipped": [{"entry": i.where, "error": i.error} for i in issues],
         }
-        (out / "metrics.json").write_text(json.dumps(_finite(doc), indent=1) + "\n")
+        with replacing(out / "metrics.json") as temporary:
+            temporary.write_text(json.dumps(finite_json(doc), indent=1, allow_nan=False) + "\n")
     except OSError as e:
-        raise OnnxcamError(f"cannot write results to {out}: {e.strerror or e}") from None
-
-
-def _finite(v):
-    """JSON has no NaN: undefined values become null; numpy scalars become Python numbers."""
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+        raise OnnxcamError(f"cannot write results to {out}: {e.strerror or e}; choose another -o") from None

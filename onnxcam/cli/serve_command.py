@@ -19,7 +19,8 @@ from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import Explainer
 from onnxcam.server.params import SERVED_METHODS
 from onnxcam.server.batching import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_SIZE, DEFAULT_WINDOW_MS, BatchPolicy
-from onnxcam.server.limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_TIMEOUT_S, Limits
+from onnxcam.server.limits import (DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PIXELS,
+                                   DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_TIMEOUT_S, Limits)
 
 INSTALL_HINT = "onnxcam serve needs the server packages: pip install 'onnxcam[serve]'"
 
@@ -62,7 +63,21 @@ class ServeCommand:
                             help=f"largest image, width x height (default {DEFAULT_MAX_PIXELS}); checked from the "
                                  "header, before decoding")
         limits.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                            help=f"seconds per request, queueing included (default {DEFAULT_TIMEOUT_S:g}); then 504")
+                            help=f"seconds per request, upload and queueing included (default {DEFAULT_TIMEOUT_S:g}); "
+                                 "then 504, and the request's work stops")
+        limits.add_argument("--pixel-budget", type=int,
+                            help="decoded pixels held at once by all requests together (default: --max-pixels, one "
+                                 "image of the largest size at a time); more requests wait, then 503")
+        limits.add_argument("--max-in-flight", type=int,
+                            help="requests worked on at once (default 4 x --queue-size + 16); more get 503 with "
+                                 "Retry-After at once. /healthz and /metrics do not count")
+        limits.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
+                            help="seconds a connection gets to send each request head (after it opens or after an "
+                                 "answer), and a client that stopped reading its answer gets to read on (default "
+                                 f"{DEFAULT_HEADER_TIMEOUT_S:g}); then the connection is closed")
+        limits.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                            help=f"open connections (default {DEFAULT_MAX_CONNECTIONS}); beyond, the one idle the "
+                                 "longest is closed to make room")
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
@@ -76,8 +91,10 @@ class ServeCommand:
             raise OnnxcamError(INSTALL_HINT) from None
         model = _model_path(args)
         try:
+            in_flight = args.max_in_flight if args.max_in_flight is not None else 4 * args.queue_size + 16
             limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_pixels,
-                            timeout_s=args.timeout)
+                            timeout_s=args.timeout, pixel_budget=args.pixel_budget, max_in_flight=in_flight,
+                            header_timeout_s=args.header_timeout, max_connections=args.max_connections)
             policy = BatchPolicy(max_batch=args.max_batch, window_ms=args.batch_window_ms, queue_size=args.queue_size)
         except ValueError as e:
             raise OnnxcamError(str(e)) from None
@@ -97,8 +114,12 @@ class ServeCommand:
         if not _is_loopback(host):
             print(f"onnxcam: note: {args.host} is reachable from other machines; the API has no authentication",
                   file=sys.stderr, flush=True)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=args.access_log,
-                                               limit_concurrency=4 * policy.queue_size + 16,
+        _fit_file_limit(limits.max_connections)
+        # No limit_concurrency: it counted idle sockets and answered in plain text. The app limits requests in
+        # flight (JSON 503), and the guard's protocol times out request heads and makes room by closing idle
+        # connections (onnxcam/server/connections.py). No WebSocket route: upgrades are not offered.
+        server = uvicorn.Server(uvicorn.Config(app, http=app.state.connection_guard.protocol_class(), ws="none",
+                                               log_level="warning", access_log=args.access_log,
                                                timeout_graceful_shutdown=5, server_header=False))
         # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it found. The
         # default one would end the process on the spot, before the Explainers' temporary weight folders are
@@ -106,6 +127,30 @@ class ServeCommand:
         signal.signal(signal.SIGTERM, _exit_normally)
         server.run(sockets=[sock])
         return 0
+
+
+def _fit_file_limit(max_connections: int) -> None:
+    """Raise the soft limit on open files to fit ``max_connections`` sockets, or say that it cannot.
+
+    Past the limit, accept() fails and the server stops accepting for a second at a time, for everyone:
+    --max-connections would never be reached.
+    """
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    wanted = max_connections + 128  # the model, its sessions, the listening socket, Python's own files
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        target = soft
+    if target < wanted:
+        print(f"onnxcam: note: only {target} open files are allowed (ulimit -n); lower --max-connections to "
+              f"{max(1, target - 128)} or raise the limit", file=sys.stderr, flush=True)
 
 
 def _exit_normally(signum, frame) -> None:

@@ -167,7 +167,7 @@ def _entry(ds: Dataset, base: Path, file, objects: list, where: str) -> None:
 def read_json(path: Path) -> Dataset:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: [[[[...
         raise DataError(f"cannot read {path} as JSON: {e}") from None
     entries = doc if isinstance(doc, list) else (doc.get("images", doc.get("samples")) if isinstance(doc, dict)
                                                    else None)

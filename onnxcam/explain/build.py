@@ -22,7 +22,7 @@ from onnx import TensorProto, helper
 
 from onnxcam.autodiff import build_vjp
 from onnxcam.autodiff.engine import backward_reachable
-from onnxcam.autodiff.builder import GraphBuilder
+from onnxcam.graph.builder import GraphBuilder
 from onnxcam.errors import OnnxcamError, TargetError
 from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.layers import CandidateLayer, input_spatial_axes
@@ -30,7 +30,7 @@ from onnxcam.graph.load import default_opset
 from onnxcam.graph.prepare import emitted_ir_version
 from onnxcam.methods import CAM_METHODS, channel_sum
 from onnxcam.methods.guided import GUIDED_RULES
-from onnxcam.methods.upsampling import extreme_samples, interpolation_matrix
+from onnxcam.methods.upsampling import extreme_samples, fits_matrices, interpolation_matrix
 
 #: Ops after which the paper's score is the op's *input* (the logit), not its output.
 _SQUASHING_OPS = {"Softmax", "LogSoftmax", "Sigmoid"}
@@ -291,10 +291,10 @@ def _upsampled_cam(b: GraphBuilder, cam_lowres: str, low_hw: tuple, in_hw: tuple
     that can hold them (:func:`extreme_samples`), and a final Clip absorbs the
     rounding of the last product. Nothing but that product and the Clip touches
     H x W values, which matters on small models whose whole inference costs a
-    few such passes. Dynamic sizes: a Resize to the input's run-time [H, W], then
-    the min-max over every pixel.
+    few such passes. Dynamic sizes, and matrices too large to embed: a Resize to
+    the input's [H, W], then the min-max over every pixel.
     """
-    if hw is None and all(isinstance(d, int) and d > 0 for d in low_hw):
+    if hw is None and all(isinstance(d, int) and d > 0 for d in low_hw) and fits_matrices(low_hw, in_hw):
         rows, cols = (interpolation_matrix(n, size) for n, size in zip(low_hw, in_hw))
         probe_rows = b.const(rows[extreme_samples(low_hw[0], in_hw[0])], np.float32)
         probe_cols = b.const(cols[extreme_samples(low_hw[1], in_hw[1])].T, np.float32)

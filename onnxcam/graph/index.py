@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxcam.errors import UnsupportedModelError
 from onnxcam.graph.weights import WeightFolder
 
 #: A dimension: an int when static, a symbol name or None when dynamic.
@@ -30,7 +31,11 @@ class TensorType:
 
     @property
     def np_dtype(self) -> np.dtype:
-        return helper.tensor_dtype_to_np_dtype(self.elem_type)
+        try:
+            return helper.tensor_dtype_to_np_dtype(self.elem_type)
+        except KeyError:  # 0 (UNDEFINED) or a number no ONNX version defines
+            raise UnsupportedModelError(f"a tensor of the model has element type {self.elem_type}, which is no "
+                                        "ONNX data type; the file is damaged or not from an ONNX exporter") from None
 
     @property
     def is_float(self) -> bool:

@@ -3,19 +3,24 @@
 The loader is the trust boundary: a file from a user's disk may be anything
 (a JPEG renamed to ``.onnx``, a half-copied download, a model whose external
 data points at ``/etc/passwd``). Every such case becomes a
-:class:`~onnxcam.errors.ModelLoadError` that says what to do.
+:class:`~onnxcam.errors.ModelLoadError` that says what to do. External data
+is read only from regular files inside the model's folder
+(:func:`onnxcam.trust.confined_file`), for every tensor that can hold it:
+initializers, sparse initializers, node attributes and subgraphs alike.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
-from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from onnxcam.errors import ModelLoadError, UnsupportedModelError
+from onnxcam.trust import confined_file
 
 #: IR versions we accept on input. IR 3 still appears in Caffe2-era graphs
 #: (the ``light_*`` models in the onnx wheel); 14 is what onnx>=1.23 writes.
@@ -27,7 +32,15 @@ MIN_OPSET = 9
 
 
 def load_model(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
-    """Return a fully materialised copy of ``source`` (path or ``ModelProto``).
+    """Return a fully materialised copy of ``source`` (path or ``ModelProto``); see :func:`read_model`."""
+    return read_model(source)[0]
+
+
+def read_model(source: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[Path, ...]]:
+    """A fully materialised copy of ``source`` (path or ``ModelProto``), and the files it was read from.
+
+    The files (resolved: the model file, then each external-data file) are what
+    onnxcam must never write over; a ``ModelProto`` reads none.
 
     External data files must sit inside the model's folder. A ``ModelProto``
     is deep-copied, so later graph surgery never mutates the caller's object.
@@ -35,25 +48,26 @@ def load_model(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPr
     (:meth:`onnxcam.graph.weights.WeightFolder.check`), which also catches
     files cut at a protobuf field boundary: they parse but are incomplete.
     """
+    files: tuple[Path, ...] = ()
     if isinstance(source, onnx.ModelProto):
         model = onnx.ModelProto()
         model.CopyFrom(source)
-        if any(uses_external_data(t) for t in _all_tensors(model)):
+        if any(uses_external_data(t) for t in _all_tensors(model.graph)):
             raise ModelLoadError(
                 "the ModelProto refers to external data files, but was passed without a path; "
                 "pass the path of the .onnx file instead so onnxcam can find the data beside it"
             )
     elif isinstance(source, (str, os.PathLike)):
-        model = _load_path(Path(source))
+        model, files = _load_path(Path(source))
     else:
         raise ModelLoadError(
             f"expected a path to an .onnx file or an onnx.ModelProto, got {type(source).__name__}"
         )
     _check_versions(model)
-    return model
+    return model, files
 
 
-def _load_path(path: Path) -> onnx.ModelProto:
+def _load_path(path: Path) -> tuple[onnx.ModelProto, tuple[Path, ...]]:
     if not path.exists():
         raise ModelLoadError(f"model file not found: {path}")
     if path.is_dir():
@@ -76,35 +90,62 @@ def _load_path(path: Path) -> onnx.ModelProto:
         raise ModelLoadError(
             f"{path} holds no ONNX graph (no nodes); it may be truncated or not an .onnx file"
         )
-    tensors = [t for t in _all_tensors(model) if uses_external_data(t)]
-    if tensors:
-        base = path.parent.resolve()
-        for t in tensors:
-            location = next((e.value for e in t.external_data if e.key == "location"), "")
-            target = (base / location).resolve()
-            if os.path.isabs(location) or not target.is_relative_to(base):
-                raise ModelLoadError(
-                    f"{path}: initializer {t.name!r} points at external data {location!r}, "
-                    "outside the model's folder; refusing to read it. Keep the data files beside the model"
-                )
-            if not target.is_file():
-                raise ModelLoadError(
-                    f"{path}: external data file {location!r} for initializer {t.name!r} is missing; "
-                    "copy it next to the model"
-                )
-        try:
-            load_external_data_for_model(model, str(base))
-        except (OSError, ValueError, onnx.checker.ValidationError) as e:
-            raise ModelLoadError(f"{path}: cannot read external data: {e}") from None
-    return model
+    files = [path.resolve()]
+    for tensor in _all_tensors(model.graph):
+        if uses_external_data(tensor):
+            data_file = _load_external(tensor, path)
+            if data_file not in files:
+                files.append(data_file)
+    return model, tuple(files)
 
 
-def _all_tensors(model: onnx.ModelProto):
-    yield from model.graph.initializer
-    for node in model.graph.node:
+def _load_external(tensor: onnx.TensorProto, path: Path) -> Path:
+    """Read one tensor's external data into it, from a file confined to the model's folder; return that file."""
+    what = f"{path}: external data of {tensor.name!r}"
+    try:
+        info = ExternalDataInfo(tensor)
+    except (ValueError, TypeError) as e:  # offset/length not a whole number, or negative
+        raise ModelLoadError(f"{what} is malformed ({e}); re-export the model") from None
+    data_file = confined_file(info.location, path.parent, what, ModelLoadError)
+    size = data_file.stat().st_size
+    offset = info.offset or 0
+    length = size - offset if info.length is None else info.length
+    if offset < 0 or length < 0 or offset + length > size:
+        raise ModelLoadError(f"{what} asks for bytes {offset}..{offset + length} of {info.location!r}, which has "
+                             f"{size}; the data file is truncated or belongs to another model")
+    with open(data_file, "rb") as f:
+        f.seek(offset)
+        tensor.raw_data = f.read(length)
+    tensor.data_location = onnx.TensorProto.DEFAULT
+    del tensor.external_data[:]
+    return data_file
+
+
+def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor of ``graph`` that can hold weights: initializers, sparse ones, node attributes, subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
         for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t
+            yield from _attribute_tensors(attr)
+
+
+def _attribute_tensors(attr: onnx.AttributeProto) -> Iterator[onnx.TensorProto]:
+    if attr.HasField("t"):
+        yield attr.t
+    yield from attr.tensors
+    for sparse in [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []:
+        yield sparse.values
+        yield sparse.indices
+    for sparse in attr.sparse_tensors:
+        yield sparse.values
+        yield sparse.indices
+    for sub in [attr.g] if attr.HasField("g") else []:
+        yield from _all_tensors(sub)
+    for sub in attr.graphs:
+        yield from _all_tensors(sub)
 
 
 def default_opset(model: onnx.ModelProto) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import onnx
 from onnx import shape_inference, version_converter
 
-from onnxcam.errors import UnsupportedModelError
+from onnxcam.errors import UnsupportedModelError, first_line
 from onnxcam.graph.load import default_opset
 
 #: Opset every explainer graph is built at (or the model's own, if newer).
@@ -43,7 +43,7 @@ def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
             model = version_converter.convert_version(model, WORKING_OPSET)
         except Exception as e:  # the converter raises bare RuntimeError/ValueError
             raise UnsupportedModelError(
-                f"cannot upgrade the model from opset {opset} to {WORKING_OPSET} ({_first_line(e)}); "
+                f"cannot upgrade the model from opset {opset} to {WORKING_OPSET} ({first_line(e)}); "
                 f"re-export it at opset {WORKING_OPSET} or later"
             ) from None
     else:
@@ -59,10 +59,5 @@ def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         model = shape_inference.infer_shapes(model, data_prop=True)
     except Exception as e:  # inference is a help, not a requirement
-        raise UnsupportedModelError(f"ONNX shape inference failed on the model: {_first_line(e)}") from None
+        raise UnsupportedModelError(f"ONNX shape inference failed on the model: {first_line(e)}") from None
     return model
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

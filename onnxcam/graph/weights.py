@@ -76,7 +76,7 @@ class WeightFolder:
         path = self.save(model, name)
         try:
             onnx.checker.check_model(str(path))
-        except onnx.checker.ValidationError as e:
+        except (onnx.checker.ValidationError, UnicodeDecodeError) as e:  # UnicodeDecodeError: a name is not UTF-8
             first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid graph"
             if emitted:
                 raise RuntimeFailure(f"onnxcam built an invalid explainer graph ({first}); this is a bug in "

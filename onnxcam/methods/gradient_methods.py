@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from onnxcam.autodiff.builder import GraphBuilder
+from onnxcam.graph.builder import GraphBuilder
 from onnxcam.methods.registry import channel_weighting, position_weighting
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from onnxcam.autodiff.builder import GraphBuilder
+from onnxcam.graph.builder import GraphBuilder
 
 #: (builder, A, G, spatial_axes) -> a tensor name: channel weights (spatial dims kept as 1) or contributions.
 CamFormula = Callable[[GraphBuilder, str, str, Sequence[int]], str]

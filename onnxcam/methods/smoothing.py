@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from onnxcam.autodiff.builder import GraphBuilder
+from onnxcam.graph.builder import GraphBuilder
 from onnxcam.graph.layers import CandidateLayer
 from onnxcam.graph.prepare import emitted_ir_version
 from onnxcam.methods.eigen import first_component

@@ -14,13 +14,26 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Largest interpolation matrix (elements) the in-graph head embeds; a larger resize is an ONNX Resize instead, so
+#: a model with a huge static input cannot make building its explainer allocate gigabytes (3 GB for 20000 x 20000).
+MAX_MATRIX_ELEMENTS = 1 << 22
+
+
+def fits_matrices(low_hw: tuple[int, int], out_hw: tuple[int, int]) -> bool:
+    """Whether both interpolation matrices of a ``low_hw`` -> ``out_hw`` resize stay under :data:`MAX_MATRIX_ELEMENTS`."""
+    return all(n_in * n_out <= MAX_MATRIX_ELEMENTS for n_in, n_out in zip(low_hw, out_hw))
+
+
+def _neighbours(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output sample: the input samples below and above ``(i + 0.5) * n_in / n_out - 0.5``, and the fraction."""
+    src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    lo = np.floor(src).astype(int)
+    return lo, np.minimum(lo + 1, n_in - 1), src - lo
+
 
 def interpolation_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) float64 weights: output sample i reads input samples around ``(i + 0.5) * n_in / n_out - 0.5``."""
-    src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
-    lo = np.floor(src).astype(int)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = src - lo
+    lo, hi, frac = _neighbours(n_in, n_out)
     weights = np.zeros((n_out, n_in))
     rows = np.arange(n_out)
     np.add.at(weights, (rows, lo), 1 - frac)
@@ -29,11 +42,15 @@ def interpolation_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 def resize_half_pixel(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(N, h, w) -> (N, H, W) float32, exactly the in-graph head's upsampling."""
-    maps = np.asarray(maps, dtype=np.float64)
-    rows = interpolation_matrix(maps.shape[1], size[0])
-    cols = interpolation_matrix(maps.shape[2], size[1])
-    return (rows @ maps @ cols.T).astype(np.float32)
+    """(N, h, w) -> (N, H, W) float32, exactly the in-graph head's upsampling (two linear interpolations)."""
+    out = np.asarray(maps, dtype=np.float64)
+    for axis, n_out in ((1, size[0]), (2, size[1])):
+        lo, hi, frac = _neighbours(out.shape[axis], n_out)
+        shape = [1, 1, 1]
+        shape[axis] = n_out
+        frac = frac.reshape(shape)
+        out = np.take(out, lo, axis=axis) * (1 - frac) + np.take(out, hi, axis=axis) * frac
+    return out.astype(np.float32)
 
 
 def extreme_samples(n_in: int, n_out: int) -> np.ndarray:

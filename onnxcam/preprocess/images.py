@@ -7,6 +7,9 @@ read-only (the file is never written), and every failure becomes an
 
 * a missing file, a folder, a file that is not an image (a text file renamed
   ``.png``), a truncated or corrupt JPEG/PNG;
+* a file in a format outside :data:`IMAGE_FORMATS` (PNG, JPEG, BMP, GIF,
+  TIFF, WebP, PPM/PGM): Pillow's other plugins, EPS's Ghostscript among them,
+  are never run on user files;
 * a *decompression bomb*: an image whose declared width x height exceeds
   ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, 64 megapixels). The
   size is checked from the header, before any pixel is decoded. Pillow's own
@@ -54,6 +57,9 @@ from onnxcam.errors import ImageError
 
 #: Default cap on width x height of an image file (64 megapixels).
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
+#: Pillow formats decoded, photos' formats only (JPEG includes phones' multi-picture MPO files, PPM also reads
+#: PGM and PBM). Other Pillow plugins are never tried: EPS would run Ghostscript, rare decoders are attack surface.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 _PILLOW_GLOBALS = threading.Lock()
 _ORIENTATION = 0x0112
@@ -131,7 +137,7 @@ def _decode(fh, p: Path, max_pixels: int | None):
         Image.MAX_IMAGE_PIXELS = max_pixels
         ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut file is an error, never half a photo
         try:
-            img = Image.open(fh)
+            img = Image.open(fh, formats=IMAGE_FORMATS)
             w, h = img.size
             if max_pixels is not None and w * h > max_pixels:
                 raise _TooLarge(w, h)
@@ -149,7 +155,8 @@ def _decode(fh, p: Path, max_pixels: int | None):
                 f"this protects against decompression bombs. If the file is trusted, raise max_pixels"
             ) from None
         except UnidentifiedImageError:
-            raise ImageError(f"{p} is not an image file Pillow can read (wrong extension, or not an image)") from None
+            raise ImageError(f"{p} is not an image onnxcam reads: not a {', '.join(IMAGE_FORMATS[:-1])} or "
+                             f"{IMAGE_FORMATS[-1]} file; convert it to PNG or JPEG") from None
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as e:
             raise ImageError(f"image {p} is corrupt or truncated: {e}") from None
         finally:

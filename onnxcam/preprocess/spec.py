@@ -11,7 +11,8 @@ Fields (the same names in user options, the settings file and the
 ``bgr``     true to feed channels as B, G, R
 ``layout``  NCHW | NHWC; only needed where the graph does not pin the layout down
 ``resize``  squash (default) | crop
-``labels``  list of class names, or the path of a ``.txt`` (one name a line) or ``.json`` file
+``labels``  list of class names, or the path of a ``.txt`` (one name a line) or ``.json`` file; a path
+            from a settings file or metadata must stay inside that file's (the model's) folder
 
 Precedence, highest first, field by field:
 
@@ -33,6 +34,11 @@ Precedence, highest first, field by field:
 4. **defaults**: preset ``imagenet`` (``raw255`` for integer-typed inputs such
    as uint8), resize ``squash``, size 224x224 for a dynamic input.
 
+Settings files and metadata are untrusted input: what they may make onnxcam
+read and allocate is bounded by :mod:`onnxcam.trust`. An input size over
+``max_pixels`` (the image files' cap, ``--max-pixels``) from any source but
+the graph's own static shape is a ``PreprocessError``.
+
 A ``preset`` sets mean, std, scale and bgr together and replaces whatever a
 weaker source said about them; ``mean``/``std``/``scale``/``bgr`` given at the
 same or a stronger source then adjust single fields (e.g. a settings file
@@ -49,8 +55,6 @@ error; a contradicting metadata value is ignored. For 1-channel models a
 
 from __future__ import annotations
 
-import ast
-import json
 import math
 import os
 import re
@@ -67,7 +71,12 @@ from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.load import load_model
 from onnxcam.graph.layers import infer_channel_axes, input_spatial_axes
 from onnxcam.preprocess.geometry import RESIZE_MODES
+from onnxcam.preprocess.images import DEFAULT_MAX_PIXELS
 from onnxcam.preprocess.presets import DEFAULT_PRESET, get_preset
+from onnxcam.trust import (
+    MAX_LABELS_BYTES, MAX_SETTINGS_BYTES, check_input_size, check_labels, confined_file, parse_json, parse_literal,
+    parse_toml, read_bounded,
+)
 
 FIELDS = ("preset", "size", "mean", "std", "bgr", "scale", "layout", "resize", "labels")
 _NORM = ("scale", "mean", "std", "bgr")
@@ -131,7 +140,7 @@ class PreprocessSpec:
 
 def derive_spec(model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex, *, input_name: str | None = None,
                 model_path: str | os.PathLike[str] | None = None, settings: Any = None, metadata: bool = True,
-                **options: Any) -> PreprocessSpec:
+                max_pixels: int | None = DEFAULT_MAX_PIXELS, **options: Any) -> PreprocessSpec:
     """The :class:`PreprocessSpec` for ``model``'s image input.
 
     ``model``: a path, a ``ModelProto`` or a :class:`GraphIndex`.
@@ -139,6 +148,8 @@ def derive_spec(model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex, *,
     ``model`` is not a path. ``settings``: ``None`` looks for
     ``<stem>.onnxcam.toml``/``.json`` beside the model; ``False`` skips it; a
     path uses that file. ``metadata=False`` ignores ``metadata_props``.
+    ``max_pixels``: the largest input size (height x width) accepted from any
+    source (``None``: no cap).
     ``options``: the fields listed in the module docstring; ``None`` means
     "not given".
     """
@@ -177,7 +188,7 @@ def derive_spec(model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex, *,
     settings_file = _settings_path(settings, model_path)
     if settings_file is not None:
         levels.append((f"settings file {settings_file}", _read_settings(settings_file)))
-    levels.append(("user", {k: _validate(k, v, "option", Path.cwd()) for k, v in options.items() if v is not None}))
+    levels.append(("user", _user_options(options)))
 
     merged, sources, preset = _merge(levels)
 
@@ -220,6 +231,8 @@ def derive_spec(model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex, *,
         size = tuple(d if isinstance(d, int) and d > 0 else DEFAULT_SIZE for d in (mh, mw))
         sources["size"] = "default"
     sources["dtype"] = "model" if ttype is not None else "default"
+    if sources["size"] != "model":  # a static input size is what the model is: running it needs that input anyway
+        check_input_size(size, max_pixels, sources["size"], PreprocessError)
 
     return PreprocessSpec(
         size=size, layout=layout, channels=channels, dtype=dtype, scale=merged["scale"], mean=merged["mean"],
@@ -269,10 +282,11 @@ def _merge(levels: list[tuple[str, dict]]) -> tuple[dict, dict, str | None]:
 def find_settings_file(model_path: str | os.PathLike[str]) -> Path | None:
     """``<stem>.onnxcam.toml`` or ``<stem>.onnxcam.json`` beside ``model_path``, if one exists."""
     p = Path(model_path)
-    found = [p.with_name(p.stem + s) for s in SETTINGS_SUFFIXES if p.with_name(p.stem + s).is_file()]
+    found = [p.with_name(p.stem + s) for s in SETTINGS_SUFFIXES if p.with_name(p.stem + s).exists()]
     if len(found) > 1:
         raise PreprocessError(f"both {found[0].name} and {found[1].name} sit beside {p.name}; keep only one")
-    return found[0] if found else None
+    # found by name, not named by the user: like the model's other files, it must be a file of the model's folder
+    return confined_file(found[0].name, p.parent, "settings file", PreprocessError) if found else None
 
 
 def _settings_path(settings: Any, model_path) -> Path | None:
@@ -287,38 +301,28 @@ def _settings_path(settings: Any, model_path) -> Path | None:
 
 
 def _read_settings(path: Path) -> dict:
+    raw = read_bounded(path, MAX_SETTINGS_BYTES, "settings file", PreprocessError)
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise PreprocessError(f"cannot read settings file {path}: {e.strerror or e}") from None
-    if path.suffix.lower() == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            try:
-                import tomli as tomllib
-            except ImportError:
-                raise PreprocessError(f"reading {path.name} needs Python 3.11+ (or the tomli package); "
-                                      f"use a .onnxcam.json file instead") from None
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise PreprocessError(f"settings file {path} is not valid TOML: {e}") from None
-    else:
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PreprocessError(f"settings file {path} is not valid JSON: {e}") from None
-    return _validate_table(data, f"settings file {path}", path.parent)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PreprocessError(f"settings file {path} is not UTF-8 text: {e}") from None
+    parse = parse_toml if path.suffix.lower() == ".toml" else parse_json
+    return _validate_table(parse(text, f"settings file {path}", PreprocessError), f"settings file {path}", path.parent)
 
 
 def _validate_table(data: Any, where: str, base_dir: Path | None) -> dict:
+    """Fields from a settings file or metadata: untrusted, so a labels path must stay inside ``base_dir``."""
     if not isinstance(data, dict):
         raise PreprocessError(f"{where} must hold a table/object of fields, not {type(data).__name__}")
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise PreprocessError(f"{where}: unknown field(s) {unknown}; known: {', '.join(FIELDS)}")
-    return {k: _validate(k, v, where, base_dir) for k, v in data.items() if v is not None}
+    return {k: _validate(k, v, where, base_dir, trusted=False) for k, v in data.items() if v is not None}
+
+
+def _user_options(options: dict[str, Any]) -> dict:
+    """Fields the user passed (API arguments, CLI flags): trusted, so a labels path may point anywhere."""
+    return {k: _validate(k, v, "option", Path.cwd(), trusted=True) for k, v in options.items() if v is not None}
 
 
 # -- metadata_props ------------------------------------------------------------------------------
@@ -352,15 +356,16 @@ def _metadata_levels(model: onnx.ModelProto, base_dir: Path | None) -> list[tupl
         u: dict = {"preset": "raw01"}
         try:
             if "imgsz" in lower:
-                u["size"] = _validate("size", ast.literal_eval(lower["imgsz"]), "metadata imgsz", None)
+                u["size"] = _validate("size", parse_literal(lower["imgsz"], "metadata imgsz", PreprocessError),
+                                      "metadata imgsz", None)
             if "names" in lower:
-                names = ast.literal_eval(lower["names"])
+                names = parse_literal(lower["names"], "metadata names", PreprocessError)
                 if isinstance(names, dict):
                     names = [str(names[i]) for i in sorted(names)]
                 u["labels"] = _validate("labels", names, "metadata names", None)
             if lower.get("task", "").strip().lower() == "classify":
                 u["resize"] = "crop"
-        except (ValueError, SyntaxError, TypeError, PreprocessError) as e:
+        except (ValueError, TypeError, KeyError, PreprocessError) as e:
             warnings.warn(f"ignoring unreadable Ultralytics metadata: {e}", stacklevel=3)
         levels.append(("metadata (Ultralytics)", u))
 
@@ -389,8 +394,9 @@ def _metadata_levels(model: onnx.ModelProto, base_dir: Path | None) -> list[tupl
     if METADATA_KEY in props:
         where = f"metadata {METADATA_KEY}"
         try:
-            levels.append((where, _validate_table(json.loads(props[METADATA_KEY]), where, base_dir)))
-        except (json.JSONDecodeError, PreprocessError) as e:
+            levels.append((where, _validate_table(parse_json(props[METADATA_KEY], where, PreprocessError), where,
+                                                  base_dir)))
+        except PreprocessError as e:
             warnings.warn(f"ignoring {where}: {e}", stacklevel=3)
     return levels
 
@@ -399,14 +405,18 @@ def _metadata_labels(props: dict[str, str]) -> tuple[str, dict] | None:
     """Class names some exporters store: ``onnxcam.labels`` (JSON list), Paddle's ``character`` (one per line)."""
     if LABELS_KEY in props:
         try:
-            return f"metadata {LABELS_KEY}", {"labels": _validate("labels", json.loads(props[LABELS_KEY]),
-                                                                    f"metadata {LABELS_KEY}", None)}
-        except (json.JSONDecodeError, PreprocessError) as e:
+            where = f"metadata {LABELS_KEY}"
+            return where, {"labels": _validate("labels", parse_json(props[LABELS_KEY], where, PreprocessError), where,
+                                               None, trusted=False)}
+        except PreprocessError as e:
             warnings.warn(f"ignoring metadata {LABELS_KEY}: {e}", stacklevel=4)
     if "character" in props:
-        names = [line for line in props["character"].splitlines() if line.strip()]
-        if names:
-            return "metadata character", {"labels": tuple(names)}
+        names = tuple(line for line in props["character"].splitlines() if line.strip())
+        try:
+            if names:
+                return "metadata character", {"labels": check_labels(names, "metadata character", PreprocessError)}
+        except PreprocessError as e:
+            warnings.warn(f"ignoring metadata character: {e}", stacklevel=4)
     return None
 
 
@@ -424,23 +434,34 @@ def _number(v: Any, what: str) -> float:
             v = float(m.group(1)) / float(m.group(2)) if m else float(v)
         except (ValueError, ZeroDivisionError):
             raise PreprocessError(f"{what} must be a number, not {v!r}") from None
-    if not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise PreprocessError(f"{what} must be a finite number, not {v!r}")
-    return float(v)
+    try:
+        number = float(v) if isinstance(v, (int, float)) else math.nan
+    except OverflowError:  # an int of hundreds of digits
+        number = math.inf
+    if not math.isfinite(number):
+        raise PreprocessError(f"{what} must be a finite number, not {_short(v)}")
+    return number
 
 
-def _validate(key: str, v: Any, where: str, base_dir: Path | None) -> Any:
+def _short(v: Any) -> str:
+    """``repr(v)`` cut to a readable length: values from untrusted files may be megabytes long."""
+    text = repr(v)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def _validate(key: str, v: Any, where: str, base_dir: Path | None, trusted: bool = False) -> Any:
+    """One field, checked and normalised; ``trusted`` (the user's own options) lets a labels path leave ``base_dir``."""
     what = f"{key} (from {where})"
     if key == "preset":
         return get_preset(v).name
     if key == "size":
-        if isinstance(v, str):
-            v = [int(p) for p in re.split(r"[x, ]+", v.strip()) if p] if re.fullmatch(r"[\d x,]+", v) else v
+        if isinstance(v, str) and re.fullmatch(r"[\d x,]{1,40}", v):
+            v = [int(p) for p in re.split(r"[x, ]+", v.strip()) if p]
         if isinstance(v, int) and not isinstance(v, bool):
             v = (v, v)
         if (not isinstance(v, (list, tuple)) or len(v) not in (1, 2)
                 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v)):
-            raise PreprocessError(f"{what} must be a positive int or [height, width], not {v!r}")
+            raise PreprocessError(f"{what} must be a positive int or [height, width], not {_short(v)}")
         return (v[0], v[-1])
     if key in ("mean", "std"):
         vals = v if isinstance(v, (list, tuple)) else [v]
@@ -468,28 +489,40 @@ def _validate(key: str, v: Any, where: str, base_dir: Path | None) -> Any:
             raise PreprocessError(f"{what} must be one of {', '.join(RESIZE_MODES)}, not {v!r}")
         return v.strip().lower()
     if key == "labels":
-        return load_labels(v, base_dir, where)
+        return load_labels(v, base_dir, where, trusted=trusted)
     raise PreprocessError(f"unknown field {key!r}")
 
 
-def load_labels(value: Any, base_dir: Path | None = None, where: str = "option") -> tuple[str, ...]:
-    """Class names from a list, or from a ``.txt`` (one a line) / ``.json`` (list or {id: name}) file."""
+def load_labels(value: Any, base_dir: Path | None = None, where: str = "option",
+                trusted: bool = True) -> tuple[str, ...]:
+    """Class names from a list, or from a ``.txt`` (one a line) / ``.json`` (list or {id: name}) file.
+
+    ``trusted=False`` (a path from a settings file or model metadata) confines
+    the file to ``base_dir``, the folder of the file that named it; with no
+    ``base_dir`` such a path is refused. Every labels file is read bounded
+    (:data:`onnxcam.trust.MAX_LABELS_BYTES`), whoever named it.
+    """
     if isinstance(value, (list, tuple)):
-        return tuple(str(x) for x in value)
+        return check_labels(tuple(str(x) for x in value), f"labels (from {where})", PreprocessError)
     if not isinstance(value, (str, os.PathLike)):
         raise PreprocessError(f"labels (from {where}) must be a list of names or a file path, not {value!r}")
-    p = Path(value)
-    if not p.is_absolute() and base_dir is not None:
-        p = base_dir / p
+    what = f"labels file (from {where})"
+    if trusted:
+        if "\0" in os.fspath(value):
+            raise PreprocessError(f"{what} {os.fspath(value)!r} contains a NUL byte; it cannot be a file name")
+        p = Path(value)
+        p = base_dir / p if not p.is_absolute() and base_dir is not None else p
+    elif base_dir is None:
+        raise PreprocessError(f"{what} names the file {os.fspath(value)!r}, but the model was given without its "
+                              "folder; pass labels yourself")
+    else:
+        p = confined_file(value, base_dir, what, PreprocessError)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise PreprocessError(f"cannot read labels file {p} (from {where}): {e}") from None
+        text = read_bounded(p, MAX_LABELS_BYTES, what, PreprocessError).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PreprocessError(f"{what} {p} is not UTF-8 text: {e}") from None
     if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise PreprocessError(f"labels file {p} is not valid JSON: {e}") from None
+        data = parse_json(text, f"{what} {p}", PreprocessError)
         if isinstance(data, dict):
             try:
                 data = [data[k] for k in sorted(data, key=int)]
@@ -497,16 +530,16 @@ def load_labels(value: Any, base_dir: Path | None = None, where: str = "option")
                 raise PreprocessError(f"labels file {p}: object keys must be class ids") from None
         if not isinstance(data, list):
             raise PreprocessError(f"labels file {p} must hold a list or an object of names")
-        return tuple(str(x) for x in data)
+        return check_labels(tuple(str(x) for x in data), f"{what} {p}", PreprocessError)
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
-    return tuple(line.strip() for line in lines)
+    return check_labels(tuple(line.strip() for line in lines), f"{what} {p}", PreprocessError)
 
 
 def with_options(spec: PreprocessSpec, **changes: Any) -> PreprocessSpec:
     """A copy of ``spec`` with validated field changes (no model needed)."""
-    vals = {k: _validate(k, v, "option", Path.cwd()) for k, v in changes.items() if v is not None}
+    vals = _user_options(changes)
     if "preset" in vals:
         p = get_preset(vals.pop("preset"))
         base = {k: getattr(p, k) for k in _NORM}

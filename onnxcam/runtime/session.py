@@ -11,7 +11,7 @@ import re
 import warnings
 from collections.abc import Sequence
 
-from onnxcam.errors import RuntimeFailure, RuntimeNotInstalledError
+from onnxcam.errors import RuntimeFailure, RuntimeNotInstalledError, first_line
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -61,7 +61,7 @@ def create_session(model: str | bytes, providers: Sequence | None = None, thread
                 f"{_supported_opset(str(e))}; upgrade onnxruntime, or re-export the model at an older opset"
             ) from None
         raise RuntimeFailure(
-            f"ONNX Runtime could not load the explainer graph: {_first_line(e)}. "
+            f"ONNX Runtime could not load the explainer graph: {first_line(e)}. "
             "This is a bug in onnxcam or an op onnxruntime lacks; please report it with the model"
         ) from None
     explicit_cuda = any(_name(p) == CUDA for p in wanted) and providers is not None
@@ -73,11 +73,6 @@ def create_session(model: str | bytes, providers: Sequence | None = None, thread
 
 def _name(provider) -> str:
     return provider[0] if isinstance(provider, tuple) else provider
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _supported_opset(message: str) -> str:

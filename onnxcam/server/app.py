@@ -1,14 +1,20 @@
 """The ASGI app of ``onnxcam serve``: routes, error answers, and the request path from upload to heatmap.
 
-``POST /explain`` reads the upload into memory (bounded), checks the
-parameters, decodes and preprocesses the image on a small worker pool, hands
-the array to the micro-batcher of its (method, layer) pair, and turns the
-batch's answer into JSON or a PNG on the same worker pool. The whole path,
-reading the body included, runs under the request timeout.
+``POST /explain`` reads the upload into memory (bounded), splits the form
+and checks the parameters, takes the image's declared pixels from the
+server's pixel budget, decodes and preprocesses the image on a small worker
+pool, hands the array to the micro-batcher of its (method, layer) pair, and
+turns the batch's answer into JSON or a PNG on the same worker pool. The whole
+path, reading the body included, runs under the request timeout; when the
+timeout passes or the client disconnects, everything the request started is
+stopped (:mod:`.giving_up`, :mod:`.workers`) and its pixels are given back.
 
 Status codes: 400 bad parameters or image, 404/405 unknown route or method,
-413 body over the limit, 415 not an image or a form, 503 queue full (retry
-later), 504 timeout, 500 a failure inside onnxcam or ONNX Runtime.
+413 body or form over a limit, 415 not an image or a form, 503 busy (queue
+full, too many requests in progress, or no room in the pixel budget within
+the timeout; with ``Retry-After``), 504 timeout, 500 a failure inside onnxcam
+or ONNX Runtime, 499 (logged only) the client went away. Every error answer is
+``{"error": message, "status": code}`` (:mod:`.problems`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -36,15 +42,20 @@ from onnxcam.explainer import Explainer
 from onnxcam.graph.layers import resolve_layer
 from onnxcam.preprocess import PreprocessSpec, load_image, preprocess_image
 from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP, colormap_lut
+from onnxcam.server.admission import InFlightLimit
 from onnxcam.server.batching import BatchPolicy, MicroBatcher, QueueFull
+from onnxcam.server.connections import ConnectionGuard
 from onnxcam.server.explain_batch import Wish, explain_batch
+from onnxcam.server.giving_up import ClientGone, answer_unless_given_up
 from onnxcam.server.limits import Limits
-from onnxcam.server.params import SERVED_METHODS, parse_params
+from onnxcam.server.params import SERVED_METHODS, ExplainParams, parse_params
+from onnxcam.server.pixel_budget import PixelBudget, declared_pixels
 from onnxcam.server.pool import ExplainerPool, Key, Slot
-from onnxcam.server.problems import HTTPProblem
+from onnxcam.server.problems import HTTPProblem, busy, problem_content
 from onnxcam.server.prom import CONTENT_TYPE as PROM_CONTENT_TYPE, Metrics
 from onnxcam.server.results import describe, overlay_png
-from onnxcam.server.uploads import parse_upload, read_body
+from onnxcam.server.uploads import Upload, parse_upload, read_body
+from onnxcam.server.workers import CancelToken, Errand, WorkerPool
 
 ROUTES = ("/", "/explain", "/layers", "/info", "/healthz", "/metrics")
 #: The page loads nothing from elsewhere; its script and style are inline.
@@ -74,7 +85,8 @@ class ExplainService:
         self.config = config
         self.metrics = Metrics(ROUTES)
         self.infer_executor = ThreadPoolExecutor(1, thread_name_prefix="onnxcam-infer")
-        self.work_executor = ThreadPoolExecutor(config.workers, thread_name_prefix="onnxcam-work")
+        self.workers = WorkerPool(config.workers, on_cancelled=self._cancelled)
+        self.pixels = PixelBudget(config.limits.pixel_budget)
         self.default_layer_name = explainer.layer  # the tensor that "auto" or a node name resolved to
         self.default_key: Key = (explainer.method, self.default_layer_name)
         self.pool = ExplainerPool(self.default_key, self._slot(explainer), self._build, self.infer_executor,
@@ -90,7 +102,11 @@ class ExplainService:
             return explain_batch(explainer, batch, [w for _, w in items], spec.input_name)
 
         return Slot(explainer, MicroBatcher(run, self.infer_executor, self.config.batching,
-                                            on_batch=self.metrics.observe_batch))
+                                            on_batch=self.metrics.observe_batch,
+                                            on_dropped=lambda n: self._cancelled("explain", n)))
+
+    def _cancelled(self, step: str, n: int = 1) -> None:
+        self.metrics.count("onnxcam_jobs_cancelled_total", step, n)
 
     def _build(self, key: Key) -> Slot:
         method, layer = key
@@ -113,37 +129,84 @@ class ExplainService:
     # -- one request --------------------------------------------------------------------------
 
     async def explain(self, request: Request) -> Response:
+        """The answer to ``POST /explain``, or an exception: HTTPProblem, a client error, TimeoutError, ClientGone.
+
+        Within the request timeout, reading the body included; a timeout while waiting for room in the pixel
+        budget is a 503 (busy, retry), any other a 504.
+        """
         loop = asyncio.get_running_loop()
-        body = await read_body(request.stream(), request.headers.get("content-length"),
-                               self.config.limits.max_upload_bytes)
-        upload = parse_upload(body, request.headers.get("content-type"))
+        limits = self.config.limits
+        deadline = loop.time() + limits.timeout_s
+        errand = self.workers.errand()
+        progress = _Progress()
+        try:
+            try:
+                body = await asyncio.wait_for(read_body(request.stream(), request.headers.get("content-length"),
+                                                        limits.max_upload_bytes), limits.timeout_s)
+            except ClientDisconnect:  # gone in the middle of its upload
+                raise ClientGone() from None
+            work = self._answer(request, body, errand, progress)
+            del body  # _answer lets it go once the form is split: a multipart body is not kept twice
+            return await answer_unless_given_up(work, request.receive, deadline - loop.time())
+        except asyncio.TimeoutError:
+            self.metrics.count("onnxcam_requests_abandoned_total", "timeout")
+            if progress.stage == _WAITING_FOR_PIXELS:
+                raise busy("the server is busy with other large images (its pixel budget is in use); "
+                           "retry in a moment or send a smaller image") from None
+            raise
+        except ClientGone:
+            self.metrics.count("onnxcam_requests_abandoned_total", "disconnect")
+            raise
+        finally:
+            errand.cancel()  # stops whatever step of this request a worker thread still runs
+
+    async def _answer(self, request: Request, body: bytes, errand: Errand, progress: _Progress) -> Response:
+        upload, pixels = await errand.run("parse", self._read_upload, body, request.headers.get("content-type"),
+                                          errand.token)
+        del body  # the form's parts are copies
         explainer = self.pool.default.explainer
         params = parse_params(dict(request.query_params), upload.fields, methods=SERVED_METHODS,
                               default_method=self.default_key[0], default_layer=self.config.layer,
                               num_classes=explainer.num_classes, max_targets=self.config.limits.max_targets)
-        name = f"upload {upload.filename!r}" if upload.filename else "upload"
         slot = await self.pool.get(self.key_for(params.method, params.layer))  # may build one: see pool.py
+        progress.stage = _WAITING_FOR_PIXELS
+        await self.pixels.acquire(pixels)
+        progress.stage = "working"
+        try:
+            return await self._explain_image(request, upload, params, slot, errand)
+        finally:
+            errand.when_idle(lambda: self.pixels.release(pixels))  # once no thread holds the decoded image
+
+    async def _explain_image(self, request: Request, upload: Upload, params: ExplainParams, slot: Slot,
+                             errand: Errand) -> Response:
+        name = f"upload {upload.filename!r}" if upload.filename else "upload"
+        check = errand.token.check
         with slot.batcher.expecting():
-            photo, x, geometry = await loop.run_in_executor(self.work_executor, self._prepare, upload.data, name)
+            photo, x, geometry = await errand.run("decode", self._prepare, upload.data, name, errand.token)
         try:
             result = await slot.batcher.submit((x, Wish(params.targets, params.top_k)))
         except QueueFull:
-            raise HTTPProblem(503, "the server is busy (its request queue is full); retry in a moment",
-                              {"Retry-After": "1"}) from None
+            raise busy("the server is busy (its request queue is full); retry in a moment") from None
         if wants_png(request.headers.get("accept", "")):
             class_id, cam = result.cams[0]
-            png = await loop.run_in_executor(self.work_executor, overlay_png, photo, cam, geometry,
-                                             params.colormap, params.alpha)
+            png = await errand.run("render", overlay_png, photo, cam, geometry, params.colormap, params.alpha,
+                                   check)
             return Response(png, media_type="image/png", headers={
                 "X-Onnxcam-Class": str(class_id), "X-Onnxcam-Score": repr(float(result.scores[class_id]))})
-        answer = await loop.run_in_executor(self.work_executor, describe, result, photo, geometry, self.spec.labels,
-                                            params.colormap, params.alpha)
+        answer = await errand.run("render", describe, result, photo, geometry, self.spec.labels,
+                                  params.colormap, params.alpha, check)
         layer = slot.explainer.layer
         return JSONResponse({"model": self.config.model.name, "method": params.method, "layer": layer,
                              "colormap": params.colormap, "alpha": params.alpha, **answer})
 
-    def _prepare(self, data: bytes, name: str):
+    def _read_upload(self, body: bytes, content_type: str | None, token: CancelToken) -> tuple[Upload, int]:
+        """The upload, and the pixels its image header declares (one worker step: each hop costs latency)."""
+        upload = parse_upload(body, content_type, token.check)
+        return upload, declared_pixels(upload.data, self.config.limits.max_pixels)
+
+    def _prepare(self, data: bytes, name: str, token: CancelToken):
         photo, _ = load_image(data, max_pixels=self.config.limits.max_pixels, name=name)
+        token.check()
         x, geometry = preprocess_image(photo, self.spec, max_pixels=None)
         return photo, x, geometry
 
@@ -168,18 +231,39 @@ class ExplainService:
                          "queue_size": self.config.batching.queue_size},
         }
 
-    def metrics_text(self) -> str:
+    def metrics_text(self, requests_in_flight: int, connections_open: int) -> str:
         slots = self.pool.slots
         return self.metrics.render({
             "onnxcam_queue_depth": ("Requests waiting for a batch, all (method, layer) pairs.",
                                     sum(s.batcher.depth for _, s in slots)),
             "onnxcam_explainers_loaded": ("(method, layer) pairs with a live ONNX Runtime session.", len(slots)),
+            "onnxcam_requests_in_flight": ("Requests being worked on (not counting /healthz and /metrics).",
+                                           requests_in_flight),
+            "onnxcam_connections_open": ("Open HTTP connections, idle ones included.", connections_open),
+            "onnxcam_worker_steps_running": ("Steps (form parsing, decoding, rendering) queued or running on the "
+                                             "worker threads.", self.workers.steps),
+            "onnxcam_pixel_budget": ("Decoded pixels the server holds at most at once (--pixel-budget).",
+                                     self.pixels.capacity),
+            "onnxcam_pixels_in_flight": ("Pixels of the images being decoded, explained or rendered now.",
+                                         self.pixels.in_use),
+            "onnxcam_pixels_in_flight_peak": ("The most pixels held at once since the server started.",
+                                              self.pixels.peak),
+            "onnxcam_pixel_budget_waiting": ("Requests waiting for room in the pixel budget.", self.pixels.waiting),
         })
 
     async def close(self) -> None:
         await self.pool.close()
         self.infer_executor.shutdown(wait=False, cancel_futures=True)
-        self.work_executor.shutdown(wait=False, cancel_futures=True)
+        self.workers.shutdown()
+
+
+_WAITING_FOR_PIXELS = "waiting for pixels"
+
+
+class _Progress:
+    """How far a request got: a timeout while it waits for the pixel budget is a 503, not a 504."""
+
+    stage = "starting"
 
 
 def wants_png(accept: str) -> bool:
@@ -191,7 +275,7 @@ def wants_png(accept: str) -> bool:
 
 
 def problem(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+    return JSONResponse(problem_content(status, message), status_code=status, headers=headers)
 
 
 #: onnxcam errors a request can cause, and the status that says so.
@@ -205,12 +289,14 @@ def create_app(explainer: Explainer, spec: PreprocessSpec, config: ServeConfig) 
 
     async def explain(request: Request) -> Response:
         try:
-            return await asyncio.wait_for(service.explain(request), config.limits.timeout_s)
+            return await service.explain(request)
         except HTTPProblem as e:
             return problem(e.status, e.message, e.headers)
         except asyncio.TimeoutError:
             return problem(504, f"the request took longer than the server's limit of {config.limits.timeout_s:g} s; "
                                 "retry later or send a smaller image")
+        except ClientGone:  # nobody reads this; the status shows in /metrics and the access log, as nginx's 499
+            return problem(499, "the client closed the connection before the answer was ready")
         except CLIENT_ERRORS as e:
             return problem(400, str(e))
         except OnnxcamError as e:
@@ -233,7 +319,7 @@ def create_app(explainer: Explainer, spec: PreprocessSpec, config: ServeConfig) 
                              "queue_depth": sum(s.batcher.depth for _, s in service.pool.slots)})
 
     async def metrics(request: Request) -> Response:
-        return Response(service.metrics_text(), media_type=PROM_CONTENT_TYPE)
+        return Response(service.metrics_text(admitted.in_flight, guard.open), media_type=PROM_CONTENT_TYPE)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         hint = f"; endpoints: {', '.join(ROUTES)}" if exc.status_code == 404 else ""
@@ -249,16 +335,21 @@ def create_app(explainer: Explainer, spec: PreprocessSpec, config: ServeConfig) 
                 Route("/info", info), Route("/healthz", healthz), Route("/metrics", metrics)],
         exception_handlers={HTTPException: http_error}, lifespan=lifespan)
     app.state.service = service
-    return ObservedApp(app, service.metrics)
+    # uvicorn's limit_concurrency stays off: it counted idle connections and answered in plain text.
+    admitted = InFlightLimit(app, config.limits.max_in_flight)
+    guard = ConnectionGuard(config.limits.header_timeout_s, config.limits.max_connections,
+                            on_closed=lambda reason: service.metrics.count("onnxcam_connections_closed_total", reason))
+    app.state.connection_guard = guard  # serve_command hands its protocol class to uvicorn
+    return ObservedApp(admitted, service.metrics, app.state)
 
 
 class ObservedApp:
     """ASGI wrapper: counts every HTTP answer by path and status, times it, and adds ``nosniff``."""
 
-    def __init__(self, app, metrics: Metrics):
+    def __init__(self, app, metrics: Metrics, state):
         self.app = app
         self.metrics = metrics
-        self.state = app.state
+        self.state = state
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

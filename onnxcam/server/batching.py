@@ -57,11 +57,12 @@ class MicroBatcher:
     """``await batcher.submit(item)`` -> that item's result from ``run_batch(items)`` (a list, same order)."""
 
     def __init__(self, run_batch: Callable[[list], list], executor: Executor, policy: BatchPolicy,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None, on_dropped: Callable[[int], None] | None = None):
         self._run_batch = run_batch
         self._executor = executor
         self.policy = policy
         self._on_batch = on_batch or (lambda size: None)
+        self._on_dropped = on_dropped or (lambda count: None)  # jobs whose request gave up before the model
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=policy.queue_size)
         self._worker: asyncio.Task | None = None
         self._running = 0  # jobs in the batch on the executor now
@@ -69,6 +70,11 @@ class MicroBatcher:
         self._settled = 0  # announced requests that have since submitted (or failed), ever
         self._arrival = asyncio.Event()  # set whenever an announced request settles
         self._closed = False  # after close(): no new worker, new jobs are refused
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run: new jobs are refused."""
+        return self._closed
 
     @property
     def depth(self) -> int:
@@ -145,7 +151,10 @@ class MicroBatcher:
                 await self._wait_for_announced(loop.time() + self.policy.window_ms / 1000.0)
             while len(jobs) < self.policy.max_batch and not self._queue.empty():
                 jobs.append(self._queue.get_nowait())
-            jobs = [j for j in jobs if not j.future.done()]  # their requests gave up
+            alive = [j for j in jobs if not j.future.done()]
+            if len(alive) < len(jobs):
+                self._on_dropped(len(jobs) - len(alive))  # their requests gave up: never reach the model
+            jobs = alive
             if not jobs:
                 continue
             self._on_batch(len(jobs))

@@ -11,6 +11,18 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 
+#: Counters with one label: (help text, label name, the label values shown from the start, at 0).
+COUNTERS = {
+    "onnxcam_jobs_cancelled_total": (
+        "Work skipped or stopped because its request gave up (timeout or disconnect), by step.", "step",
+        ("parse", "decode", "explain", "render")),
+    "onnxcam_requests_abandoned_total": (
+        "Requests that gave up before their answer was ready, by reason.", "reason", ("timeout", "disconnect")),
+    "onnxcam_connections_closed_total": (
+        "Connections the server closed: no request head within the header timeout, a client that stopped reading "
+        "its answer, evicted (idle, to make room for a new one), refused (all connections busy).", "reason",
+        ("header_timeout", "stalled_reader", "evicted", "refused")),
+}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -41,13 +53,20 @@ class Histogram:
 
 
 class Metrics:
-    """Request counts by path and status, request latency by path, and batch sizes."""
+    """Request counts by path and status, request latency by path, batch sizes, and the :data:`COUNTERS`."""
 
     def __init__(self, paths: tuple[str, ...]):
         self.paths = paths
         self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
         self.batch_size = Histogram(BATCH_BUCKETS)
+        self.counters: dict[str, dict[str, int]] = {name: dict.fromkeys(values, 0)
+                                                    for name, (_, _, values) in COUNTERS.items()}
+
+    def count(self, name: str, label: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` (one of :data:`COUNTERS`) for the label value ``label``."""
+        values = self.counters[name]
+        values[label] = values.get(label, 0) + n
 
     def path_label(self, path: str) -> str:
         return path if path in self.paths else "other"
@@ -73,6 +92,9 @@ class Metrics:
         out += ["# HELP onnxcam_batch_size Images per ONNX Runtime call of the micro-batcher.",
                 "# TYPE onnxcam_batch_size histogram"]
         out += self.batch_size.lines("onnxcam_batch_size")
+        for name, (help_text, label, _) in COUNTERS.items():
+            out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+            out += [f'{name}{{{label}="{value}"}} {n}' for value, n in self.counters[name].items()]
         for name, (help_text, value) in gauges.items():
             out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {_num(value)}"]
         return "\n".join(out) + "\n"

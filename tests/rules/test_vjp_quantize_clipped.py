@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from onnxcam.autodiff.registry import VJPContext
+from onnxcam.errors import UnsupportedModelError
 
 
 def unbroadcast(ctx: VJPContext, grad: str, x: str, y: str | None = None) -> str:
@@ -15,8 +16,9 @@ def unbroadcast(ctx: VJPContext, grad: str, x: str, y: str | None = None) -> str
     b = ctx.b
     y = y or ctx.outputs[0]
     rx, ry = ctx.require_rank(x), ctx.require_rank(y)
-    if rx > ry:
-        raise AssertionError("input rank exceeds output rank under broadcasting")
+    if rx > ry:  # the checker lets e.g. a 4-D Gemm bias through; no runtime would run it
+        raise UnsupportedModelError(f"{ctx.node.op_type} node {ctx.node.name!r}: input {x!r} has rank {rx}, more than "
+                                    f"its output's {ry}; the model is invalid, re-export it")
     sx, sy = ctx.shape(x), ctx.shape(y)
     lead = ry - rx
     if lead:
