@@ -29,7 +29,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from model_zoo import derived, registry_models, tf_convert
-from model_zoo.zoo import ZooEntry, cap_ir_version, default_cache, describe_onnx, fill_layers, load_manifest, save_manifest
+from model_zoo.zoo import (
+    ZooEntry, cap_ir_version, default_cache, describe_onnx, fill_layers, load_manifest, save_manifest,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TF_MODULES = ("tensorflow", "tf2onnx")

@@ -169,7 +169,9 @@ class Explainer:
     def _layers_for(self, score: ScoreSpec) -> list[CandidateLayer]:
         """The requested layers; with layer="auto", the automatic choice for this output's score."""
         def choose() -> list[CandidateLayer]:
-            return [choose_layer(self._index, score.tensor, self.candidates).layer] if self._auto_layer else self._layers
+            if not self._auto_layer:
+                return self._layers
+            return [choose_layer(self._index, score.tensor, self.candidates).layer]
 
         return self._once(self._layers_by_output, score.output, choose)
 

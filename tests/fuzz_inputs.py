@@ -406,7 +406,8 @@ HAZARDS = (
     "ultralytics_names_dev_zero", "character_huge", "settings_labels_zero_link", "settings_labels_fifo",
     "settings_labels_dev_zero", "settings_huge_labels_list", "settings_file_fifo", "settings_file_dev_zero",
     "ext_zero_link", "ext_fifo", "ext_dev_zero", "ext_huge_length", "ext_zero_link_no_length", "static_input_20k",
-    "static_input_20k_explainer", "input_dim_2g_explainer", "conv_pads_huge_explainer", "initializer_dims_huge", "nested_if_2", "nested_if_30", "nested_if_200", "image_gif_many_frames",
+    "static_input_20k_explainer", "input_dim_2g_explainer", "conv_pads_huge_explainer", "initializer_dims_huge",
+    "nested_if_2", "nested_if_30", "nested_if_200", "image_gif_many_frames",
     "image_png_zlib_bomb",
 )
 

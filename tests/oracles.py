@@ -4,7 +4,7 @@ The tail is the subgraph from the explained layer to the score. It is cut
 out of the prepared model, converted to float64, and run by onnx's reference
 evaluator, so central differences are accurate to ~1e-8 and independent of
 onnxruntime and of onnxcam's gradient rules. The cutting and the batched
-differences live in :mod:`onnxcam.gradcheck` (the tools use them too); here
+differences live in :mod:`tests.gradcheck` (the tools use them too); here
 the engine's float64 gradient of the same tail is checked against them.
 """
 
@@ -15,7 +15,7 @@ import onnx
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxcam.gradcheck import directional_derivatives, random_directions, relative_errors, to_float64
+from tests.gradcheck import directional_derivatives, random_directions, relative_errors, to_float64
 from onnxcam.graph.tail import tail_model
 from tests.vjp_check import gradient_model, ort_session
 

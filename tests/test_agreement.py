@@ -31,9 +31,12 @@ def test_spearman_of_a_constant_map_is_undefined():
 
 
 def test_top_region_iou_identical_disjoint_and_half_overlap():
-    a = np.zeros((10, 10)); a[:2] = 1  # top 20 pixels
-    b = np.zeros((10, 10)); b[-2:] = 1
-    c = np.zeros((10, 10)); c[1:3] = 1
+    a = np.zeros((10, 10))
+    a[:2] = 1  # top 20 pixels
+    b = np.zeros((10, 10))
+    b[-2:] = 1
+    c = np.zeros((10, 10))
+    c[1:3] = 1
     assert top_region(a, 0.2).sum() == 20
     assert top_region_iou(a, a, 0.2) == 1.0
     assert top_region_iou(a, b, 0.2) == 0.0
@@ -41,6 +44,8 @@ def test_top_region_iou_identical_disjoint_and_half_overlap():
 
 
 def test_peak_distance_in_pixels():
-    a = np.zeros((20, 20)); a[2, 3] = 1
-    b = np.zeros((20, 20)); b[5, 7] = 1
+    a = np.zeros((20, 20))
+    a[2, 3] = 1
+    b = np.zeros((20, 20))
+    b[5, 7] = 1
     assert peak_distance(a, b) == pytest.approx(5.0)

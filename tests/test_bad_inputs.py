@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 from onnx.external_data_helper import convert_model_to_external_data
 
 import onnxcam

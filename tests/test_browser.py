@@ -79,7 +79,8 @@ def test_page_uploads_explains_and_compares(browser, tmp_path):
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         outside = []
-        page.on("request", lambda r: None if r.url.startswith((server.url, "data:", "blob:")) else outside.append(r.url))
+        own = (server.url, "data:", "blob:")
+        page.on("request", lambda r: None if r.url.startswith(own) else outside.append(r.url))
         page.goto(server.url)
         page.wait_for_selector("#colormap option", state="attached")
         page.set_input_files("#file", str(photo))

@@ -33,7 +33,7 @@ DEMO = str(demo.DEMO_MODEL)
 
 
 def nhwc_copy(scale: int = 1) -> onnx.ModelProto:
-    """The demo model reading (N, 96*scale, 96*scale, 3): Transpose, then a scale x scale average pool when scale > 1."""
+    """The demo model reading (N, 96*scale, 96*scale, 3): Transpose, then a scale x scale average pool if scale > 1."""
     m = onnx.load(DEMO)
     g = m.graph
     inner = g.input[0].name

@@ -11,7 +11,6 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxcam
 from onnxcam.autodiff import active_nodes
 from onnxcam.errors import UnsupportedOpError
-from onnxcam.graph.index import GraphIndex
 from tests.vjp_check import check_vjp
 
 rng = np.random.default_rng(0)

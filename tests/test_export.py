@@ -96,5 +96,6 @@ def test_opsets_from_9_to_what_onnxruntime_runs(opset):
 def test_an_opset_newer_than_onnxruntime_gets_a_clear_error():
     model = tiny_cnn(opset=onnx.defs.onnx_opset_version() + 1)  # newer than any onnxruntime built on this onnx
     model.ir_version = 13
-    with pytest.raises(onnxcam.RuntimeFailure, match=r"does not support the model's opset \(it supports ai.onnx up to opset \d+\)"):
+    supported = r"does not support the model's opset \(it supports ai.onnx up to opset \d+\)"
+    with pytest.raises(onnxcam.RuntimeFailure, match=supported):
         onnxcam.Explainer(model).explain(np.ones((1, 3, 16, 16), np.float32))

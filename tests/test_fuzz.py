@@ -429,7 +429,7 @@ def test_postscript_and_pdf_refused(monkeypatch, tmp_path, data):
     path.write_bytes(data)
     for source in (data, path):
         with pytest.raises(ImageError):
-            guarded(lambda: load_image(source), ())
+            guarded(lambda source=source: load_image(source), ())
     assert not ran, "Pillow's EPS plugin called Ghostscript on an uploaded file"
 
 
@@ -654,7 +654,8 @@ def test_fuzz_external_data(world, location, offset, length, extra, which):
 
 _BCHARS = "abcXYZ0189'()+_,-./:=? "
 BOUNDARY = st.text(_BCHARS, min_size=1, max_size=70) | st.sampled_from(
-    ["", "a" * 71, "a" * 5000, '"', ";", "\r\n", "--", "\x00", "é", "a b", "=", "----WebKitFormBoundary7MA4YWxkTrZu0gW"])
+    ["", "a" * 71, "a" * 5000, '"', ";", "\r\n", "--", "\x00", "é", "a b", "=",
+     "----WebKitFormBoundary7MA4YWxkTrZu0gW"])
 LATIN1 = st.text(st.characters(max_codepoint=255), max_size=80)
 
 

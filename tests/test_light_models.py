@@ -1,6 +1,6 @@
 """The Caffe2-era ``light_*`` graphs shipped in the onnx wheel: opset 9, IR 3, LRN, Concat, 4-D outputs.
 
-Each must be explainable with ``layer="auto"``, and its gradient must match
+Each must be explainable with ``layer="auto"`` (which must pick the last feature map), and its gradient must match
 finite differences on the float64 tail from the chosen layer to the score.
 """
 
@@ -53,10 +53,38 @@ def jitter_generated_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.Mode
     return m
 
 
-@pytest.mark.parametrize("path", LIGHT_MODELS, ids=lambda p: os.path.basename(p)[6:-5])
+#: The layer ``layer="auto"`` must pick in each model: its last spatial feature map (channels, height, width).
+AUTO_LAYERS = {
+    "bvlc_alexnet": ("r14", 256, 6), "densenet121": ("r907", 1024, 7), "inception_v1": ("r137", 1024, 6),
+    "inception_v2": ("r504", 1024, 7), "resnet50": ("r171", 2048, 7), "shufflenet": ("r198", 544, 7),
+    "squeezenet": ("r64", 1000, 13), "vgg19": ("r36", 512, 7), "zfnet512": ("r14", 512, 6),
+}
+
+
+#: Models whose explained score saturates with these weights: squeezenet's Softmax sits behind a Reshape, so the
+#: probability is explained, and its activations (~1e10) make it exactly one-hot, so the gradient and the map are
+#: exactly zero. Its row checks that, and cannot test the gradient's values (an open item of issue 13).
+SATURATED = {"squeezenet"}
+
+
+def _short_name(path: str) -> str:
+    return os.path.basename(path)[6:-5]
+
+
+@pytest.mark.parametrize("path", LIGHT_MODELS, ids=_short_name)
+def test_auto_picks_the_last_spatial_feature_map(path):
+    """A wrong layer choice (too shallow, a 1x1 map, the classifier) fails here, by name and by shape."""
+    ex = onnxcam.Explainer(path)
+    name, channels, size = AUTO_LAYERS[_short_name(path)]
+    layer = next(c for c in ex.candidates if c.name == ex.layer)
+    assert (ex.layer, layer.channels, layer.spatial_size) == (name, channels, (size, size))
+    assert layer is ex.candidates[-1] and ex.layer_reason.startswith(f"auto: {name!r}")
+
+
+@pytest.mark.parametrize("path", LIGHT_MODELS, ids=_short_name)
 def test_light_model_explains_and_matches_finite_differences(path):
     shipped = onnxcam.Explainer(path)
-    assert shipped.layer and "auto:" in shipped.layer_reason
+    assert shipped.layer == AUTO_LAYERS[_short_name(path)][0]
     ex = onnxcam.Explainer(jitter_generated_weights(onnx.load(path)), layer=shipped.layer)
     index = ex._index
     image = index.inputs[0]
@@ -67,7 +95,8 @@ def test_light_model_explains_and_matches_finite_differences(path):
 
     H, W = (shape[a] for a in input_spatial_axes(index, image))
     assert res.cam.shape == (1, H, W) and res.cam.dtype == np.float32
-    assert np.isfinite(res.cam).all() and res.cam.min() >= 0 and res.cam.max() <= 1
+    assert np.isfinite(res.cam).all() and res.cam.min() >= 0
+    assert res.cam.max() == pytest.approx(0.0 if _short_name(path) in SATURATED else 1.0, abs=1e-3)
     layer = next(c for c in ex.candidates if c.name == ex.layer)
     h, w = layer.spatial_size
     assert res.cam_lowres.shape == (1, h, w) and min(h, w) > 1
@@ -79,12 +108,21 @@ def test_light_model_explains_and_matches_finite_differences(path):
     vals = run_with_intermediates(full, {image: x}, [ex.layer, score])
     seed = np.zeros_like(vals[score])
     seed.reshape(1, -1)[0, res.targets[0]] = 1.0
-    check = tail_gradient_check(full, ex.layer, score, vals[ex.layer], seed)
+    check = tail_gradient_check(full, ex.layer, score, vals[ex.layer], seed)  # asserts the gradient matches FD
+    assert check["rel_error"] < 1e-5
+    assert np.abs(check["gradient"]).max() > 0 or _short_name(path) in SATURATED
 
     # The CAM the explainer returns is the Grad-CAM formula applied to that float64 gradient.
     A, G = vals[ex.layer].astype(np.float64), check["gradient"]
     sp = layer.spatial_axes
     alpha = G.mean(axis=sp, keepdims=True)
     cam = np.maximum((alpha * A).sum(axis=layer.channel_axis), 0)
-    err = np.linalg.norm(res.cam_lowres - cam) / max(np.linalg.norm(cam), 1e-30)
+    if _short_name(path) in SATURATED:
+        assert not cam.any() and not res.cam_lowres.any()
+        return
+    # A map that is zero everywhere would match any gradient whose weighted sum is negative: demand a real one.
+    assert (cam > 0).sum() >= 2, "the reference map is (nearly) all zero: this model would not test the gradient"
+    err = np.linalg.norm(res.cam_lowres - cam) / np.linalg.norm(cam)
     assert err < 1e-4, f"cam_lowres differs from the float64 reference by {err:.2e}"
+    hottest = np.argmax(res.cam_lowres)  # the hottest cell is the reference's (or ties with it in float32)
+    assert cam.reshape(-1)[hottest] >= cam.max() * (1 - 1e-4)

@@ -19,7 +19,7 @@ import pytest
 
 from onnxcam import demo
 from onnxcam.autodiff.registry import VJP_RULES
-from onnxcam.gradcheck import one_sided_derivatives, subgradient_errors
+from tests.gradcheck import one_sided_derivatives, subgradient_errors
 from onnxcam.graph.tail import tail_model
 from tests.tiny_models import tiny_cnn
 

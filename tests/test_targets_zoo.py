@@ -87,7 +87,8 @@ def torch_gradcam(module: torch.nn.Module, forward, feeds: dict, activation: np.
         for h in handles:
             h.remove()
     errors = [_rel(t.detach().numpy(), activation) for t in captured]
-    assert errors and min(errors) < 1e-4, f"no torch module output equals the ONNX layer (best {min(errors, default=1)})"
+    best = min(errors, default=1)
+    assert errors and best < 1e-4, f"no torch module output equals the ONNX layer (best {best})"
     A = captured[int(np.argmin(errors))]
     (g,) = torch.autograd.grad(score(outs), A)
     return torch.relu((g.mean((2, 3), keepdim=True) * A).sum(1)).detach().numpy()
@@ -152,7 +153,7 @@ def test_similarity_target_on_an_embedding(zoo):
         res = ex.explain(feeds, target=onnxcam.SimilarityTarget("embedding", ref_vec))
         r = torch.tensor(np.broadcast_to(ref_vec, (2, 512)).copy(), dtype=torch.float64)
         ref = torch_gradcam(module, lambda m, x: m(x), feeds, _layer_value(path, feeds, res.layer),
-                            lambda emb: (emb * r).sum())
+                            lambda emb, r=r: (emb * r).sum())
         assert_same_cam(res.cam_lowres, ref)
 
 
@@ -180,7 +181,7 @@ def test_output_targets_on_several_outputs_of_a_detection_head(zoo):
     for target, (row, col) in cases:
         res = ex.explain(feeds, target=target)
         ref = torch_gradcam(module, _yolo_raw, feeds, _layer_value(path, feeds, res.layer),
-                            lambda raw: raw[:, row, col].sum())
+                            lambda raw, row=row, col=col: raw[:, row, col].sum())
         assert_same_cam(res.cam_lowres, ref)
 
 

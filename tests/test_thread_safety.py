@@ -46,7 +46,7 @@ def test_threads_share_one_fresh_explainer(method):
         barrier = threading.Barrier(THREADS)
         results: list[tuple[str, np.ndarray]] = []
 
-        def work(i: int) -> None:
+        def work(i: int, shared=shared, barrier=barrier, results=results) -> None:
             names = list(calls)
             order = names[i % len(names):] + names[:i % len(names)]  # every thread starts on another mode
             barrier.wait()

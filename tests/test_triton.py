@@ -52,11 +52,13 @@ def _model_config_class():
 
     one, many = F.LABEL_OPTIONAL, F.LABEL_REPEATED
     message("ModelTensorReshape", [("shape", 1, F.TYPE_INT64, many, None)])
-    message("ModelInput", [("name", 1, F.TYPE_STRING, one, None), ("data_type", 2, F.TYPE_ENUM, one, ".inference.DataType"),
+    message("ModelInput", [("name", 1, F.TYPE_STRING, one, None),
+                           ("data_type", 2, F.TYPE_ENUM, one, ".inference.DataType"),
                            ("dims", 4, F.TYPE_INT64, many, None),
                            ("reshape", 5, F.TYPE_MESSAGE, one, ".inference.ModelTensorReshape"),
                            ("is_shape_tensor", 6, F.TYPE_BOOL, one, None), ("optional", 8, F.TYPE_BOOL, one, None)])
-    message("ModelOutput", [("name", 1, F.TYPE_STRING, one, None), ("data_type", 2, F.TYPE_ENUM, one, ".inference.DataType"),
+    message("ModelOutput", [("name", 1, F.TYPE_STRING, one, None),
+                            ("data_type", 2, F.TYPE_ENUM, one, ".inference.DataType"),
                             ("dims", 3, F.TYPE_INT64, many, None), ("label_filename", 4, F.TYPE_STRING, one, None),
                             ("reshape", 5, F.TYPE_MESSAGE, one, ".inference.ModelTensorReshape")])
     message("ModelDynamicBatching", [("preferred_batch_size", 1, F.TYPE_INT32, many, None),

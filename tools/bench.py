@@ -737,7 +737,7 @@ def profile_pair(path: Path, ex, batch: int, threads: int, runs: int, out_dir: P
             if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= cut:
                 per_node.setdefault(e["name"], (e["args"].get("op_name"), []))[1].append(e["dur"])
         by_op, n_by_op = {}, {}
-        for name, (op, durs) in per_node.items():
+        for op, durs in per_node.values():
             by_op[op] = by_op.get(op, 0.0) + statistics.median(durs) / 1e3
             n_by_op[op] = n_by_op.get(op, 0) + 1
         res[tag] = {
@@ -792,7 +792,8 @@ def render(results: dict) -> str:
     meta = results["meta"]
     g = meta.get("git") or {}
     lines.append(f"### onnxcam benchmark — {meta['cpu']} ({meta['nproc']} CPUs), "
-                 f"threads={meta['threads']}, OMP_WAIT_POLICY={meta.get('OMP_WAIT_POLICY')}, git {g.get('head')}{' (onnxcam dirty)' if g.get('onnxcam_dirty') else ''}")
+                 f"threads={meta['threads']}, OMP_WAIT_POLICY={meta.get('OMP_WAIT_POLICY')}, git {g.get('head')}"
+                 f"{' (onnxcam dirty)' if g.get('onnxcam_dirty') else ''}")
     lines.append("")
     if results["latency"]:
         lines.append("Latency: median ms per call (p10–p90), interleaved round-robin.")
@@ -862,8 +863,9 @@ def render(results: dict) -> str:
             aug = oc.get("augmented_nodes") or {}
             nodes = (f"{oc.get('original_nodes', '?')} → {', '.join(str(v) for v in aug.values())}"
                      if aug else "n/a")
-            lines.append(f"| {r['model']} | {r['batch']} | {r.get('torch_layer')} | `{r.get('expected_onnx_tensor')}` | "
-                         f"`{oc.get('layer', r.get('onnxcam_error', 'n/a'))}` | {r.get('layer_matches_torch', 'n/a')} | "
+            lines.append(f"| {r['model']} | {r['batch']} | {r.get('torch_layer')} | "
+                         f"`{r.get('expected_onnx_tensor')}` | `{oc.get('layer', r.get('onnxcam_error', 'n/a'))}` | "
+                         f"{r.get('layer_matches_torch', 'n/a')} | "
                          f"{nodes} | {setup} | {cor_s} |")
     if results.get("memory"):
         lines.append("")

@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from onnxcam.errors import OnnxcamError  # noqa: E402
-from onnxcam.gradcheck import (  # noqa: E402
+from tests.gradcheck import (  # noqa: E402
     coordinate_directions,
     judge,
     one_sided_derivatives,

@@ -78,9 +78,9 @@ def _has_builder(python: Path) -> bool:
 
 
 def loss_model(tail, score: str, score_shape: tuple[int, ...]):
-    """The tail with ``oracle_loss = ReduceSum(score * oracle_seed)`` as its only output, readable by onnxruntime 1.19."""
+    """The tail with ``oracle_loss = ReduceSum(score * oracle_seed)`` as its only output (for onnxruntime 1.19)."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     m = onnx.ModelProto()
     m.CopyFrom(tail)
@@ -104,7 +104,7 @@ def check(model: str, layer: str = "auto", image: str | None = None, target: int
     """Every figure the tool reports (runs the worker in the venv)."""
     import onnx
 
-    from onnxcam.gradcheck import onnxcam_gradient, sample_input, tail_model
+    from tests.gradcheck import onnxcam_gradient, sample_input, tail_model
 
     python = ensure_venv(venv or venv_path())
     sample = onnxcam_gradient(model, sample_input(model, image, seed), layer=layer, target=target)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model:
         p.error("give a MODEL (or --setup)")
     from onnxcam.errors import OnnxcamError
-    from onnxcam.gradcheck import judge
+    from tests.gradcheck import judge
 
     try:
         report = check(args.model, args.layer, args.image, args.target, venv_path(args.venv))

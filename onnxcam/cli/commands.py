@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from onnxcam.cli.compare_command import CompareCommand
-from onnxcam.cli.explain_files import (PANEL_SUFFIX, RenderOptions, check_labels, collect_images, explain_files,
-                                       load_extra_inputs, output_folder, protected_paths)
 from onnxcam.cli.eval_command import EvalCommand
-from onnxcam.cli.pass_progress import PassProgress
+from onnxcam.cli.explain_files import (
+    PANEL_SUFFIX,
+    check_labels,
+    collect_images,
+    explain_files,
+    load_extra_inputs,
+    output_folder,
+    protected_paths,
+)
+from onnxcam.cli.options import (
+    EXIT_STATUS_HELP,
+    add_method_options,
+    add_model_output_option,
+    add_preprocess_options,
+    add_render_options,
+    add_run_options,
+    method_options,
+    model_output,
+    preprocess_spec,
+    render_options,
+)
 from onnxcam.cli.serve_command import ServeCommand
 from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import ALL_METHODS, Explainer
 from onnxcam.methods import CAM_METHODS
-from onnxcam.methods.perturbation import DEFAULT_BATCH, PERTURBATION_METHODS
-from onnxcam.preprocess import DEFAULT_MAX_PIXELS, PRESETS, derive_spec
-from onnxcam.preprocess.presets import ALIASES as PRESET_ALIASES
-from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP
-
-#: How every command ends; shown under ``onnxcam --help`` and the help of the commands that write image results.
-EXIT_STATUS_HELP = ("exit status: 0 done; 1 failed, or some images were skipped (each is listed); 2 bad usage; "
-                    "130 interrupted by Ctrl-C, SIGTERM or SIGHUP, after writing the results of the work done "
-                    '(summary.json, compare.json, metrics.json) marked "interrupted": true')
+from onnxcam.preprocess import derive_spec
 
 
 class LayersCommand:
@@ -101,88 +110,6 @@ class ExportCommand:
         return 0
 
 
-def add_render_options(p) -> None:
-    g = p.add_argument_group("rendering")
-    g.add_argument("--colormap", default=DEFAULT_COLORMAP, choices=list(COLORMAPS),
-                   help=f"heatmap colours (default {DEFAULT_COLORMAP}: colour-blind safe, readable in greyscale; "
-                        "jet matches other tools)")
-    g.add_argument("--alpha", type=float, default=0.5, help="overlay opacity, 0..1 (default 0.5)")
-    g.add_argument("--contour", action="store_true", help="outline the region above 15%% of the map's maximum")
-    g.add_argument("--box", action="store_true", help="box the largest region above 15%% of the maximum")
-
-
-def render_options(args) -> RenderOptions:
-    """The rendering flags added by :func:`add_render_options`."""
-    return RenderOptions(args.colormap, args.alpha, args.contour, args.box)
-
-
-def add_model_output_option(p) -> None:
-    p.add_argument("--model-output", metavar="NAME|INDEX", default="0",
-                   help="which model output to explain: its name or position (default 0, the first); e.g. a face "
-                        "detector's probability output rather than its boxes")
-
-
-def model_output(args) -> str | int:
-    """``--model-output`` as Explainer's ``output``: a position when it is a number, else a name."""
-    text = args.model_output
-    return int(text) if text.lstrip("-").isdigit() else text
-
-
-def add_preprocess_options(p) -> None:
-    pre = p.add_argument_group("preprocessing")
-    pre.add_argument("--preprocess", choices=sorted([*PRESETS, *PRESET_ALIASES]), help="preset (default: from settings/metadata, "
-                                                                   "else imagenet)")
-    pre.add_argument("--size", type=int, nargs="+", metavar="N", help="H W (or one N) for dynamic-size models")
-    pre.add_argument("--mean", type=parse_list, help="per-channel mean after scaling, e.g. 0.5,0.5,0.5")
-    pre.add_argument("--std", type=parse_list, help="per-channel std, e.g. 0.5,0.5,0.5")
-    pre.add_argument("--scale", type=float, help="multiply 0..255 pixels by this first (e.g. 0.00392157)")
-    pre.add_argument("--bgr", action="store_true", default=None, help="feed channels in B, G, R order")
-    pre.add_argument("--layout", choices=["NCHW", "NHWC"], help="only where the graph does not pin it down")
-    pre.add_argument("--resize", choices=["squash", "crop"], help="squash to the input size, or resize the "
-                                                                 "shorter side and centre-crop")
-    p.add_argument("--labels", help="class names: a .txt file (one per line) or .json list")
-
-
-def preprocess_spec(ex: Explainer, model, args):
-    """The :class:`PreprocessSpec` from the flags of :func:`add_preprocess_options` (settings file and metadata below them)."""
-    size = None
-    if args.size:
-        if len(args.size) not in (1, 2):
-            raise OnnxcamError("--size takes one number or two (H W)")
-        size = args.size * 2 if len(args.size) == 1 else args.size
-    return derive_spec(ex.index, model_path=model, preset=args.preprocess, size=size, mean=args.mean,
-                       std=args.std, scale=args.scale, bgr=args.bgr, layout=args.layout, resize=args.resize,
-                       labels=args.labels, max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS))
-
-
-def add_method_options(p) -> None:
-    g = p.add_argument_group("method options")
-    g.add_argument("--aug-smooth", action="store_true",
-                   help="average the maps of flipped and shifted copies of each image (6 passes)")
-    g.add_argument("--eigen-smooth", action="store_true",
-                   help="first principal component of the per-channel contributions instead of their sum")
-    g.add_argument("--perturbation-batch", type=int, default=DEFAULT_BATCH, metavar="N",
-                   help=f"masked or ablated copies per ONNX Runtime call for scorecam and ablationcam "
-                        f"(default {DEFAULT_BATCH})")
-
-
-def method_options(args) -> dict:
-    """Explainer keyword arguments from :func:`add_method_options` (a passes bar for perturbation methods)."""
-    if args.perturbation_batch < 1:
-        raise OnnxcamError("--perturbation-batch must be at least 1")
-    progress = PassProgress(args.method) if args.method in PERTURBATION_METHODS else None
-    return {"aug_smooth": args.aug_smooth, "eigen_smooth": args.eigen_smooth,
-            "perturbation_batch": args.perturbation_batch, "progress": progress}
-
-
-def add_run_options(p) -> None:
-    p.add_argument("-o", "--output", default="onnxcam-out", help="output folder (default ./onnxcam-out)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per ONNX Runtime call (default 8)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS}, "
-                        "a guard against decompression bombs)")
-
-
 def finish_run(report, out: Path) -> int:
     for failure in report.failures:
         print(f"onnxcam: skipped {failure['image']}: {failure['error']}", file=sys.stderr)
@@ -233,11 +160,11 @@ class ExplainCommand:
         several = args.top > 1 or args.multilabel is not None or (args.target and len(args.target) > 1)
         if not isinstance(layers, str) and several:
             raise OnnxcamError("several layers and several classes at once: pass one class (--target K) or one layer")
+        images = collect_images(args.images)  # before the model loads: a mistyped path is the cheapest error
         ex = Explainer(args.model, layer=layers, method=args.method, output=model_output(args), **method_options(args))
         spec = preprocess_spec(ex, args.model, args)
         check_labels(spec.labels, ex)
         extra_inputs = load_extra_inputs(ex, spec.input_name, args.input)
-        images = collect_images(args.images)
         if not images:
             raise OnnxcamError("no images found in " + ", ".join(args.images))
         out = Path(args.output)
@@ -273,11 +200,6 @@ class DemoCommand:
         return finish_run(report, out)
 
 
-COMMANDS = [LayersCommand(), ExplainCommand(), ExportCommand(), DemoCommand(), ServeCommand(), EvalCommand(), CompareCommand()]
+COMMANDS = [LayersCommand(), ExplainCommand(), ExportCommand(), DemoCommand(), ServeCommand(), EvalCommand(),
+            CompareCommand()]
 
-
-def parse_list(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None

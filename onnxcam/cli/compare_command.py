@@ -14,8 +14,25 @@ import argparse
 import sys
 from pathlib import Path
 
-from onnxcam.cli.explain_files import (COMPARE_SUFFIX, PanelNames, ProtectedPaths, check_labels, collect_images,
-                                       output_folder, protected_paths, replacing, save_panel)
+from onnxcam.cli.explain_files import (
+    COMPARE_SUFFIX,
+    PanelNames,
+    ProtectedPaths,
+    check_labels,
+    collect_images,
+    output_folder,
+    protected_paths,
+    replacing,
+    save_panel,
+)
+from onnxcam.cli.options import (
+    EXIT_STATUS_HELP,
+    add_render_options,
+    add_run_options,
+    parse_list,
+    preprocess_spec,
+    render_options,
+)
 from onnxcam.cli.progress import Progress
 from onnxcam.compare import (
     ImageFailure,
@@ -28,8 +45,7 @@ from onnxcam.compare import (
     write_json,
 )
 from onnxcam.errors import OnnxcamError
-from onnxcam.explainer import Explainer
-from onnxcam.explainer import ALL_METHODS
+from onnxcam.explainer import ALL_METHODS, Explainer
 from onnxcam.preprocess import PRESETS
 from onnxcam.preprocess.presets import ALIASES as PRESET_ALIASES
 
@@ -42,9 +58,6 @@ class CompareCommand:
     name = "compare"
 
     def register(self, sub, common) -> None:
-        from onnxcam.cli.commands import (  # commands.py lists this class: import late
-            EXIT_STATUS_HELP, add_render_options, add_run_options)
-
         p = sub.add_parser(self.name, parents=[common], help="compare two models' heatmaps on the same images",
                            description="Explain each image with MODEL_A and MODEL_B (each with its own "
                                        "preprocessing) for the same class, map both heatmaps onto the image, and "
@@ -70,11 +83,11 @@ class CompareCommand:
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
+        images = collect_images(args.images)  # before the models load: a mistyped path is the cheapest error
         sides = [_side(args, "a"), _side(args, "b")]
         for side in sides:
             check_labels(side.spec.labels, side.explainer)
         _warn_if_classes_differ(*sides)
-        images = collect_images(args.images)
         if not images:
             raise OnnxcamError("no images found in " + ", ".join(args.images))
         out = Path(args.output)
@@ -104,8 +117,6 @@ class CompareCommand:
     def _compare(args, sides: list[ModelSide], images, out: Path, protected: ProtectedPaths, records: list,
                  failures: list) -> None:
         """Compare every image, drawing its panel; append to ``records`` and ``failures`` as each one is done."""
-        from onnxcam.cli.commands import render_options
-
         style = render_options(args)
         names = PanelNames(COMPARE_SUFFIX)
         with Progress(len(images), "comparing") as bar:
@@ -148,8 +159,6 @@ def _write_results(out: Path, header: dict, records: list[dict], failures: list[
 
 
 def _add_side_preprocessing(p: argparse.ArgumentParser, side: str) -> None:
-    from onnxcam.cli.commands import parse_list
-
     g = p.add_argument_group(f"preprocessing of model {side.upper()}",
                              "as `onnxcam explain`'s flags; unset fields come from the model's settings file "
                              "(<stem>.onnxcam.toml/.json), then its metadata, then the imagenet preset")
@@ -166,8 +175,6 @@ def _add_side_preprocessing(p: argparse.ArgumentParser, side: str) -> None:
 
 def _side(args, side: str) -> ModelSide:
     """Explainer and preprocessing of one model, from its ``-a``/``-b`` flags."""
-    from onnxcam.cli.commands import preprocess_spec
-
     model = getattr(args, f"model_{side}")
     ex = Explainer(model, layer=getattr(args, f"layer_{side}"), method=args.method)
     flags = argparse.Namespace(labels=args.labels, **{f: getattr(args, f"{f}_{side}") for f in _SIDE_FIELDS})

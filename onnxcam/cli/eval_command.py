@@ -10,14 +10,22 @@ exits 1 after writing the results of the others.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
 import sys
 from pathlib import Path
 
-from onnxcam.cli.explain_files import (ProtectedPaths, check_labels, finite_json, output_folder, protected_paths,
-                                       replacing)
+from onnxcam.cli.explain_files import (
+    ProtectedPaths,
+    check_labels,
+    finite_json,
+    output_folder,
+    protected_paths,
+    replacing,
+)
+from onnxcam.cli.options import add_preprocess_options, preprocess_spec
 from onnxcam.cli.progress import Progress
 from onnxcam.data import load_samples, read_dataset
 from onnxcam.errors import OnnxcamError
@@ -66,10 +74,6 @@ class EvalCommand:
     name = "eval"
 
     def register(self, sub, common) -> None:
-        import argparse
-
-        from onnxcam.cli.commands import add_preprocess_options  # commands.py lists this class: import late
-
         p = sub.add_parser(self.name, parents=[common], help="score CAM methods on images with ground-truth boxes",
                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DATA_HELP,
                            description="Measure how well each method's heatmaps localise and explain: pointing "
@@ -105,8 +109,6 @@ class EvalCommand:
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
-        from onnxcam.cli.commands import preprocess_spec
-
         methods = check_methods(args.method)
         metrics = list(METRICS) if "all" in args.metric else list(dict.fromkeys(args.metric))
         settings = EvalSettings(metrics=metrics, batch_size=args.batch_size, pointing_tolerance=args.tolerance,

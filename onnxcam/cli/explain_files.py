@@ -55,7 +55,14 @@ class RunReport:
 
 
 def collect_images(sources: list[str]) -> list[tuple[Path, Path]]:
-    """``(image path, name relative to its source)`` for files and folders (walked recursively, sorted)."""
+    """``(image path, name relative to its source)`` for files and folders (walked recursively, sorted).
+
+    A path that does not exist is a typo, not an image to skip: it stops the run before any work, instead of
+    ending in a "skipped" line and an empty summary.json.
+    """
+    missing = [src for src in sources if not os.path.exists(src)]
+    if missing:
+        raise OnnxcamError(f"no such image or folder: {missing[0]}")
     found = []
     for src in sources:
         p = Path(src)
@@ -438,7 +445,8 @@ def load_extra_inputs(explainer: Explainer, image_input: str | None, given: list
         try:
             value = np.load(file, allow_pickle=False)
         except (OSError, ValueError) as e:
-            raise OnnxcamError(f"--input {name}: cannot read {file} as a .npy array ({e}); save it with numpy.save")
+            raise OnnxcamError(f"--input {name}: cannot read {file} as a .npy array ({e}); "
+                               "save it with numpy.save") from None
         shape, kind = explainer.index.shape(name), explainer.index.type_of(name)
         if shape is not None and value.ndim == len(shape) - 1:
             value = value[None]

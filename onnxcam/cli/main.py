@@ -24,6 +24,7 @@ import traceback
 from collections.abc import Sequence
 
 from onnxcam.cli import commands
+from onnxcam.cli.options import EXIT_STATUS_HELP
 from onnxcam.errors import OnnxcamError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -32,11 +33,23 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line and a hint, not the whole usage block.
+
+    argparse prints every option of the command before the error, so a typo in
+    ``--method`` hid its one useful line (which names the valid choices) under
+    fifteen others. The exit status stays 2, argparse's own for bad usage.
+    """
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nsee {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="onnxcam",
         description="Grad-CAM for any ONNX model, computed inside the model's own ONNX Runtime session.",
-        epilog=commands.EXIT_STATUS_HELP,
+        epilog=EXIT_STATUS_HELP,
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

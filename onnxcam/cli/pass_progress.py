@@ -28,7 +28,7 @@ class PassProgress:
         if not self.tty:
             return
         if self._bar is None or total != self._bar.total or done < self._bar.done:
-            self._bar = Progress(total, self.label, stream=self.stream, enabled=True)
+            self._bar = Progress(total, self.label, stream=self.stream, enabled=True, unit="pass")
         self._bar.advance(done - self._bar.done)
         if done >= total:
             self.stream.write("\r\033[K")  # clear the line for the per-image bar

@@ -15,12 +15,24 @@ import sys
 from pathlib import Path
 
 from onnxcam.cli.explain_files import check_labels
+from onnxcam.cli.options import add_preprocess_options, preprocess_spec
 from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import Explainer
+from onnxcam.server.batching import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_WINDOW_MS,
+    BatchPolicy,
+)
+from onnxcam.server.limits import (
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_TIMEOUT_S,
+    Limits,
+)
 from onnxcam.server.params import SERVED_METHODS
-from onnxcam.server.batching import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_SIZE, DEFAULT_WINDOW_MS, BatchPolicy
-from onnxcam.server.limits import (DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PIXELS,
-                                   DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_TIMEOUT_S, Limits)
 
 INSTALL_HINT = "onnxcam serve needs the server packages: pip install 'onnxcam[serve]'"
 
@@ -29,8 +41,6 @@ class ServeCommand:
     name = "serve"
 
     def register(self, sub, common) -> None:
-        from onnxcam.cli.commands import add_preprocess_options  # commands.py lists this class: import late
-
         p = sub.add_parser(self.name, parents=[common], help="serve explanations over HTTP, with a web page",
                            description="Serve MODEL's explanations: POST /explain (an image upload; JSON or PNG), "
                                        "GET /layers, /info, /healthz, /metrics (Prometheus), and a web page at /. "
@@ -51,7 +61,8 @@ class ServeCommand:
         batching.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                               help=f"images per ONNX Runtime call (default {DEFAULT_MAX_BATCH}; 1 turns batching off)")
         batching.add_argument("--batch-window-ms", type=float, default=DEFAULT_WINDOW_MS,
-                              help=f"how long a request waits for others to share its call (default {DEFAULT_WINDOW_MS:g})")
+                              help="how long a request waits for others to share its call "
+                                   f"(default {DEFAULT_WINDOW_MS:g})")
         batching.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
                               help=f"requests waiting per (method, layer) before 503 (default {DEFAULT_QUEUE_SIZE})")
         batching.add_argument("--cache-size", type=int, default=4,
@@ -81,8 +92,6 @@ class ServeCommand:
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
-        from onnxcam.cli.commands import preprocess_spec
-
         try:
             import uvicorn
 
@@ -180,7 +189,8 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind(address)
         sock.listen(2048)
     except OSError as e:
-        raise OnnxcamError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port or --host") from None
+        raise OnnxcamError(f"cannot listen on {host}:{port}: {e.strerror or e}; "
+                           "choose another --port or --host") from None
     sock.set_inheritable(True)
     return sock
 

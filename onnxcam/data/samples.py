@@ -16,9 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxcam.data.annotations import AnnotatedImage, Box, Dataset, DataIssue
+from onnxcam.data.annotations import (
+    AnnotatedImage,
+    AnnotatedObject,
+    Box,
+    DataIssue,
+    Dataset,
+)
 from onnxcam.errors import OnnxcamError
-from onnxcam.preprocess import DEFAULT_MAX_PIXELS, Geometry, PreprocessSpec, load_image, preprocess_image
+from onnxcam.preprocess import (
+    DEFAULT_MAX_PIXELS,
+    Geometry,
+    PreprocessSpec,
+    load_image,
+    preprocess_image,
+)
 
 #: A box may overshoot the image by this much (rounding in annotation tools) before it counts as bad.
 OVERSHOOT_PX = 1.0
@@ -66,16 +78,31 @@ def resolve_label(label: int | str | None, class_names: Sequence[str] | None, nu
                        + (", ..." if len(class_names) > 8 else ""))
 
 
-def _samples_of(entry: AnnotatedImage, spec: PreprocessSpec, class_names, num_classes, max_pixels) -> list[Sample]:
+def _labelled_objects(entry: AnnotatedImage, class_names, num_classes,
+                      ) -> tuple[list[tuple[AnnotatedObject, int | None]], list[DataIssue]]:
+    """Each object with its class id; an unknown label is an issue of that box alone, not of the whole image.
+
+    One misspelt label among an image's boxes should not take the image's other, good boxes out of the evaluation.
+    """
+    labelled, issues = [], []
+    for number, obj in enumerate(entry.objects, start=1):
+        try:
+            labelled.append((obj, resolve_label(obj.label, class_names, num_classes)))
+        except OnnxcamError as e:
+            issues.append(DataIssue(f"{entry.where} ({entry.image.name}) box {number}", str(e)))
+    return labelled, issues
+
+
+def _samples_of(entry: AnnotatedImage, labelled: list[tuple[AnnotatedObject, int | None]], spec: PreprocessSpec,
+                max_pixels) -> list[Sample]:
     by_label: dict[int | None, list[Box]] = {}
-    labels = [resolve_label(o.label, class_names, num_classes) for o in entry.objects]
     img, _ = load_image(entry.image, max_pixels=max_pixels)
-    for obj in entry.objects:
-        x0, y0, x1, y1 = obj.box
+    for obj, _label in labelled:
+        _, _, x1, y1 = obj.box
         if x1 > img.width + OVERSHOOT_PX or y1 > img.height + OVERSHOOT_PX:
             raise OnnxcamError(f"box {list(obj.box)} reaches outside the {img.width}x{img.height} image")
     x, g = preprocess_image(img, spec)
-    for obj, label in zip(entry.objects, labels):
+    for obj, label in labelled:
         box = box_to_input(obj.box, g)
         if box is None:
             raise OnnxcamError(f"box {list(obj.box)} lies outside the part of the image the model sees "
@@ -89,11 +116,15 @@ def _samples_of(entry: AnnotatedImage, spec: PreprocessSpec, class_names, num_cl
 def load_samples(dataset: Dataset, spec: PreprocessSpec, class_names: Sequence[str] | None = None,
                  num_classes: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  ) -> tuple[list[Sample], list[DataIssue]]:
-    """Read and preprocess every image; a missing image, bad label or bad box skips that entry only."""
+    """Read and preprocess every image; a missing image or bad box skips that entry, an unknown label that box only."""
     samples, issues = [], list(dataset.issues)
     for entry in dataset.images:
+        labelled, label_issues = _labelled_objects(entry, class_names, num_classes)
+        issues += label_issues
+        if label_issues and not labelled:  # every box had an unknown label: nothing of the image is left to judge
+            continue
         try:
-            samples += _samples_of(entry, spec, class_names, num_classes, max_pixels)
+            samples += _samples_of(entry, labelled, spec, max_pixels)
         except OnnxcamError as e:
             issues.append(DataIssue(f"{entry.where} ({entry.image.name})", str(e)))
     return samples, issues

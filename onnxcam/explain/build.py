@@ -21,11 +21,10 @@ import onnx
 from onnx import TensorProto, helper
 
 from onnxcam.autodiff import build_vjp
-from onnxcam.autodiff.engine import backward_reachable
 from onnxcam.graph.builder import GraphBuilder
 from onnxcam.errors import OnnxcamError, TargetError
 from onnxcam.graph.index import GraphIndex
-from onnxcam.graph.layers import CandidateLayer, input_spatial_axes
+from onnxcam.graph.layers import CandidateLayer, image_input, input_spatial_axes
 from onnxcam.graph.load import default_opset
 from onnxcam.graph.prepare import emitted_ir_version
 from onnxcam.methods import CAM_METHODS, channel_sum
@@ -82,29 +81,6 @@ def resolve_score(index: GraphIndex, output: str | int, use_logit: bool = True) 
     return ScoreSpec(name, tensor, from_logit, class_axis, squash)
 
 
-def image_input(index: GraphIndex, layers: Sequence[CandidateLayer]) -> str:
-    """The model input the heatmap covers: the 4-D input the layers are computed from.
-
-    Input 0 need not be the image: a model may take a vector or a scalar
-    beside it (metadata, a text embedding, a timestep). Several image inputs
-    of one static size (RGB + depth) share one heatmap size and the first is
-    used; of different sizes there is no single image to draw over.
-    """
-    upstream = backward_reachable(index, [layer.name for layer in layers])
-    images = [name for name in index.inputs if name in upstream and input_spatial_axes(index, name) is not None]
-    names = ", ".join(repr(layer.name) for layer in layers)
-    if not images:
-        shapes = ", ".join(f"{n!r} {index.shape(n)}" for n in index.inputs)
-        raise OnnxcamError(f"layer {names} is not computed from a 4-D image input (model inputs: {shapes}); "
-                           "onnxcam explains image models with NCHW or NHWC inputs")
-    sizes = {tuple(index.shape(n)[a] for a in input_spatial_axes(index, n)) for n in images}
-    if len(images) > 1 and (len(sizes) > 1 or not all(isinstance(d, int) and d > 0 for hw in sizes for d in hw)):
-        raise OnnxcamError(f"layer {names} is computed from several image inputs of different or dynamic sizes "
-                           f"({', '.join(map(repr, images))}), so the heatmap has no single image to cover; "
-                           "choose a layer computed from one of them")
-    return images[0]
-
-
 @dataclass
 class ExplainerGraph:
     """The built model and the names a runner needs to feed and fetch."""
@@ -134,7 +110,8 @@ def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: 
     ``mode`` says what the extra input is: "class", an int64 class id per
     image (-1: its top-1 class); "rank", the same but -r explains each image's
     rank-r class (what a top-k run feeds); "seed", a tensor shaped like the
-    score that weights its elements (any other target). ``expose`` adds each layer's ``activation_i`` and ``gradient_i`` (float32)
+    score that weights its elements (any other target). ``expose`` adds each layer's ``activation_i`` and
+    ``gradient_i`` (float32)
     for methods that finish on the host. ``guided`` adds ``guided_backprop`` (the input gradient under guided-ReLU
     rules) and ``guided_gradcam`` (that times the upsampled ``cam``). The
     model shares ``index``'s external weights; the caller saves it beside them

@@ -9,11 +9,12 @@ guessed from shapes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import onnx
 
-from onnxcam.errors import LayerError
+from onnxcam.errors import LayerError, OnnxcamError
 from onnxcam.graph.index import GraphIndex
 
 #: Ops whose 4-D inputs and outputs are channels-first by the ONNX spec.
@@ -157,6 +158,54 @@ def input_spatial_axes(index: GraphIndex, input_name: str) -> tuple[int, int] | 
     return (2, 3) if axis == 1 else (1, 2)
 
 
+def image_input(index: GraphIndex, layers: Sequence[CandidateLayer | str] | None = None) -> str:
+    """The model input the heatmap covers: the 4-D input the layers are computed from.
+
+    The one picker for the explainer graph and for preprocessing, so the image
+    is sized and fed for the input its heatmap is drawn over. Input 0 need not
+    be the image: a model may take a vector, a scalar or another 4-D tensor
+    beside it (metadata, a mask, a timestep). Several image inputs of one
+    static size (RGB + depth) share one heatmap size and the first is used; of
+    different sizes there is no single image to draw over. Without ``layers``
+    (preprocessing before a layer is chosen) the image is the first 4-D input
+    some feature map is computed from, else the first 4-D input.
+    """
+    if layers is None:
+        return _default_image_input(index)
+    names = [layer if isinstance(layer, str) else layer.name for layer in layers]
+    images = _image_inputs_of(index, names)
+    shown = ", ".join(map(repr, names))
+    if not images:
+        shapes = ", ".join(f"{n!r} {index.shape(n)}" for n in index.inputs)
+        raise OnnxcamError(f"layer {shown} is not computed from a 4-D image input (model inputs: {shapes}); "
+                           "onnxcam explains image models with NCHW or NHWC inputs")
+    sizes = {tuple(index.shape(n)[a] for a in input_spatial_axes(index, n)) for n in images}
+    if len(images) > 1 and (len(sizes) > 1 or not all(isinstance(d, int) and d > 0 for hw in sizes for d in hw)):
+        raise OnnxcamError(f"layer {shown} is computed from several image inputs of different or dynamic sizes "
+                           f"({', '.join(map(repr, images))}), so the heatmap has no single image to cover; "
+                           "choose a layer computed from one of them")
+    return images[0]
+
+
+def _default_image_input(index: GraphIndex) -> str:
+    """The first 4-D input a feature map is computed from, else the first 4-D input: never a side input."""
+    images = _image_inputs_of(index, [c.name for c in candidate_layers(index)])
+    images = images or [n for n in index.inputs if input_spatial_axes(index, n) is not None]
+    if not images:
+        raise OnnxcamError(f"the model has no 4-D image input (inputs: "
+                           f"{[(n, index.shape(n)) for n in index.inputs]})")
+    return images[0]
+
+
+def _image_inputs_of(index: GraphIndex, tensors: Sequence[str]) -> list[str]:
+    """The 4-D model inputs that any of ``tensors`` is computed from, in input order."""
+    upstream = set(tensors)
+    for node in reversed(index.nodes):
+        if any(o in upstream for o in node.output):
+            upstream.update(i for i in node.input if i)
+    return [name for name in index.inputs if name in upstream and input_spatial_axes(index, name) is not None]
+
+
 def resolve_layer(index: GraphIndex, spec: str, candidates: list[CandidateLayer]) -> CandidateLayer:
     """Map a tensor name or node name to a candidate, with an error that lists what exists."""
     by_name = {c.name: c for c in candidates}
@@ -170,6 +219,11 @@ def resolve_layer(index: GraphIndex, spec: str, candidates: list[CandidateLayer]
         spec_tensor = node.output[0] if node.output else spec
     else:
         spec_tensor = spec
+    if spec_tensor in index.inputs:
+        raise LayerError(
+            f"layer {spec!r} is the model's input, not a feature map inside it: a CAM weighs the channels of an "
+            f"inner layer; pick one of `onnxcam layers MODEL`, e.g. {_examples(candidates)}, or use layer='auto'"
+        )
     if spec_tensor in index.types or spec_tensor in index.producer or node is not None:
         shape = index.shape(spec_tensor)
         raise LayerError(

@@ -33,10 +33,3 @@ HOST_METHODS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "eigencam": lambda A, G: first_component(A),
     "eigengradcam": lambda A, G: first_component(A * G),
 }
-
-
-def normalise(maps: np.ndarray) -> np.ndarray:
-    """Per-image min-max to [0, 1], as the in-graph head does (an all-zero map stays zero)."""
-    lo = maps.min(axis=(1, 2), keepdims=True)
-    span = np.maximum(maps.max(axis=(1, 2), keepdims=True) - lo, 1e-7)
-    return ((maps - lo) / span).astype(np.float32)

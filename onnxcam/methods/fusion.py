@@ -13,8 +13,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from onnxcam.methods.eigen import normalise
 from onnxcam.methods.upsampling import resize_half_pixel
+
+
+def normalise(maps: np.ndarray) -> np.ndarray:
+    """Per-image min-max to [0, 1], as the in-graph head does (an all-zero map stays zero)."""
+    lo = maps.min(axis=(1, 2), keepdims=True)
+    span = np.maximum(maps.max(axis=(1, 2), keepdims=True) - lo, 1e-7)
+    return ((maps - lo) / span).astype(np.float32)
 
 
 def mean_of_normalised(maps: Sequence[np.ndarray]) -> np.ndarray:

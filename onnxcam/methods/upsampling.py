@@ -20,7 +20,7 @@ MAX_MATRIX_ELEMENTS = 1 << 22
 
 
 def fits_matrices(low_hw: tuple[int, int], out_hw: tuple[int, int]) -> bool:
-    """Whether both interpolation matrices of a ``low_hw`` -> ``out_hw`` resize stay under :data:`MAX_MATRIX_ELEMENTS`."""
+    """Whether both interpolation matrices of a ``low_hw`` -> ``out_hw`` resize fit :data:`MAX_MATRIX_ELEMENTS`."""
     return all(n_in * n_out <= MAX_MATRIX_ELEMENTS for n_in, n_out in zip(low_hw, out_hw))
 
 

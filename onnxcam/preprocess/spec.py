@@ -66,10 +66,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxcam.errors import PreprocessError
+from onnxcam.errors import OnnxcamError, PreprocessError
 from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.load import load_model
-from onnxcam.graph.layers import infer_channel_axes, input_spatial_axes
+from onnxcam.graph.layers import image_input, infer_channel_axes, input_spatial_axes
 from onnxcam.preprocess.geometry import RESIZE_MODES
 from onnxcam.preprocess.images import DEFAULT_MAX_PIXELS
 from onnxcam.preprocess.presets import DEFAULT_PRESET, get_preset
@@ -242,18 +242,20 @@ def derive_spec(model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex, *,
 
 
 def _image_input(index: GraphIndex, input_name: str | None) -> str:
-    if input_name is not None:
-        if input_name not in index.inputs:
-            raise PreprocessError(f"model has no input {input_name!r}; inputs are {index.inputs}")
-        shape = index.shape(input_name)
-        if shape is None or len(shape) != 4:
-            raise PreprocessError(f"input {input_name!r} has shape {shape}; an image input must be 4-D")
-        return input_name
-    four = [n for n in index.inputs if (s := index.shape(n)) is not None and len(s) == 4]
-    if not four:
-        raise PreprocessError(f"the model has no 4-D image input (inputs: "
-                              f"{[(n, index.shape(n)) for n in index.inputs]})")
-    return four[0]
+    """The input named by the caller (checked to be a 4-D input), else the one :func:`image_input` picks."""
+    if input_name is None:
+        try:
+            return image_input(index)
+        except PreprocessError:
+            raise
+        except OnnxcamError as e:
+            raise PreprocessError(str(e)) from None
+    if input_name not in index.inputs:
+        raise PreprocessError(f"model has no input {input_name!r}; inputs are {index.inputs}")
+    shape = index.shape(input_name)
+    if shape is None or len(shape) != 4:
+        raise PreprocessError(f"input {input_name!r} has shape {shape}; an image input must be 4-D")
+    return input_name
 
 
 def _merge(levels: list[tuple[str, dict]]) -> tuple[dict, dict, str | None]:

@@ -47,7 +47,8 @@ def as_rgb(image) -> np.ndarray:
     elif arr.ndim == 3 and arr.shape[2] in (3, 4):
         arr = arr[:, :, :3]
     else:
-        hint = " (looks channels-first: use arr.transpose(1, 2, 0))" if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) else ""
+        channels_first = arr.ndim == 3 and arr.shape[0] in (1, 3, 4)
+        hint = " (looks channels-first: use arr.transpose(1, 2, 0))" if channels_first else ""
         raise InputError(f"image array must be (H, W, 3) RGB, got shape {arr.shape}{hint}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(f"image is empty (shape {arr.shape})")

@@ -41,7 +41,8 @@ def line_width(height: int, width: int) -> int:
     return max(1, round(max(height, width) / 500))
 
 
-def draw_contour(rgb: np.ndarray, cam: np.ndarray, fraction: float = PAPER_THRESHOLD, width: int | None = None) -> np.ndarray:
+def draw_contour(rgb: np.ndarray, cam: np.ndarray, fraction: float = PAPER_THRESHOLD,
+                 width: int | None = None) -> np.ndarray:
     """Paint the boundary of ``cam >= fraction * max`` (all components) onto ``rgb`` in place."""
     w = line_width(*rgb.shape[:2]) if width is None else int(width)
     edge = boundary(threshold_mask(cam, fraction))

@@ -8,6 +8,8 @@ compare onnxruntime's gradient with torch for two batch sizes.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -505,7 +507,19 @@ def test_negative_pads_crop():
     _dynamic_check(nodes, (0, 3, 5), {"p": _i(0, -1, 2, 0, 1, -2)}, "y", lambda x: F.pad(x, (2, -2, -1, 1)))
 
 
-def test_rules_registered():
-    for op in ["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast", "Expand", "Transpose",
-               "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Pad", "Resize", "Tile"]:
-        assert op in VJP_RULES
+SHAPE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast", "Expand", "Transpose",
+             "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Pad", "Resize", "Tile"}
+
+
+def test_every_shape_op_rule_has_a_checked_row_here():
+    """The rules module and this file agree: each rule it registers is listed, and checked by a row above.
+
+    (It only asserted ``op in VJP_RULES``, which every row above already proves by running.) Now a rule added to
+    shape_ops.py without a row here, or a row whose rule moved away, fails.
+    """
+    registered = {op for op, rule in VJP_RULES.items() if rule.__module__ == "onnxcam.autodiff.rules.shape_ops"}
+    assert registered == SHAPE_OPS
+    source = Path(__file__).read_text()
+    unchecked = sorted(op for op in SHAPE_OPS if f'check_vjp("{op}"' not in source and f'_n("{op}"' not in source
+                       and f'make_node("{op}"' not in source and op != "Resize")
+    assert unchecked == [] and "_check_resize(" in source

@@ -262,7 +262,7 @@ def vjp_slice(ctx: VJPContext):
     x, g = ctx.inputs[0], ctx.grad_out
     ins = ctx.inputs + [""] * (5 - len(ctx.inputs))
     _, starts, ends, axes, steps = ins[:5]
-    rank = ctx.require_rank(x)
+    ctx.require_rank(x)  # a clear UnsupportedOpError when the rank is unknown, before anything is emitted
     vals = [ctx.constant_value(n) if n else None for n in (starts, ends, axes, steps)]
     if vals[0] is not None and vals[1] is not None and (not axes or vals[2] is not None) \
             and (not steps or vals[3] is not None):

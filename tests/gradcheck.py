@@ -144,7 +144,8 @@ def random_directions(shape: tuple[int, ...], count: int, rng: np.random.Generat
     return v / np.linalg.norm(v.reshape(count, -1), axis=1).reshape(count, *[1] * len(shape))
 
 
-def coordinate_directions(shape: tuple[int, ...], count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def coordinate_directions(shape: tuple[int, ...], count: int,
+                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``count`` distinct one-hot directions (or every element when there are fewer), and their flat indices."""
     size = int(np.prod(shape))
     flat = np.sort(rng.choice(size, size=min(count, size), replace=False))
