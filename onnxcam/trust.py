@@ -46,8 +46,12 @@ MAX_LABELS = 100_000
 MAX_LABEL_CHARS = 1_000
 #: Nesting of JSON, TOML and Python literals from untrusted files (onnxcam's own fields nest two levels).
 MAX_NESTING = 32
-#: Characters of one metadata value parsed as JSON or a Python literal.
-MAX_LITERAL_CHARS = 16 << 20
+#: Characters of one JSON text from an untrusted file (100,000 class names fit); its parse costs tens of bytes
+#: per character at worst.
+MAX_JSON_CHARS = 4 << 20
+#: Characters of one Python literal (Ultralytics' ``names``, a few kB in practice): ``ast.literal_eval`` costs
+#: about 500 bytes per character, so this keeps its worst case near 130 MB.
+MAX_LITERAL_CHARS = 256 << 10
 
 ErrorType = Callable[[str], OnnxcamError]
 _STRUCTURE = re.compile(r"[\[\]{}()\"'\\]")
@@ -108,12 +112,12 @@ def read_bounded(path: Path, limit: int, what: str, error: ErrorType) -> bytes:
 
 
 def parse_json(text: str, what: str, error: ErrorType) -> Any:
-    """``json.loads`` of at most :data:`MAX_LITERAL_CHARS` characters nested at most :data:`MAX_NESTING` deep."""
-    _check_length(text, what, error)
+    """``json.loads`` of at most :data:`MAX_JSON_CHARS` characters nested at most :data:`MAX_NESTING` deep."""
+    _check_length(text, MAX_JSON_CHARS, what, error)
     _check_nesting(text, what, error)
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, or an int of over 4,300 digits
         raise error(f"{what} is not valid JSON: {e}") from None
 
 
@@ -126,10 +130,10 @@ def parse_toml(text: str, what: str, error: ErrorType) -> Any:
             import tomli as tomllib  # type: ignore[no-redef]
         except ImportError:
             raise error(f"reading {what} needs Python 3.11+ (or the tomli package); use JSON instead") from None
-    _check_length(text, what, error)
+    _check_length(text, MAX_JSON_CHARS, what, error)
     try:
         data = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # ValueError: TOMLDecodeError, or an int of over 4,300 digits
         raise error(f"{what} is not valid TOML: {e}") from None
     if _depth(data) > MAX_NESTING:
         raise error(f"{what} nests tables or arrays more than {MAX_NESTING} levels deep")
@@ -138,7 +142,7 @@ def parse_toml(text: str, what: str, error: ErrorType) -> Any:
 
 def parse_literal(text: str, what: str, error: ErrorType) -> Any:
     """``ast.literal_eval`` of a bounded string (Ultralytics stores class names as a Python dict repr)."""
-    _check_length(text, what, error)
+    _check_length(text, MAX_LITERAL_CHARS, what, error)
     _check_nesting(text, what, error)
     try:
         return ast.literal_eval(text)
@@ -165,9 +169,16 @@ def check_labels(names: tuple[str, ...], what: str, error: ErrorType) -> tuple[s
     return names
 
 
-def _check_length(text: str, what: str, error: ErrorType) -> None:
-    if len(text) > MAX_LITERAL_CHARS:
-        raise error(f"{what} has {len(text)} characters, more than the {MAX_LITERAL_CHARS} onnxcam parses")
+def check_line_count(text: str, what: str, error: ErrorType) -> str:
+    """``text`` if it has at most :data:`MAX_LABELS` lines: counted before splitting it into that many strings."""
+    if text.count("\n") > MAX_LABELS:
+        raise error(f"{what} has more than {MAX_LABELS} lines, more class names than onnxcam reads")
+    return text
+
+
+def _check_length(text: str, limit: int, what: str, error: ErrorType) -> None:
+    if len(text) > limit:
+        raise error(f"{what} has {len(text)} characters, more than the {limit} onnxcam parses")
 
 
 def _check_nesting(text: str, what: str, error: ErrorType) -> None:

@@ -123,7 +123,8 @@ def test_a_long_run_in_a_log_prints_a_few_lines_not_one_per_update():
     lines = log.getvalue().splitlines()
     assert 3 <= len(lines) <= 12, lines
     assert lines[0].startswith("explaining [") and " 0/1000 " in lines[0]
-    assert " 1000/1000 " in lines[-1] and "2.0 img/s" in lines[-1]
+    assert " 1000/1000 " in lines[-1] and "2.0 img/s" in lines[-2]
+    assert lines[-1].endswith("1000/1000 in 500.0 s")  # the end says how long the whole run took
 
 
 def test_a_short_run_in_a_log_prints_its_start_and_its_end_only():

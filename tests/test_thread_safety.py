@@ -31,18 +31,21 @@ def _calls(x):
     }
 
 
-@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
-def test_threads_share_one_fresh_explainer(method):
+@pytest.mark.parametrize("method,options", [("gradcam", {}), ("scorecam", {}), ("ablationcam", {}),
+                                            ("gradcam", {"eigen_smooth": True})],
+                         ids=["gradcam", "scorecam", "ablationcam", "eigen_smooth"])
+def test_threads_share_one_fresh_explainer(method, options):
+    """Score-CAM builds a cut session, Ablation-CAM a tail session, eigen_smooth a contributions session."""
     model = tiny_cnn()
     x = np.random.default_rng(0).random((3, 3, 16, 16), dtype=np.float32)
     calls = _calls(x)
-    reference = onnxcam.Explainer(model, method=method)
+    reference = onnxcam.Explainer(model, method=method, **options)
     expected = {name: call(reference) for name, call in calls.items()}
     failures: list[str] = []
     checked = 0
 
     for _ in range(ROUNDS):
-        shared = onnxcam.Explainer(model, method=method)
+        shared = onnxcam.Explainer(model, method=method, **options)
         barrier = threading.Barrier(THREADS)
         results: list[tuple[str, np.ndarray]] = []
 

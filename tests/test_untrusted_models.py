@@ -137,6 +137,7 @@ def test_huge_input_size_from_a_settings_file_and_the_user_option(tmp_path):
     (tmp_path / "m.onnxcam.toml").unlink()
     with pytest.raises(PreprocessError, match="from user"):
         derive_spec(path, size=[9000, 9000], max_pixels=1_000_000)
+    assert derive_spec(path, max_pixels=40_000).size == (224, 224)  # the built-in default is never refused
 
 
 @pytest.mark.parametrize("key,value", [
@@ -201,6 +202,7 @@ def _model_with_external_wf(folder, location="w.bin", offset=0, length=None):
     ("w.bin", 0, 10 ** 12, "truncated"),
     ("w.bin", 10 ** 9, 4, "truncated"),
     ("w.bin", -1, 4, "malformed"),
+    ("w.bin", 0, 4, "do not match"),  # 4 bytes for a (5, 8) float tensor
     (".", 0, 4, "not a regular file"),
 ])
 def test_hostile_external_data_entries(tmp_path, location, offset, length, message):
@@ -290,3 +292,19 @@ def test_a_labels_option_naming_a_folder_or_device_is_a_clear_error(tmp_path):
     for where in (str(tmp_path), "/dev/zero"):
         with pytest.raises(PreprocessError, match="not a regular file"):
             derive_spec(path, labels=where)
+
+
+@pytest.mark.filterwarnings("ignore:ignoring metadata")  # the model keeps its metadata while its settings are tried
+def test_integers_too_long_for_python_are_clear_errors(tmp_path):
+    """Python refuses int() of more than 4,300 digits with a plain ValueError, inside json and tomllib."""
+    digits = "1" * 5000
+    path = save_with_metadata(tmp_path, {"onnxcam.preprocess": '{"size": ' + digits + "}",
+                                         "onnxcam.labels": "[" + digits + "]"})
+    spec, messages = spec_quietly(path)
+    assert spec.labels is None and len(messages) == 2, messages
+    for suffix, text in ((".onnxcam.json", '{"scale": ' + digits + "}"), (".onnxcam.toml", "scale = " + digits)):
+        settings = tmp_path / f"m{suffix}"
+        settings.write_text(text)
+        with pytest.raises(PreprocessError, match="not valid"):
+            derive_spec(path)
+        settings.unlink()

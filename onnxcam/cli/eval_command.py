@@ -20,7 +20,6 @@ from pathlib import Path
 from onnxcam.cli.explain_files import (
     ProtectedPaths,
     check_labels,
-    finite_json,
     output_folder,
     protected_paths,
     replacing,
@@ -28,6 +27,7 @@ from onnxcam.cli.explain_files import (
 from onnxcam.cli.options import add_preprocess_options, preprocess_spec
 from onnxcam.cli.progress import Progress
 from onnxcam.data import load_samples, read_dataset
+from onnxcam.strict_json import finite_json
 from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import ALL_METHODS, Explainer
 from onnxcam.metrics.baselines import BASELINES

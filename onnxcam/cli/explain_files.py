@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -25,6 +24,7 @@ from onnxcam.errors import OnnxcamError, TargetError
 from onnxcam.explainer import Explainer
 from onnxcam.preprocess import PreprocessSpec, cam_to_image, load_image, point_to_image, preprocess_image
 from onnxcam.preprocess.spec import find_settings_file
+from onnxcam.strict_json import finite_json
 from onnxcam.render import (
     format_caption, guided_to_unit, render_class_panels, render_guided_panel, render_layer_panel, render_panel,
     resize_cam, unit_to_rgb,
@@ -248,23 +248,6 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def finite_json(value):
-    """``value`` with NaN and infinities as null and numpy scalars as Python numbers: JSON has no NaN.
-
-    A broken or hostile model can output NaN scores; ``json.dumps`` would write the bare token ``NaN``, which
-    strict JSON readers reject.
-    """
-    if isinstance(value, dict):
-        return {k: finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_json(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_json(path: Path, doc: dict) -> None:
     """Write ``doc`` as strict JSON, atomically; an OSError becomes one line that says to choose another -o."""
     text = json.dumps(finite_json(doc), indent=2, allow_nan=False) + "\n"
@@ -347,6 +330,9 @@ class _FileRun:
                 loaded.append((path, panel, img, x, geometry))
             except OnnxcamError as e:
                 self._failed(path, str(e))
+            except MemoryError:  # a model whose static input is huge: its own size, not capped (see Security)
+                h, w = self.spec.size
+                self._failed(path, f"not enough memory to bring it to the model's input size {h}x{w}")
         if not loaded:
             return
         batch = np.stack([item[3] for item in loaded])

@@ -28,8 +28,8 @@ class RateMeter:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
-        self._start = clock()
-        self._samples: deque[tuple[float, int]] = deque([(self._start, 0)])
+        self.started = clock()
+        self._samples: deque[tuple[float, int]] = deque([(self.started, 0)])
 
     def update(self, done: int) -> None:
         now = self._clock()
@@ -39,7 +39,7 @@ class RateMeter:
 
     def rate(self) -> float | None:
         now, done = self._clock(), self._samples[-1][1]
-        if now - self._start < RATE_AFTER_S or done < RATE_AFTER_ITEMS:
+        if now - self.started < RATE_AFTER_S or done < RATE_AFTER_ITEMS:
             return None
         then, done_then = self._samples[0]
         return (done - done_then) / (now - then) if now > then else None
@@ -80,6 +80,9 @@ class Progress:
     def line(self) -> str:
         """The bar as one line: how far, how fast (once that can be told) and how long is left."""
         frac = self.done / self.total if self.total else 1.0
+        if self.done >= self.total and self.total:  # finished: the whole run's time says more than any rate
+            elapsed = self._clock() - self._meter.started
+            return f"{self.label} [{'#' * 30}] {self.done}/{self.total} in {elapsed:.1f} s"
         rate = self._meter.rate()
         if rate is None or rate <= 0:
             speed = f"    - {self.unit}/s"

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxcam.compare.run import ImageComparison, ImageFailure
+from onnxcam.strict_json import finite_json
 
 METRICS = ("spearman", "top15_iou", "peak_distance_px")
 CSV_COLUMNS = ("image", "target", "target_label", "a_class", "a_label", "a_probability", "a_target_probability",
@@ -50,7 +51,7 @@ def aggregate(records: list[dict]) -> dict:
 def write_json(path: Path, header: dict, records: list[dict], failures: list[ImageFailure]) -> None:
     doc = {**header, "aggregate": aggregate(records), "images": records,
            "failures": [{"image": str(f.image), "error": f.error} for f in failures]}
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path.write_text(json.dumps(finite_json(doc), indent=2, allow_nan=False) + "\n")
 
 
 def write_csv(path: Path, records: list[dict]) -> None:

@@ -113,12 +113,34 @@ def _load_external(tensor: onnx.TensorProto, path: Path) -> Path:
     if offset < 0 or length < 0 or offset + length > size:
         raise ModelLoadError(f"{what} asks for bytes {offset}..{offset + length} of {info.location!r}, which has "
                              f"{size}; the data file is truncated or belongs to another model")
+    expected = _raw_bytes(tensor)
+    if expected is not None and length != expected:  # a hostile length reads a whole file into a small tensor
+        raise ModelLoadError(f"{what} asks for {length} bytes, but its shape {list(tensor.dims)} holds {expected}; "
+                             "the model and its data file do not match: re-export the model")
     with open(data_file, "rb") as f:
         f.seek(offset)
         tensor.raw_data = f.read(length)
     tensor.data_location = onnx.TensorProto.DEFAULT
     del tensor.external_data[:]
     return data_file
+
+
+def _raw_bytes(tensor: onnx.TensorProto) -> int | None:
+    """The bytes of ``tensor``'s raw data as its type and shape say, or None where that is not fixed-size."""
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return None
+    return (count + 1) // 2 if tensor.data_type in _FOUR_BIT else count * itemsize
+
+
+#: Types packed two to a byte in raw data.
+_FOUR_BIT = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, n)}
 
 
 def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

@@ -23,7 +23,7 @@ import onnx
 from onnx import numpy_helper
 from onnx.external_data_helper import load_external_data_for_model
 
-from onnxcam.errors import ModelLoadError, RuntimeFailure
+from onnxcam.errors import ModelLoadError, RuntimeFailure, first_line
 
 WEIGHTS_FILE = "weights.bin"
 #: Smaller initializers (shapes, axes, scales) stay inline: shape inference and rules read them.
@@ -77,7 +77,7 @@ class WeightFolder:
         try:
             onnx.checker.check_model(str(path))
         except (onnx.checker.ValidationError, UnicodeDecodeError) as e:  # UnicodeDecodeError: a name is not UTF-8
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid graph"
+            first = first_line(e)
             if emitted:
                 raise RuntimeFailure(f"onnxcam built an invalid explainer graph ({first}); this is a bug in "
                                      "onnxcam: please report it with the model") from None

@@ -74,8 +74,8 @@ from onnxcam.preprocess.geometry import RESIZE_MODES
 from onnxcam.preprocess.images import DEFAULT_MAX_PIXELS
 from onnxcam.preprocess.presets import DEFAULT_PRESET, get_preset
 from onnxcam.trust import (
-    MAX_LABELS_BYTES, MAX_SETTINGS_BYTES, check_input_size, check_labels, confined_file, parse_json, parse_literal,
-    parse_toml, read_bounded,
+    MAX_LABELS_BYTES, MAX_SETTINGS_BYTES, check_input_size, check_labels, check_line_count, confined_file, parse_json,
+    parse_literal, parse_toml, read_bounded,
 )
 
 FIELDS = ("preset", "size", "mean", "std", "bgr", "scale", "layout", "resize", "labels")
@@ -231,7 +231,7 @@ def derive_spec(model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex, *,
         size = tuple(d if isinstance(d, int) and d > 0 else DEFAULT_SIZE for d in (mh, mw))
         sources["size"] = "default"
     sources["dtype"] = "model" if ttype is not None else "default"
-    if sources["size"] != "model":  # a static input size is what the model is: running it needs that input anyway
+    if sources["size"] not in ("model", "default"):  # a static size is the model's own; the default is small
         check_input_size(size, max_pixels, sources["size"], PreprocessError)
 
     return PreprocessSpec(
@@ -413,8 +413,9 @@ def _metadata_labels(props: dict[str, str]) -> tuple[str, dict] | None:
         except PreprocessError as e:
             warnings.warn(f"ignoring metadata {LABELS_KEY}: {e}", stacklevel=4)
     if "character" in props:
-        names = tuple(line for line in props["character"].splitlines() if line.strip())
         try:
+            text = check_line_count(props["character"], "metadata character", PreprocessError)
+            names = tuple(line for line in text.splitlines() if line.strip())
             if names:
                 return "metadata character", {"labels": check_labels(names, "metadata character", PreprocessError)}
         except PreprocessError as e:
@@ -533,7 +534,7 @@ def load_labels(value: Any, base_dir: Path | None = None, where: str = "option",
         if not isinstance(data, list):
             raise PreprocessError(f"labels file {p} must hold a list or an object of names")
         return check_labels(tuple(str(x) for x in data), f"{what} {p}", PreprocessError)
-    lines = text.splitlines()
+    lines = check_line_count(text, f"{what} {p}", PreprocessError).splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     return check_labels(tuple(line.strip() for line in lines), f"{what} {p}", PreprocessError)

@@ -56,6 +56,7 @@ from onnxcam.server.prom import CONTENT_TYPE as PROM_CONTENT_TYPE, Metrics
 from onnxcam.server.results import describe, overlay_png
 from onnxcam.server.uploads import Upload, parse_upload, read_body
 from onnxcam.server.workers import CancelToken, Errand, WorkerPool
+from onnxcam.strict_json import finite_json
 
 ROUTES = ("/", "/explain", "/layers", "/info", "/healthz", "/metrics")
 #: The page loads nothing from elsewhere; its script and style are inline.
@@ -170,7 +171,8 @@ class ExplainService:
                               num_classes=explainer.num_classes, max_targets=self.config.limits.max_targets)
         slot = await self.pool.get(self.key_for(params.method, params.layer))  # may build one: see pool.py
         progress.stage = _WAITING_FOR_PIXELS
-        await self.pixels.acquire(pixels)
+        if pixels:  # 0: not an image, or over the cap: its decode fails at once with the 400 it deserves
+            await self.pixels.acquire(pixels)
         progress.stage = "working"
         try:
             return await self._explain_image(request, upload, params, slot, errand)
@@ -196,8 +198,8 @@ class ExplainService:
         answer = await errand.run("render", describe, result, photo, geometry, self.spec.labels,
                                   params.colormap, params.alpha, check)
         layer = slot.explainer.layer
-        return JSONResponse({"model": self.config.model.name, "method": params.method, "layer": layer,
-                             "colormap": params.colormap, "alpha": params.alpha, **answer})
+        return JSONResponse(finite_json({"model": self.config.model.name, "method": params.method, "layer": layer,
+                                         "colormap": params.colormap, "alpha": params.alpha, **answer}))
 
     def _read_upload(self, body: bytes, content_type: str | None, token: CancelToken) -> tuple[Upload, int]:
         """The upload, and the pixels its image header declares (one worker step: each hop costs latency)."""

@@ -112,7 +112,8 @@ class MicroBatcher:
     async def close(self, drain_s: float = 0.0) -> None:
         """Stop the worker, after up to ``drain_s`` seconds for queued and running jobs to finish.
 
-        Jobs still waiting then fail with CancelledError.
+        Jobs still waiting then fail with :class:`QueueFull` (a 503 that says retry), not CancelledError: that is a
+        BaseException, which would pass the request's error handling and end as a plain-text 500.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_s
@@ -127,7 +128,9 @@ class MicroBatcher:
                 pass
             self._worker = None
         while not self._queue.empty():
-            self._queue.get_nowait().future.cancel()
+            future = self._queue.get_nowait().future
+            if not future.done():
+                future.set_exception(QueueFull())
 
     async def _wait_for_announced(self, deadline: float) -> None:
         """Until the requests decoding now have submitted, ``max_batch`` jobs wait, or ``deadline``."""
