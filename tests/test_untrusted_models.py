@@ -308,3 +308,22 @@ def test_integers_too_long_for_python_are_clear_errors(tmp_path):
         with pytest.raises(PreprocessError, match="not valid"):
             derive_spec(path)
         settings.unlink()
+
+
+def test_a_weights_folder_whose_finalizer_was_interrupted_is_removed_at_exit(monkeypatch):
+    """SIGTERM mid-run becomes KeyboardInterrupt; landing inside a finalizer's rmtree, it left the weights copy."""
+    from onnxcam.graph import weights
+
+    folder = weights.WeightFolder()
+    real = weights.shutil.rmtree
+
+    def interrupted(path, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(weights.shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        folder.close()  # the finalizer is spent, the folder is still there
+    assert folder.path.exists()
+    monkeypatch.setattr(weights.shutil, "rmtree", real)
+    weights._remove_leftovers()  # what atexit runs
+    assert not folder.path.exists()

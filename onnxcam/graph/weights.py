@@ -12,6 +12,7 @@ efficiently as it loads the user's own model.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -31,12 +32,34 @@ MIN_DETACHED_BYTES = 1024
 _ALIGN = 64
 
 
+#: Folders this process made and has not removed yet.
+_LIVE_FOLDERS: set[str] = set()
+
+
+def _remove(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    _LIVE_FOLDERS.discard(path)
+
+
+@atexit.register
+def _remove_leftovers() -> None:
+    """Remove every folder still there at exit.
+
+    A finalizer runs once: when Ctrl-C or SIGTERM (which the CLI turns into
+    KeyboardInterrupt) lands during its ``rmtree``, the folder stays, with a
+    full copy of the model's weights in it. This sweep catches those.
+    """
+    for path in list(_LIVE_FOLDERS):
+        _remove(path)
+
+
 class WeightFolder:
     """A private temporary folder holding ``weights.bin`` and the models that refer to it."""
 
     def __init__(self) -> None:
         self.path = Path(tempfile.mkdtemp(prefix="onnxcam-"))
-        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.path), True)
+        _LIVE_FOLDERS.add(str(self.path))
+        self._cleanup = weakref.finalize(self, _remove, str(self.path))
 
     def detach(self, model: onnx.ModelProto) -> None:
         """Move ``model``'s large initializers (in place) into ``weights.bin``."""
