@@ -30,7 +30,13 @@ from pathlib import Path
 
 from model_zoo import derived, registry_models, tf_convert
 from model_zoo.zoo import (
-    ZooEntry, cap_ir_version, default_cache, describe_onnx, fill_layers, load_manifest, save_manifest,
+    ZooEntry,
+    cap_ir_version,
+    default_cache,
+    describe_onnx,
+    fill_layers,
+    load_manifest,
+    save_manifest,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,8 +95,10 @@ def _tf_job(job: str, opset: int, src: Callable[[Path], Path] | None = None) -> 
 def _keras_shapes(cache: Path, entry: ZooEntry) -> Path:
     dest = _tf_job("keras_shapes", 17)(cache, entry)
     accuracy = json.loads(dest.with_suffix(".train.json").read_text())["val_accuracy"]
-    entry.notes = f"trained {tf_convert.SHAPES_EPOCHS} epochs on {tf_convert.SHAPES_TRAIN} demo images: " \
-                  f"validation accuracy {accuracy:.3f} (6 classes)"
+    entry.notes = (
+        f"trained {tf_convert.SHAPES_EPOCHS} epochs on {tf_convert.SHAPES_TRAIN} demo images: "
+        f"validation accuracy {accuracy:.3f} (6 classes)"
+    )
     return dest
 
 
@@ -134,69 +142,171 @@ def _tv_recipes() -> list[Recipe]:
     out = []
     for arch in TV_ARCHS:
         for exporter in ("torchscript", "dynamo"):
-            out.append(Recipe(
-                ZooEntry(f"tv_{arch}_{exporter}", "pytorch", f"torch.onnx ({exporter})", layout="NCHW",
-                         preprocessing=IMAGENET_128, torch_source=arch, license="BSD-3-Clause (torchvision code; "
-                         "random weights)", source=f"torchvision.models.{arch}(weights=None), random BN stats"),
-                _torchvision(arch, exporter), TORCH_MODULES))
+            out.append(
+                Recipe(
+                    ZooEntry(
+                        f"tv_{arch}_{exporter}",
+                        "pytorch",
+                        f"torch.onnx ({exporter})",
+                        layout="NCHW",
+                        preprocessing=IMAGENET_128,
+                        torch_source=arch,
+                        license="BSD-3-Clause (torchvision code; random weights)",
+                        source=f"torchvision.models.{arch}(weights=None), random BN stats",
+                    ),
+                    _torchvision(arch, exporter),
+                    TORCH_MODULES,
+                )
+            )
     return out
 
 
 RAW255_96 = {"preset": "raw255", "size": [96, 96], "layout": "NHWC"}
-RECIPES: dict[str, Recipe] = {r.entry.name: r for r in [
-    *_tv_recipes(),
-    Recipe(ZooEntry("keras_mobilenetv2", "keras", "tf2onnx (from_keras)", layout="NHWC",
-                    preprocessing={"preset": "inception", "size": [96, 96], "layout": "NHWC"},
-                    license="Apache-2.0 (keras code; random weights)",
-                    source="keras.applications.MobileNetV2(alpha=0.35, 96x96, classes=10, weights=None)"),
-           _tf_job("keras_mobilenetv2", 13), TF_MODULES),
-    Recipe(ZooEntry("keras_shapes", "keras", "tf2onnx (from_keras)", layout="NHWC", preprocessing=RAW255_96,
-                    license="Apache-2.0 (this repository)",
-                    source="model_zoo.tf_convert.shapes_cnn trained on model_zoo.demo_data"),
-           _keras_shapes, TF_MODULES),
-    Recipe(ZooEntry("tflite_shapes", "tflite", "TFLiteConverter + tf2onnx --tflite", layout="NHWC",
-                    preprocessing=RAW255_96, license="Apache-2.0 (this repository)",
-                    source="keras_shapes converted to .tflite"),
-           _tf_job("tflite_shapes", 15, lambda cache: cache / "keras_shapes.keras"), TF_MODULES,
-           after=("keras_shapes",)),
-    Recipe(ZooEntry("fer_emotion", "keras", "tf2onnx (from_keras)", layout="NHWC",
-                    preprocessing={"preset": "inception", "size": [64, 64], "layout": "NHWC"},
-                    license=registry_models.FER_EMOTION.license, source=registry_models.FER_EMOTION.source,
-                    notes="pretrained mini-Xception on FER2013, 7 emotions, 64x64 grayscale; its last Conv "
-                          "has one channel per class, then global average pooling and Softmax"),
-           _tf_job("keras_h5", 11, _fer_hdf5), TF_MODULES),
-    Recipe(ZooEntry("flax_cnn", "jax/flax", "jax2onnx", layout="NHWC",
-                    preprocessing={"preset": "raw01", "size": [64, 64], "layout": "NHWC"},
-                    license="Apache-2.0 (this repository; random weights)",
-                    source="model_zoo.jax_convert.flax_cnn (flax.nnx, random weights)"),
-           _flax, JAX_MODULES),
-    Recipe(ZooEntry("rapidocr_cls", "paddle", "paddle2onnx", layout="NCHW",
-                    preprocessing={"preset": "inception", "bgr": True, "size": [48, 192], "resize": "squash"},
-                    license=registry_models.RAPIDOCR_CLS.license, source=registry_models.RAPIDOCR_CLS.source,
-                    notes="pretrained text-direction classifier (0 / 180 degrees); dynamic height and width"),
-           _packaged_onnx(registry_models.RAPIDOCR_CLS)),
-    Recipe(ZooEntry("mtcnn_onet", "keras", "keras2onnx 1.7.0", layout="NHWC",
-                    preprocessing={"preset": "inception", "size": [48, 48], "layout": "NHWC"},
-                    license=registry_models.MTCNN_ONET.license, source=registry_models.MTCNN_ONET.source,
-                    explain_output="softmax_2",
-                    notes="pretrained MTCNN output network: box (4), landmarks (10), face probability (2, Softmax); "
-                          "PRelu; MTCNN feeds faces with height and width swapped"),
-           _packaged_onnx(registry_models.MTCNN_ONET)),
-    Recipe(ZooEntry("demo_fp32", "pytorch", "torch.onnx (torchscript)", layout="NCHW",
-                    preprocessing={"preset": "raw01", "size": [96, 96]}, license="Apache-2.0 (this repository)",
-                    source="onnxcam/demo/model.onnx (trained by model_zoo/train_demo.py)"),
-           _demo_fp32),
-    Recipe(ZooEntry("demo_fp16", "pytorch", "onnxruntime.transformers.float16", layout="NCHW",
-                    preprocessing={"preset": "raw01", "size": [96, 96]}, precision="float16", base="demo_fp32",
-                    license="Apache-2.0 (this repository)", source="demo_fp32, float16 inside, float32 IO"),
-           _demo_fp16, after=("demo_fp32",)),
-    Recipe(ZooEntry("demo_int8", "pytorch", "onnxruntime.quantization (static QDQ)", layout="NCHW",
-                    preprocessing={"preset": "raw01", "size": [96, 96]}, precision="int8 QDQ", base="demo_fp32",
-                    license="Apache-2.0 (this repository)",
-                    source="demo_fp32, int8 activations and per-channel weights, MinMax calibration on "
-                           f"{derived.CALIBRATION_IMAGES} demo images"),
-           _demo_int8, after=("demo_fp32",)),
-]}
+RECIPES: dict[str, Recipe] = {
+    r.entry.name: r
+    for r in [
+        *_tv_recipes(),
+        Recipe(
+            ZooEntry(
+                "keras_mobilenetv2",
+                "keras",
+                "tf2onnx (from_keras)",
+                layout="NHWC",
+                preprocessing={"preset": "inception", "size": [96, 96], "layout": "NHWC"},
+                license="Apache-2.0 (keras code; random weights)",
+                source="keras.applications.MobileNetV2(alpha=0.35, 96x96, classes=10, weights=None)",
+            ),
+            _tf_job("keras_mobilenetv2", 13),
+            TF_MODULES,
+        ),
+        Recipe(
+            ZooEntry(
+                "keras_shapes",
+                "keras",
+                "tf2onnx (from_keras)",
+                layout="NHWC",
+                preprocessing=RAW255_96,
+                license="Apache-2.0 (this repository)",
+                source="model_zoo.tf_convert.shapes_cnn trained on model_zoo.demo_data",
+            ),
+            _keras_shapes,
+            TF_MODULES,
+        ),
+        Recipe(
+            ZooEntry(
+                "tflite_shapes",
+                "tflite",
+                "TFLiteConverter + tf2onnx --tflite",
+                layout="NHWC",
+                preprocessing=RAW255_96,
+                license="Apache-2.0 (this repository)",
+                source="keras_shapes converted to .tflite",
+            ),
+            _tf_job("tflite_shapes", 15, lambda cache: cache / "keras_shapes.keras"),
+            TF_MODULES,
+            after=("keras_shapes",),
+        ),
+        Recipe(
+            ZooEntry(
+                "fer_emotion",
+                "keras",
+                "tf2onnx (from_keras)",
+                layout="NHWC",
+                preprocessing={"preset": "inception", "size": [64, 64], "layout": "NHWC"},
+                license=registry_models.FER_EMOTION.license,
+                source=registry_models.FER_EMOTION.source,
+                notes="pretrained mini-Xception on FER2013, 7 emotions, 64x64 grayscale; its last Conv "
+                "has one channel per class, then global average pooling and Softmax",
+            ),
+            _tf_job("keras_h5", 11, _fer_hdf5),
+            TF_MODULES,
+        ),
+        Recipe(
+            ZooEntry(
+                "flax_cnn",
+                "jax/flax",
+                "jax2onnx",
+                layout="NHWC",
+                preprocessing={"preset": "raw01", "size": [64, 64], "layout": "NHWC"},
+                license="Apache-2.0 (this repository; random weights)",
+                source="model_zoo.jax_convert.flax_cnn (flax.nnx, random weights)",
+            ),
+            _flax,
+            JAX_MODULES,
+        ),
+        Recipe(
+            ZooEntry(
+                "rapidocr_cls",
+                "paddle",
+                "paddle2onnx",
+                layout="NCHW",
+                preprocessing={"preset": "inception", "bgr": True, "size": [48, 192], "resize": "squash"},
+                license=registry_models.RAPIDOCR_CLS.license,
+                source=registry_models.RAPIDOCR_CLS.source,
+                notes="pretrained text-direction classifier (0 / 180 degrees); dynamic height and width",
+            ),
+            _packaged_onnx(registry_models.RAPIDOCR_CLS),
+        ),
+        Recipe(
+            ZooEntry(
+                "mtcnn_onet",
+                "keras",
+                "keras2onnx 1.7.0",
+                layout="NHWC",
+                preprocessing={"preset": "inception", "size": [48, 48], "layout": "NHWC"},
+                license=registry_models.MTCNN_ONET.license,
+                source=registry_models.MTCNN_ONET.source,
+                explain_output="softmax_2",
+                notes="pretrained MTCNN output network: box (4), landmarks (10), face probability (2, Softmax); "
+                "PRelu; MTCNN feeds faces with height and width swapped",
+            ),
+            _packaged_onnx(registry_models.MTCNN_ONET),
+        ),
+        Recipe(
+            ZooEntry(
+                "demo_fp32",
+                "pytorch",
+                "torch.onnx (torchscript)",
+                layout="NCHW",
+                preprocessing={"preset": "raw01", "size": [96, 96]},
+                license="Apache-2.0 (this repository)",
+                source="onnxcam/demo/model.onnx (trained by model_zoo/train_demo.py)",
+            ),
+            _demo_fp32,
+        ),
+        Recipe(
+            ZooEntry(
+                "demo_fp16",
+                "pytorch",
+                "onnxruntime.transformers.float16",
+                layout="NCHW",
+                preprocessing={"preset": "raw01", "size": [96, 96]},
+                precision="float16",
+                base="demo_fp32",
+                license="Apache-2.0 (this repository)",
+                source="demo_fp32, float16 inside, float32 IO",
+            ),
+            _demo_fp16,
+            after=("demo_fp32",),
+        ),
+        Recipe(
+            ZooEntry(
+                "demo_int8",
+                "pytorch",
+                "onnxruntime.quantization (static QDQ)",
+                layout="NCHW",
+                preprocessing={"preset": "raw01", "size": [96, 96]},
+                precision="int8 QDQ",
+                base="demo_fp32",
+                license="Apache-2.0 (this repository)",
+                source="demo_fp32, int8 activations and per-channel weights, MinMax calibration on "
+                f"{derived.CALIBRATION_IMAGES} demo images",
+            ),
+            _demo_int8,
+            after=("demo_fp32",),
+        ),
+    ]
+}
 
 # ---------------------------------------------------------------- driver
 
@@ -229,13 +339,20 @@ def _build_one(recipe: Recipe, cache: Path) -> ZooEntry:
 
 def _same_recipe(old: ZooEntry, recipe: Recipe) -> bool:
     """Whether a cached entry was built from the recipe as it is now (fields the recipe fixes are unchanged)."""
-    fixed = {k: v for k, v in dataclasses.asdict(recipe.entry).items()
-             if v != getattr(ZooEntry(name="", framework=""), k) and k != "name"}
+    fixed = {
+        k: v
+        for k, v in dataclasses.asdict(recipe.entry).items()
+        if v != getattr(ZooEntry(name="", framework=""), k) and k != "name"
+    }
     return all(getattr(old, k) == v for k, v in fixed.items())
 
 
-def build(cache: str | Path | None = None, only: Sequence[str] | None = None, force: bool = False,
-          log: Callable[[str], None] = print) -> dict[str, ZooEntry]:
+def build(
+    cache: str | Path | None = None,
+    only: Sequence[str] | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, ZooEntry]:
     """Build the recipes named in ``only`` (default: all) into ``cache``; returns the whole manifest.
 
     A recipe is rebuilt when forced, when its manifest entry is not "ok",
@@ -286,8 +403,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         for r in RECIPES.values():
             missing = missing_modules(r.needs)
-            print(f"{r.entry.name:34s} {r.entry.framework:10s} {r.entry.layout}"
-                  + (f"  (needs {', '.join(missing)})" if missing else ""))
+            print(
+                f"{r.entry.name:34s} {r.entry.framework:10s} {r.entry.layout}"
+                + (f"  (needs {', '.join(missing)})" if missing else "")
+            )
         return 0
     cache = args.cache or default_cache()
     try:
@@ -295,8 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     bad = [e for e in entries.values() if e.status == "failed"]
-    print(f"manifest: {Path(cache) / 'manifest.json'}  ({sum(e.ok for e in entries.values())} ok, "
-          f"{sum(e.status == 'skipped' for e in entries.values())} skipped, {len(bad)} failed)")
+    print(
+        f"manifest: {Path(cache) / 'manifest.json'}  ({sum(e.ok for e in entries.values())} ok, "
+        f"{sum(e.status == 'skipped' for e in entries.values())} skipped, {len(bad)} failed)"
+    )
     return 1 if bad else 0
 
 

@@ -43,10 +43,14 @@ def write_annotated_set(out: Path, n: int, seed: int, fmt: str = "json") -> tupl
         Image.fromarray(im).save(img_dir / name)
         names.append(name)
     if fmt == "json":
-        doc = {"seed": seed, "box_format": "x0, y0, x1, y1 in pixels; x0 <= x < x1, y0 <= y < y1",
-               "images": [{"file": f"images/{name}", "objects": [{"box": [int(v) for v in box],
-                                                                  "label": CLASSES[lab]}]}
-                          for name, lab, box in zip(names, labels, boxes)]}
+        doc = {
+            "seed": seed,
+            "box_format": "x0, y0, x1, y1 in pixels; x0 <= x < x1, y0 <= y < y1",
+            "images": [
+                {"file": f"images/{name}", "objects": [{"box": [int(v) for v in box], "label": CLASSES[lab]}]}
+                for name, lab, box in zip(names, labels, boxes)
+            ],
+        }
         (out / "annotations.json").write_text(json.dumps(doc, indent=1) + "\n")
     elif fmt == "csv":
         with open(out / "annotations.csv", "w", newline="") as fh:
@@ -58,18 +62,21 @@ def write_annotated_set(out: Path, n: int, seed: int, fmt: str = "json") -> tupl
         ann = out / "Annotations"
         ann.mkdir(exist_ok=True)
         for name, lab, (x0, y0, x1, y1) in zip(names, labels, boxes):
-            (ann / (Path(name).stem + ".xml")).write_text(voc_xml(name, CLASSES[lab], (x0, y0, x1, y1),
-                                                                  images.shape[2], images.shape[1]))
+            (ann / (Path(name).stem + ".xml")).write_text(
+                voc_xml(name, CLASSES[lab], (x0, y0, x1, y1), images.shape[2], images.shape[1])
+            )
     return labels, boxes
 
 
 def voc_xml(filename: str, name: str, box, width: int, height: int) -> str:
     """A minimal Pascal VOC annotation; VOC boxes are 1-based and inclusive."""
     x0, y0, x1, y1 = (int(v) for v in box)
-    return (f"<annotation><folder>JPEGImages</folder><filename>{filename}</filename>"
-            f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
-            f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin>"
-            f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object></annotation>\n")
+    return (
+        f"<annotation><folder>JPEGImages</folder><filename>{filename}</filename>"
+        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
+        f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin>"
+        f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object></annotation>\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -66,8 +66,10 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
     # smooth low-frequency blotches: a coarse random grid upsampled bilinearly
     g = int(rng.integers(3, 6))
     coarse = rng.normal(0, 1, size=(g, g, 3)).astype(np.float32)
-    blot = np.stack([np.asarray(Image.fromarray(coarse[..., k], mode="F").resize((size, size), Image.BILINEAR))
-                     for k in range(3)], axis=-1)
+    blot = np.stack(
+        [np.asarray(Image.fromarray(coarse[..., k], mode="F").resize((size, size), Image.BILINEAR)) for k in range(3)],
+        axis=-1,
+    )
     img += blot * rng.uniform(10, 30)
     # pixel noise
     img += rng.normal(0, rng.uniform(4, 14), size=img.shape)
@@ -87,8 +89,20 @@ def _polygon_points(cls: str, cx: float, cy: float, r: float, rot: float) -> lis
         radii = [r if k % 2 == 0 else r * 0.42 for k in range(10)]
     elif cls == "cross":  # a plus sign of arm half-width w, rotated
         w = r * 0.3
-        pts = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w),
-               (-w, w), (-w, r)]
+        pts = [
+            (w, r),
+            (w, w),
+            (r, w),
+            (r, -w),
+            (w, -w),
+            (w, -r),
+            (-w, -r),
+            (-w, -w),
+            (-r, -w),
+            (-r, w),
+            (-w, w),
+            (-w, r),
+        ]
         c, s = math.cos(rot), math.sin(rot)
         return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
     else:
@@ -141,8 +155,9 @@ def _distractors(rng: np.random.Generator, img: Image.Image, avoid: list[np.ndar
         d.rectangle([x, y, x + w - 1, y + w - 1], fill=col)
 
 
-def make_image(rng: np.random.Generator, cls_id: int, size: int = SIZE, occlude: bool = True
-               ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def make_image(
+    rng: np.random.Generator, cls_id: int, size: int = SIZE, occlude: bool = True
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """One (size, size, 3) uint8 image with one object of class ``cls_id`` and its tight box."""
     cls = CLASSES[cls_id]
     bg, base = _background(rng, size)

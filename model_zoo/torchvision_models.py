@@ -70,30 +70,37 @@ class ArchSpec:
         return self.auto_ok or (self.last,)
 
 
-ARCHS: dict[str, ArchSpec] = {s.name: s for s in [
-    ArchSpec("resnet18", early="layer3", last="layer4"),
-    ArchSpec("resnet50", early="layer3", last="layer4"),
-    # features: ... 32 ReLU, 33 MaxPool (end of block 4), ..., 42 ReLU, 43 MaxPool
-    # size 224: the TorchScript exporter only handles AdaptiveAvgPool2d((7, 7))
-    # when 7 divides the feature map (224 / 32 = 7; 128 would give 4 -> 7).
-    ArchSpec("vgg16_bn", early="features.32", last="features.42", size=224,
-             auto_ok=("features.42", "features.43")),
-    ArchSpec("mobilenet_v2", early="features.14", last="features.18"),
-    ArchSpec("mobilenet_v3_small", early="features.8", last="features.12"),
-    ArchSpec("efficientnet_b0", early="features.6", last="features.8"),
-    ArchSpec("densenet121", early="features.denseblock3", last="features", last_post="relu",
-             auto_ok=("features+relu", "features")),
-    # The classifier is Conv(1000) -> ReLU -> global pool: its ReLU output (a
-    # class-activation map) is also the last spatial map before pooling.
-    ArchSpec("squeezenet1_1", early="features.9", last="features.12",
-             auto_ok=("features.12", "classifier.2")),
-    ArchSpec("googlenet", early="inception4e", last="inception5b",
-             kwargs={"aux_logits": False, "init_weights": True}),
-    ArchSpec("shufflenet_v2_x1_0", early="stage3", last="conv5"),
-    ArchSpec("regnet_y_400mf", early="trunk_output.block3", last="trunk_output.block4"),
-    ArchSpec("convnext_tiny", early="features.5", last="features.7"),
-    ArchSpec("mnasnet0_5", early="layers.12", last="layers.16"),
-]}
+ARCHS: dict[str, ArchSpec] = {
+    s.name: s
+    for s in [
+        ArchSpec("resnet18", early="layer3", last="layer4"),
+        ArchSpec("resnet50", early="layer3", last="layer4"),
+        # features: ... 32 ReLU, 33 MaxPool (end of block 4), ..., 42 ReLU, 43 MaxPool
+        # size 224: the TorchScript exporter only handles AdaptiveAvgPool2d((7, 7))
+        # when 7 divides the feature map (224 / 32 = 7; 128 would give 4 -> 7).
+        ArchSpec("vgg16_bn", early="features.32", last="features.42", size=224, auto_ok=("features.42", "features.43")),
+        ArchSpec("mobilenet_v2", early="features.14", last="features.18"),
+        ArchSpec("mobilenet_v3_small", early="features.8", last="features.12"),
+        ArchSpec("efficientnet_b0", early="features.6", last="features.8"),
+        ArchSpec(
+            "densenet121",
+            early="features.denseblock3",
+            last="features",
+            last_post="relu",
+            auto_ok=("features+relu", "features"),
+        ),
+        # The classifier is Conv(1000) -> ReLU -> global pool: its ReLU output (a
+        # class-activation map) is also the last spatial map before pooling.
+        ArchSpec("squeezenet1_1", early="features.9", last="features.12", auto_ok=("features.12", "classifier.2")),
+        ArchSpec(
+            "googlenet", early="inception4e", last="inception5b", kwargs={"aux_logits": False, "init_weights": True}
+        ),
+        ArchSpec("shufflenet_v2_x1_0", early="stage3", last="conv5"),
+        ArchSpec("regnet_y_400mf", early="trunk_output.block3", last="trunk_output.block4"),
+        ArchSpec("convnext_tiny", early="features.5", last="features.7"),
+        ArchSpec("mnasnet0_5", early="layers.12", last="layers.16"),
+    ]
+}
 
 
 def _randomise_batchnorm(model: torch.nn.Module, generator: torch.Generator) -> None:
@@ -143,8 +150,7 @@ def _cap_ir_version(path: Path) -> None:
         onnx.save(model, str(path))
 
 
-def export_onnx(model: torch.nn.Module, path: str | os.PathLike, exporter: str,
-                example: torch.Tensor) -> Path:
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, exporter: str, example: torch.Tensor) -> Path:
     """Export ``model`` (float32, eval) to ``path`` with ``exporter``; returns the path.
 
     ``example`` is a float32 (N, C, H, W) input; the batch axis is dynamic.
@@ -156,16 +162,29 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, exporter: str,
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
             torch.onnx.export(
-                model, (example,), str(path), dynamo=False, opset_version=TORCHSCRIPT_OPSET,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                model,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=TORCHSCRIPT_OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                do_constant_folding=True)
+                do_constant_folding=True,
+            )
         elif exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=1024)
             program = torch.onnx.export(
-                model, (example,), dynamo=True, opset_version=DYNAMO_OPSET,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: batch},), optimize=True, verbose=False)
+                model,
+                (example,),
+                dynamo=True,
+                opset_version=DYNAMO_OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch},),
+                optimize=True,
+                verbose=False,
+            )
             program.save(str(path), external_data=False)
         else:
             raise ValueError(f"unknown exporter {exporter!r}; expected one of {EXPORTERS}")
@@ -178,8 +197,9 @@ def example_input(batch: int = 2, size: int = 128, seed: int = 0) -> torch.Tenso
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def build_and_export(name: str, exporter: str, out_dir: str | os.PathLike, *,
-                     seed: int = 0, size: int | None = None) -> Path:
+def build_and_export(
+    name: str, exporter: str, out_dir: str | os.PathLike, *, seed: int = 0, size: int | None = None
+) -> Path:
     """Build ``name`` and export it to ``out_dir/{name}.{exporter}.onnx`` unless already there.
 
     ``size`` defaults to the architecture's ``ArchSpec.size``.
@@ -193,8 +213,7 @@ def build_and_export(name: str, exporter: str, out_dir: str | os.PathLike, *,
     return path
 
 
-def main(argv: Sequence[str] | None = None,
-         log: Callable[[str], None] = print) -> None:
+def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("cache_dir", nargs="?", default=".zoo_cache")
     parser.add_argument("--arch", action="append", choices=sorted(ARCHS))

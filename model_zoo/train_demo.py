@@ -61,10 +61,13 @@ def build_model(num_classes: int = len(CLASSES)):
 
     a, b, c, d, e = CHANNELS
     features = nn.Sequential(
-        *block(3, a, 2),                      # 48x48
-        *block(a, b), nn.MaxPool2d(2),        # 24x24
-        *block(b, c), nn.MaxPool2d(2),        # 12x12
-        *block(c, d), *block(d, e),           # 12x12: the Grad-CAM layer
+        *block(3, a, 2),  # 48x48
+        *block(a, b),
+        nn.MaxPool2d(2),  # 24x24
+        *block(b, c),
+        nn.MaxPool2d(2),  # 12x12
+        *block(c, d),
+        *block(d, e),  # 12x12: the Grad-CAM layer
     )
     return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(e, num_classes))
 
@@ -72,17 +75,19 @@ def build_model(num_classes: int = len(CLASSES)):
 def to_tensor(images: np.ndarray):
     """uint8 (N, H, W, 3) -> float32 NCHW in [0, 1] (the ``raw01`` preprocessing)."""
     import torch
+
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float().div_(255.0)
 
 
 def evaluate(model, images: np.ndarray, labels: np.ndarray, batch: int = 250) -> float:
     import torch
+
     model.eval()
     correct = 0
     with torch.no_grad():
         for s in range(0, len(images), batch):
-            pred = model(to_tensor(images[s:s + batch])).argmax(1).numpy()
-            correct += int((pred == labels[s:s + batch]).sum())
+            pred = model(to_tensor(images[s : s + batch])).argmax(1).numpy()
+            correct += int((pred == labels[s : s + batch]).sum())
     return correct / len(images)
 
 
@@ -103,15 +108,14 @@ def train(seed: int, n_train: int, epochs: int, batch: int, log=print):
     model = build_model()
     opt = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=5e-4)
     steps = epochs * (n_train // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps, pct_start=0.15,
-                                                div_factor=10.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps, pct_start=0.15, div_factor=10.0)
     g = torch.Generator().manual_seed(seed)
     for ep in range(epochs):
         model.train()
         perm = torch.randperm(n_train, generator=g)
         tot, t_ep = 0.0, time.time()
         for k in range(n_train // batch):
-            idx = perm[k * batch:(k + 1) * batch]
+            idx = perm[k * batch : (k + 1) * batch]
             x = xt[idx]
             # augmentation: flips and 90-degree rotations (all six classes are closed under them)
             r = int(torch.randint(0, 4, (1,), generator=g))
@@ -127,8 +131,10 @@ def train(seed: int, n_train: int, epochs: int, batch: int, log=print):
             if k % 25 == 0:
                 log(f"  step {k}: loss {float(loss.detach()):.3f}", flush=True)
         acc = evaluate(model, x_val, y_val)
-        log(f"epoch {ep + 1}/{epochs}: loss {tot / (n_train // batch):.4f}, val acc {acc:.4f}, "
-            f"{time.time() - t_ep:.0f} s")
+        log(
+            f"epoch {ep + 1}/{epochs}: loss {tot / (n_train // batch):.4f}, val acc {acc:.4f}, "
+            f"{time.time() - t_ep:.0f} s"
+        )
     model.eval()
     return model, acc, time.time() - t0
 
@@ -138,9 +144,16 @@ def export(model, path: Path) -> None:
     import torch
 
     dummy = torch.zeros(1, 3, SIZE, SIZE)
-    torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
-                      input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(path),
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+    )
     m = onnx.load(str(path))
     m.ir_version = min(m.ir_version, MAX_IR_VERSION)
     m.producer_name = "onnxcam model_zoo/train_demo.py"
@@ -165,8 +178,11 @@ def write_samples(out: Path) -> None:
         name = f"images/{i}_{CLASSES[lab]}.png"
         Image.fromarray(im).save(out / name, optimize=True)
         entries.append({"file": name, "label": int(lab), "class": CLASSES[lab], "box": [int(v) for v in box]})
-    doc = {"seed": SAMPLE_SEED, "box_format": "x0, y0, x1, y1 in pixels; x0 <= x < x1, y0 <= y < y1",
-           "samples": entries}
+    doc = {
+        "seed": SAMPLE_SEED,
+        "box_format": "x0, y0, x1, y1 in pixels; x0 <= x < x1, y0 <= y < y1",
+        "samples": entries,
+    }
     (out / "samples.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / "labels.txt").write_text("\n".join(CLASSES) + "\n")
 

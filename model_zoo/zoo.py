@@ -142,12 +142,15 @@ def fill_layers(entry: ZooEntry, path: Path) -> ZooEntry:
     names = [c.name for c in ex.candidates]
     chosen = ex.candidates[names.index(entry.suggested_layer)]
     if not entry.earlier_layer:
-        relu_pools = [n.input[0] for n in index.nodes if n.op_type == "MaxPool"
-                      and getattr(index.producer.get(n.input[0]), "op_type", "") in ("Relu", "Clip")]
+        relu_pools = [
+            n.input[0]
+            for n in index.nodes
+            if n.op_type == "MaxPool" and getattr(index.producer.get(n.input[0]), "op_type", "") in ("Relu", "Clip")
+        ]
         tied = backward_reachable(index, relu_pools) if relu_pools else set()
-        before = ex.candidates[:names.index(chosen.name)]
+        before = ex.candidates[: names.index(chosen.name)]
         before = [c for c in before if c.name not in tied] or before
-        before = [c for c in before if _is_cut(index, c.name, ex._score.tensor)] or before
+        before = [c for c in before if _is_cut(index, c.name, ex.score_tensor)] or before
         larger = [c for c in before if _area(c.spatial_size) > _area(chosen.spatial_size)]
         pick = larger[-1] if larger else (before[-2] if len(before) >= 2 else (before[0] if before else None))
         entry.earlier_layer = pick.name if pick else ""

@@ -46,17 +46,23 @@ class OutputTarget(SeedTarget):
         index = tuple(int(i) for i in np.atleast_1d(self.index))
         dims = shape[1:]
         if not all(isinstance(d, int) and d > 0 for d in dims):
-            raise TargetError(f"output {self.output!r} has a dynamic shape {tuple(shape)}; OutputTarget needs a "
-                              "static output shape (export the model with fixed non-batch sizes)")
+            raise TargetError(
+                f"output {self.output!r} has a dynamic shape {tuple(shape)}; OutputTarget needs a "
+                "static output shape (export the model with fixed non-batch sizes)"
+            )
         if len(index) != len(dims):
-            raise TargetError(f"OutputTarget index {index} has {len(index)} entries, but output {self.output!r} "
-                              f"has {len(dims)} non-batch axes (shape {tuple(shape)})")
+            raise TargetError(
+                f"OutputTarget index {index} has {len(index)} entries, but output {self.output!r} "
+                f"has {len(dims)} non-batch axes (shape {tuple(shape)})"
+            )
         for i, (k, d) in enumerate(zip(index, dims)):
             if not -d <= k < d:
-                raise TargetError(f"OutputTarget index {index} is out of range on axis {i + 1} of "
-                                  f"output {self.output!r} (size {d})")
+                raise TargetError(
+                    f"OutputTarget index {index} is out of range on axis {i + 1} of output {self.output!r} (size {d})"
+                )
         seed = np.zeros(shape, dtype=dtype)
-        seed[(slice(None), *index)] = 1
+        at: tuple[slice | int, ...] = (slice(None), *index)  # apart: mypy reads seed[(a, *b)] as 3.11's seed[a, *b]
+        seed[at] = 1
         return seed
 
 
@@ -92,17 +98,21 @@ class RegionTarget(SeedTarget):
                 raise TargetError(f"{what}: category needs an output of shape (N, classes, ...), not {tuple(shape)}")
             classes = dims[0]
             if not isinstance(classes, int) or classes < 1:
-                raise TargetError(f"{what}: the output's class count is dynamic; pass a mask over all classes "
-                                  "(shaped like the output without its batch axis) instead of category")
+                raise TargetError(
+                    f"{what}: the output's class count is dynamic; pass a mask over all classes "
+                    "(shaped like the output without its batch axis) instead of category"
+                )
             if not -classes <= int(self.category) < classes:
-                raise TargetError(f"RegionTarget category {self.category} is out of range: output {self.output!r} "
-                                  f"has {classes} classes on axis 1 (0..{classes - 1})")
+                raise TargetError(
+                    f"RegionTarget category {self.category} is out of range: output {self.output!r} "
+                    f"has {classes} classes on axis 1 (0..{classes - 1})"
+                )
             spatial = dims[1:]
-        full = _per_image(mask, spatial, n, what, "without its batch axis" if self.category is None
-                          else "its spatial axes (H, W)")
+        full = _per_image(
+            mask, spatial, n, what, "without its batch axis" if self.category is None else "its spatial axes (H, W)"
+        )
         if not full.reshape(n, -1).any(axis=1).all():
-            raise TargetError(f"{what} selects nothing for at least one image; an empty region has no score "
-                              "to explain")
+            raise TargetError(f"{what} selects nothing for at least one image; an empty region has no score to explain")
         if self.category is None:
             return np.ascontiguousarray(full, dtype=dtype)
         seed = np.zeros((n, classes, *full.shape[1:]), dtype=dtype)
@@ -189,16 +199,22 @@ def _per_image(arr: np.ndarray, dims: tuple, n: int, what: str, like: str) -> np
     """``arr`` broadcast to ``(n, *dims)``: shared by the batch, or one per image with a leading batch axis."""
     per_image = arr.ndim == len(dims) + 1
     if arr.ndim not in (len(dims), len(dims) + 1):
-        raise TargetError(f"{what} has shape {arr.shape}; expected {_fmt(dims)} (the output {like}), "
-                          f"or ({n}, {_fmt(dims)[1:]} with one per image")
+        raise TargetError(
+            f"{what} has shape {arr.shape}; expected {_fmt(dims)} (the output {like}), "
+            f"or ({n}, {_fmt(dims)[1:]} with one per image"
+        )
     body = arr.shape[1:] if per_image else arr.shape
     if per_image and arr.shape[0] != n:
-        raise TargetError(f"{what} has {arr.shape[0]} entries on its batch axis for a batch of {n}; "
-                          "pass one per image or drop the batch axis to share it")
+        raise TargetError(
+            f"{what} has {arr.shape[0]} entries on its batch axis for a batch of {n}; "
+            "pass one per image or drop the batch axis to share it"
+        )
     for have, want in zip(body, dims):
         if isinstance(want, int) and want > 0 and have != want:
-            raise TargetError(f"{what} has shape {arr.shape}; expected {_fmt(dims)} (the output {like}), "
-                              "with an optional leading batch axis")
+            raise TargetError(
+                f"{what} has shape {arr.shape}; expected {_fmt(dims)} (the output {like}), "
+                "with an optional leading batch axis"
+            )
     return np.broadcast_to(arr if per_image else arr[None], (n, *body))
 
 

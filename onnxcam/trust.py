@@ -30,7 +30,8 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -57,25 +58,39 @@ ErrorType = Callable[[str], OnnxcamError]
 _STRUCTURE = re.compile(r"[\[\]{}()\"'\\]")
 
 
+def file_name(location: str | os.PathLike[str], what: str, error: ErrorType) -> str:
+    """``location`` as text, or ``error`` when it holds a NUL byte: no file has such a name (and the OS calls
+    would raise a bare ValueError), whoever gave it."""
+    text = os.fspath(location)
+    if "\0" in text:
+        raise error(
+            f"{what} {text[:200]!r} contains a NUL byte, which no file name can hold; correct the name "
+            "where it is given"
+        )
+    return text
+
+
 def confined_file(location: str | os.PathLike[str], base_dir: Path, what: str, error: ErrorType) -> Path:
     """``location`` resolved inside ``base_dir``, or ``error``: it must name a regular file in that folder.
 
     Symlinks are followed before the check, so a link inside the folder that
     points outside it is refused like ``../x``.
     """
-    text = os.fspath(location)
-    if "\0" in text:
-        raise error(f"{what} {text[:200]!r} contains a NUL byte; it cannot be a file name")
+    text = file_name(location, what, error)
     if not text or os.path.isabs(text):
-        raise error(f"{what} {text[:200]!r} must be a path relative to {base_dir}, not an absolute one; "
-                    "keep the file beside the model")
+        raise error(
+            f"{what} {text[:200]!r} must be a path relative to {base_dir}, not an absolute one; "
+            "keep the file beside the model"
+        )
     base = base_dir.resolve()
     shown = text if len(text) <= 200 else f"{text[:200]}... ({len(text)} characters)"
     try:
         target = (base / text).resolve()
         if not target.is_relative_to(base):
-            raise error(f"{what} {shown!r} points outside the model's folder {base}; refusing to read it. "
-                        "Keep the file beside the model")
+            raise error(
+                f"{what} {shown!r} points outside the model's folder {base}; refusing to read it. "
+                "Keep the file beside the model"
+            )
         regular = target.is_file()
     except (OSError, RuntimeError) as e:  # a name too long, a symlink loop (RuntimeError on older Pythons)
         raise error(f"{what} {shown!r} cannot be resolved: {getattr(e, 'strerror', None) or e}") from None
@@ -113,28 +128,30 @@ def read_bounded(path: Path, limit: int, what: str, error: ErrorType) -> bytes:
 
 def parse_json(text: str, what: str, error: ErrorType) -> Any:
     """``json.loads`` of at most :data:`MAX_JSON_CHARS` characters nested at most :data:`MAX_NESTING` deep."""
-    _check_length(text, MAX_JSON_CHARS, what, error)
-    _check_nesting(text, what, error)
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, or an int of over 4,300 digits
-        raise error(f"{what} is not valid JSON: {e}") from None
+    # ValueError: JSONDecodeError, or an int of over 4,300 digits
+    return _parse(json.loads, text, MAX_JSON_CHARS, "valid JSON", (ValueError, RecursionError), what, error)
 
 
 def parse_toml(text: str, what: str, error: ErrorType) -> Any:
     """``tomllib.loads``, refusing tables and arrays nested deeper than :data:`MAX_NESTING`."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
+    else:
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ImportError:
             raise error(f"reading {what} needs Python 3.11+ (or the tomli package); use JSON instead") from None
-    _check_length(text, MAX_JSON_CHARS, what, error)
-    try:
-        data = tomllib.loads(text)
-    except (ValueError, RecursionError) as e:  # ValueError: TOMLDecodeError, or an int of over 4,300 digits
-        raise error(f"{what} is not valid TOML: {e}") from None
+    # TOML also nests without brackets (dotted keys, [a.b.c] headers): its depth is measured on the parsed value
+    data = _parse(
+        tomllib.loads,
+        text,
+        MAX_JSON_CHARS,
+        "valid TOML",
+        (ValueError, RecursionError),
+        what,
+        error,
+        count_brackets=False,
+    )
     if _depth(data) > MAX_NESTING:
         raise error(f"{what} nests tables or arrays more than {MAX_NESTING} levels deep")
     return data
@@ -142,21 +159,26 @@ def parse_toml(text: str, what: str, error: ErrorType) -> Any:
 
 def parse_literal(text: str, what: str, error: ErrorType) -> Any:
     """``ast.literal_eval`` of a bounded string (Ultralytics stores class names as a Python dict repr)."""
-    _check_length(text, MAX_LITERAL_CHARS, what, error)
-    _check_nesting(text, what, error)
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
-        raise error(f"{what} is not a Python literal: {e}") from None
+    return _parse(
+        ast.literal_eval,
+        text,
+        MAX_LITERAL_CHARS,
+        "a Python literal",
+        (ValueError, SyntaxError, TypeError, MemoryError, RecursionError),
+        what,
+        error,
+    )
 
 
 def check_input_size(size: tuple[int, int], max_pixels: int | None, source: str, error: ErrorType) -> None:
     """Refuse a model input of more than ``max_pixels`` pixels: a photo is resized to it before anything else."""
     h, w = size
     if max_pixels is not None and h * w > max_pixels:
-        raise error(f"input size {h}x{w} from {source} is {h * w} pixels, more than the cap of {max_pixels} "
-                    "(--max-pixels, which also caps image files); pass a smaller size, or raise the cap if "
-                    "the model is trusted")
+        raise error(
+            f"input size {h}x{w} from {source} is {h * w} pixels, more than the cap of {max_pixels} "
+            "(--max-pixels, which also caps image files); pass a smaller size, or raise the cap if "
+            "the model is trusted"
+        )
 
 
 def check_labels(names: tuple[str, ...], what: str, error: ErrorType) -> tuple[str, ...]:
@@ -176,9 +198,30 @@ def check_line_count(text: str, what: str, error: ErrorType) -> str:
     return text
 
 
-def _check_length(text: str, limit: int, what: str, error: ErrorType) -> None:
+def _parse(
+    parse: Callable[[str], Any],
+    text: str,
+    limit: int,
+    kind: str,
+    failures: tuple[type[BaseException], ...],
+    what: str,
+    error: ErrorType,
+    count_brackets: bool = True,
+) -> Any:
+    """``parse(text)`` behind the guards of every parser of untrusted text.
+
+    At most ``limit`` characters, brackets nested at most :data:`MAX_NESTING` deep (counted before the parser
+    sees them, when ``count_brackets``), and any of ``failures`` becomes ``error`` saying that ``what`` is not
+    ``kind``.
+    """
     if len(text) > limit:
         raise error(f"{what} has {len(text)} characters, more than the {limit} onnxcam parses")
+    if count_brackets:
+        _check_nesting(text, what, error)
+    try:
+        return parse(text)
+    except failures as e:
+        raise error(f"{what} is not {kind}: {e}") from None
 
 
 def _check_nesting(text: str, what: str, error: ErrorType) -> None:
@@ -213,6 +256,7 @@ def _depth(value: Any) -> int:
     stack, deepest = [(value, 1)], 0
     while stack:
         item, level = stack.pop()
+        items: Iterable[Any]
         if isinstance(item, dict):
             items = item.values()
         elif isinstance(item, list):

@@ -18,8 +18,9 @@ from onnx import TensorProto, helper, numpy_helper
 # -- models --------------------------------------------------------------------------------------
 
 
-def small_cnn(dynamic: bool = False, size: int = 8, classes: int = 3, dtype: int = TensorProto.FLOAT,
-              seed: int = 0) -> onnx.ModelProto:
+def small_cnn(
+    dynamic: bool = False, size: int = 8, classes: int = 3, dtype: int = TensorProto.FLOAT, seed: int = 0
+) -> onnx.ModelProto:
     """x (1,3,size,size), or (N,3,'h','w') when ``dynamic`` -> Conv -> GlobalAveragePool -> Flatten -> Gemm."""
     rng = np.random.default_rng(seed)
 
@@ -39,7 +40,8 @@ def small_cnn(dynamic: bool = False, size: int = 8, classes: int = 3, dtype: int
     ]
     shape = ["N", 3, "h", "w"] if dynamic else [1, 3, size, size]
     graph = helper.make_graph(
-        nodes, "fuzz_cnn",
+        nodes,
+        "fuzz_cnn",
         [helper.make_tensor_value_info("x", dtype, shape)],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [shape[0], classes])],
         [init("w1", 4, 3, 3, 3), init("b1", 4), init("wf", classes, 4), init("bf", classes)],
@@ -58,8 +60,17 @@ def small_cnn_bytes(dynamic: bool = False) -> bytes:
 
 #: Formats the seeds are written in (Pillow names), with the mode each seed uses.
 IMAGE_SEEDS = {
-    "PNG": "RGBA", "JPEG": "RGB", "GIF": "P", "BMP": "RGB", "TIFF": "RGB", "WEBP": "RGB",
-    "PNG-L16": "I;16", "TIFF-CMYK": "CMYK", "ICO": "RGBA", "PPM": "RGB", "TGA": "RGB",
+    "PNG": "RGBA",
+    "JPEG": "RGB",
+    "GIF": "P",
+    "BMP": "RGB",
+    "TIFF": "RGB",
+    "WEBP": "RGB",
+    "PNG-L16": "I;16",
+    "TIFF-CMYK": "CMYK",
+    "ICO": "RGBA",
+    "PPM": "RGB",
+    "TGA": "RGB",
 }
 
 
@@ -97,8 +108,7 @@ def png_declaring(w: int, h: int, idat: bytes | None = None) -> bytes:
     """A PNG whose IHDR declares ``w`` x ``h`` (8-bit RGB) with correct CRCs, and a tiny IDAT."""
     ihdr = struct.pack(">IIBBBBB", w & 0xFFFFFFFF, h & 0xFFFFFFFF, 8, 2, 0, 0, 0)
     data = zlib.compress(b"\x00" * 64) if idat is None else idat
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", data)
-            + _png_chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
 
 
 def set_declared_size(name: str, data: bytes, w: int, h: int) -> bytes | None:
@@ -113,7 +123,7 @@ def set_declared_size(name: str, data: bytes, w: int, h: int) -> bytes | None:
         b[6:10] = struct.pack("<HH", w & 0xFFFF, h & 0xFFFF)
         at = b.find(b"\x2c", 13)
         if at > 0:
-            b[at + 5:at + 9] = struct.pack("<HH", w & 0xFFFF, h & 0xFFFF)
+            b[at + 5 : at + 9] = struct.pack("<HH", w & 0xFFFF, h & 0xFFFF)
         return bytes(b)
     if fmt == "BMP":
         b[18:26] = struct.pack("<ii", _s32(w), _s32(h))
@@ -122,7 +132,7 @@ def set_declared_size(name: str, data: bytes, w: int, h: int) -> bytes | None:
         for marker in (b"\xff\xc0", b"\xff\xc2", b"\xff\xc1"):
             at = b.find(marker)
             if at > 0:
-                b[at + 5:at + 9] = struct.pack(">HH", h & 0xFFFF, w & 0xFFFF)
+                b[at + 5 : at + 9] = struct.pack(">HH", h & 0xFFFF, w & 0xFFFF)
                 return bytes(b)
         return None
     if fmt == "WEBP":
@@ -141,12 +151,12 @@ def set_declared_size(name: str, data: bytes, w: int, h: int) -> bytes | None:
         little = b[:2] == b"II"
         e = "<" if little else ">"
         ifd = struct.unpack(e + "I", b[4:8])[0]
-        count = struct.unpack(e + "H", b[ifd:ifd + 2])[0]
+        count = struct.unpack(e + "H", b[ifd : ifd + 2])[0]
         for i in range(count):
             at = ifd + 2 + 12 * i
-            tag = struct.unpack(e + "H", b[at:at + 2])[0]
+            tag = struct.unpack(e + "H", b[at : at + 2])[0]
             if tag in (256, 257):
-                b[at + 2:at + 12] = struct.pack(e + "HII", 4, 1, (w if tag == 256 else h) & 0xFFFFFFFF)
+                b[at + 2 : at + 12] = struct.pack(e + "HII", 4, 1, (w if tag == 256 else h) & 0xFFFFFFFF)
         return bytes(b)
     if fmt == "PPM":
         head, _, rest = bytes(b).partition(b"\n")
@@ -161,23 +171,55 @@ def _s32(v: int) -> int:
 
 
 #: Headers of formats a photo loader must refuse: PostScript and EPS run Ghostscript in Pillow, PDF is no photo.
-EPS_BYTES = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
-             b"newpath 0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n")
+EPS_BYTES = (
+    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
+    b"newpath 0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n"
+)
 PS_BYTES = b"%!PS-Adobe-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\nshowpage\n%%EOF\n"
 #: DOS EPS binary header (C5 D0 D3 C6): PostScript at an offset, as Pillow's EPS plugin also reads it.
-DOS_EPS_BYTES = (b"\xc5\xd0\xd3\xc6" + struct.pack("<IIIIII", 30, len(EPS_BYTES), 0, 0, 0, 0) + b"\xff\xff"
-                 + EPS_BYTES)
-PDF_BYTES = (b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
-             b"2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n")
+DOS_EPS_BYTES = b"\xc5\xd0\xd3\xc6" + struct.pack("<IIIIII", 30, len(EPS_BYTES), 0, 0, 0, 0) + b"\xff\xff" + EPS_BYTES
+PDF_BYTES = (
+    b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
+    b"2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+)
 
 #: Magic numbers of formats Pillow can open, to steer arbitrary bytes into its rarer decoders.
 IMAGE_MAGICS = (
-    b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"GIF87a", b"BM", b"II*\x00", b"MM\x00*",
-    b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"P6\n", b"P5\n", b"P4\n", b"Pf\n", b"\x00\x00\x01\x00", b"8BPS",
-    b"%!PS-Adobe-3.0 EPSF-3.0\n", b"\xc5\xd0\xd3\xc6", b"%PDF-1.4\n", b"qoif", b"DDS ", b"\x01\xda",
-    b"SIMPLE  =                    T", b"icns", b"\x0a\x05\x01\x08", b"\x59\xa6\x6a\x95", b"FORM",
-    b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51", b"#define", b"/* XPM */", b"\x00\x00\x02\x00",
-    b"\x00\x00\x0a\x00", b"BLP2", b"FLI", b"\x76\x2f\x31\x01", b"\x00\x00\x01\x00\x01\x00",
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+    b"GIF89a",
+    b"GIF87a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+    b"P6\n",
+    b"P5\n",
+    b"P4\n",
+    b"Pf\n",
+    b"\x00\x00\x01\x00",
+    b"8BPS",
+    b"%!PS-Adobe-3.0 EPSF-3.0\n",
+    b"\xc5\xd0\xd3\xc6",
+    b"%PDF-1.4\n",
+    b"qoif",
+    b"DDS ",
+    b"\x01\xda",
+    b"SIMPLE  =                    T",
+    b"icns",
+    b"\x0a\x05\x01\x08",
+    b"\x59\xa6\x6a\x95",
+    b"FORM",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n",
+    b"\xff\x4f\xff\x51",
+    b"#define",
+    b"/* XPM */",
+    b"\x00\x00\x02\x00",
+    b"\x00\x00\x0a\x00",
+    b"BLP2",
+    b"FLI",
+    b"\x76\x2f\x31\x01",
+    b"\x00\x00\x01\x00\x01\x00",
 )
 
 
@@ -232,8 +274,14 @@ def make_world(root) -> dict:
     (root / "secret.bin").write_bytes(SECRET.encode() * 64)
     (root / "secret.onnxcam.json").write_text(json.dumps({"labels": [SECRET]}))
     (m / "labels.txt").write_text("cat\ndog\nbird\n")
-    links = {"link.txt": root / "secret.txt", "link.json": root / "secret.json", "link.bin": root / "secret.bin",
-             "zero.txt": Path("/dev/zero"), "zero.bin": Path("/dev/zero"), "loop": m / "loop"}
+    links = {
+        "link.txt": root / "secret.txt",
+        "link.json": root / "secret.json",
+        "link.bin": root / "secret.bin",
+        "zero.txt": Path("/dev/zero"),
+        "zero.bin": Path("/dev/zero"),
+        "loop": m / "loop",
+    }
     for name, target in links.items():
         if not os.path.lexists(m / name):
             os.symlink(target, m / name)
@@ -272,6 +320,7 @@ def _external_model(world: dict, location: str, length: str | None = None) -> No
 
 def _field(number: int, payload: bytes) -> bytes:
     """One length-delimited protobuf field."""
+
     def varint(v: int) -> bytes:
         out = bytearray()
         while True:
@@ -279,6 +328,7 @@ def _field(number: int, payload: bytes) -> bytes:
             v >>= 7
             if not v:
                 return bytes(out)
+
     return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
@@ -288,10 +338,18 @@ def nested_if_bytes(depth: int) -> bytes:
     onnx.helper cannot build it past protobuf's nesting limit (each If is 3
     message levels), but a file can hold any depth.
     """
-    plain = helper.make_graph([helper.make_node("Identity", ["logits"], ["e"])], "e", [],
-                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 3])]).SerializeToString()
-    graph = helper.make_graph([helper.make_node("Identity", ["logits"], ["y0"])], "g0", [],
-                              [helper.make_tensor_value_info("y0", TensorProto.FLOAT, [1, 3])]).SerializeToString()
+    plain = helper.make_graph(
+        [helper.make_node("Identity", ["logits"], ["e"])],
+        "e",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 3])],
+    ).SerializeToString()
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["logits"], ["y0"])],
+        "g0",
+        [],
+        [helper.make_tensor_value_info("y0", TensorProto.FLOAT, [1, 3])],
+    ).SerializeToString()
     graph_type = b"\xa0\x01\x05"  # AttributeProto.type (field 20) = GRAPH (5)
     for i in range(1, depth + 1):
         then = _field(1, b"then_branch") + graph_type + _field(6, graph)
@@ -346,9 +404,13 @@ def _hazard(name: str, world: dict):
         import onnxcam
         from onnxcam.graph.load import load_model
 
-        location, length = {"ext_zero_link": ("zero.bin", "256"), "ext_fifo": ("fifo.bin", "256"),
-                            "ext_dev_zero": ("/dev/zero", "256"), "ext_huge_length": ("weights.bin", str(1 << 33)),
-                            "ext_zero_link_no_length": ("zero.bin", None)}[name]
+        location, length = {
+            "ext_zero_link": ("zero.bin", "256"),
+            "ext_fifo": ("fifo.bin", "256"),
+            "ext_dev_zero": ("/dev/zero", "256"),
+            "ext_huge_length": ("weights.bin", str(1 << 33)),
+            "ext_zero_link_no_length": ("zero.bin", None),
+        }[name]
         _external_model(world, location, length)
         load_model(model)
         return onnxcam.Explainer(model)
@@ -402,12 +464,33 @@ def _hazard(name: str, world: dict):
 
 #: Hazard names, each run by test_fuzz.py in its own child process.
 HAZARDS = (
-    "meta_labels_dev_zero", "meta_labels_zero_link", "meta_labels_fifo", "meta_labels_proc_fd", "labels_key_dev_zero",
-    "ultralytics_names_dev_zero", "character_huge", "settings_labels_zero_link", "settings_labels_fifo",
-    "settings_labels_dev_zero", "settings_huge_labels_list", "settings_file_fifo", "settings_file_dev_zero",
-    "ext_zero_link", "ext_fifo", "ext_dev_zero", "ext_huge_length", "ext_zero_link_no_length", "static_input_20k",
-    "static_input_20k_explainer", "input_dim_2g_explainer", "conv_pads_huge_explainer", "initializer_dims_huge",
-    "nested_if_2", "nested_if_30", "nested_if_200", "image_gif_many_frames",
+    "meta_labels_dev_zero",
+    "meta_labels_zero_link",
+    "meta_labels_fifo",
+    "meta_labels_proc_fd",
+    "labels_key_dev_zero",
+    "ultralytics_names_dev_zero",
+    "character_huge",
+    "settings_labels_zero_link",
+    "settings_labels_fifo",
+    "settings_labels_dev_zero",
+    "settings_huge_labels_list",
+    "settings_file_fifo",
+    "settings_file_dev_zero",
+    "ext_zero_link",
+    "ext_fifo",
+    "ext_dev_zero",
+    "ext_huge_length",
+    "ext_zero_link_no_length",
+    "static_input_20k",
+    "static_input_20k_explainer",
+    "input_dim_2g_explainer",
+    "conv_pads_huge_explainer",
+    "initializer_dims_huge",
+    "nested_if_2",
+    "nested_if_30",
+    "nested_if_200",
+    "image_gif_many_frames",
     "image_png_zlib_bomb",
 )
 
@@ -440,8 +523,12 @@ def _run_one(name: str, folder: str) -> dict:
         report.update(outcome="onnxcam", type=type(e).__name__, message=str(e)[:300])
     except BaseException as e:  # noqa: BLE001 - the point is to report anything else
         last = traceback.extract_tb(e.__traceback__)[-1]
-        report.update(outcome="other", type=type(e).__name__, message=str(e)[:300],
-                      where=f"{last.filename}:{last.lineno} in {last.name}")
+        report.update(
+            outcome="other",
+            type=type(e).__name__,
+            message=str(e)[:300],
+            where=f"{last.filename}:{last.lineno} in {last.name}",
+        )
     report["seconds"] = round(time.monotonic() - start, 2)
     return report
 
@@ -499,8 +586,11 @@ def run_hazards(folder: str, timeout: float, memory: int) -> None:
                 if data:
                     results[name] = json.loads(data)
                 else:
-                    how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-                           else f"exit status {os.WEXITSTATUS(status)}")
+                    how = (
+                        f"killed by signal {os.WTERMSIG(status)}"
+                        if os.WIFSIGNALED(status)
+                        else f"exit status {os.WEXITSTATUS(status)}"
+                    )
                     results[name] = {"name": name, "outcome": "died", "message": how}
         time.sleep(0.05)
     for name, (pid, r) in running.items():

@@ -55,8 +55,9 @@ def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def tail_runner(tail: onnx.ModelProto, layer: str,
-                model_inputs: Mapping[str, np.ndarray] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+def tail_runner(
+    tail: onnx.ModelProto, layer: str, model_inputs: Mapping[str, np.ndarray] | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
     """``run(activation) -> score`` for the tail, in float64 by onnx's reference evaluator.
 
     A tail whose score also depends on the model's inputs by a path that
@@ -77,12 +78,20 @@ def tail_runner(tail: onnx.ModelProto, layer: str,
             x = x.astype(np.float64) if x.dtype.kind == "f" else x
             feeds[name] = np.concatenate([x] * (len(a) // len(x)))
         return np.asarray(evaluator.run(None, feeds)[0])
+
     return run
 
 
-def one_sided_derivatives(tail: onnx.ModelProto, layer: str, activation: np.ndarray, seed: np.ndarray,
-                          directions: np.ndarray, step: float | None = None, chunk: int = 16,
-                          model_inputs: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def one_sided_derivatives(
+    tail: onnx.ModelProto,
+    layer: str,
+    activation: np.ndarray,
+    seed: np.ndarray,
+    directions: np.ndarray,
+    step: float | None = None,
+    chunk: int = 16,
+    model_inputs: Mapping[str, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Forward and backward differences of ``f(a) = sum(seed * score(a))`` along each of ``directions``.
 
     ``directions`` is (D, *activation.shape). Returns two (D,) float64 arrays,
@@ -104,16 +113,23 @@ def one_sided_derivatives(tail: onnx.ModelProto, layer: str, activation: np.ndar
     f0 = float((run(a) * seed).sum())
     forward, backward = np.empty(len(directions)), np.empty(len(directions))
     for start in range(0, len(directions), chunk):
-        vs = directions[start:start + chunk]
+        vs = directions[start : start + chunk]
         scores = run(np.concatenate([np.concatenate([a + h * v, a - h * v]) for v in vs]))
         f = (scores.reshape(len(vs), 2, *seed.shape) * seed).reshape(len(vs), 2, -1).sum(-1)
-        forward[start:start + len(vs)] = (f[:, 0] - f0) / h
-        backward[start:start + len(vs)] = (f0 - f[:, 1]) / h
+        forward[start : start + len(vs)] = (f[:, 0] - f0) / h
+        backward[start : start + len(vs)] = (f0 - f[:, 1]) / h
     return forward, backward
 
 
-def directional_derivatives(tail: onnx.ModelProto, layer: str, activation: np.ndarray, seed: np.ndarray,
-                            directions: np.ndarray, step: float | None = None, chunk: int = 16) -> np.ndarray:
+def directional_derivatives(
+    tail: onnx.ModelProto,
+    layer: str,
+    activation: np.ndarray,
+    seed: np.ndarray,
+    directions: np.ndarray,
+    step: float | None = None,
+    chunk: int = 16,
+) -> np.ndarray:
     """Central differences ``(f(a + h v) - f(a - h v)) / 2h`` (see :func:`one_sided_derivatives`)."""
     forward, backward = one_sided_derivatives(tail, layer, activation, seed, directions, step, chunk)
     return (forward + backward) / 2
@@ -135,7 +151,7 @@ class _StackedRunner:
                 pass
             self.stacked = False
         n = self.batch
-        return np.concatenate([self.run(copies[i:i + n]) for i in range(0, len(copies), n)]).astype(np.float64)
+        return np.concatenate([self.run(copies[i : i + n]) for i in range(0, len(copies), n)]).astype(np.float64)
 
 
 def random_directions(shape: tuple[int, ...], count: int, rng: np.random.Generator) -> np.ndarray:
@@ -144,8 +160,9 @@ def random_directions(shape: tuple[int, ...], count: int, rng: np.random.Generat
     return v / np.linalg.norm(v.reshape(count, -1), axis=1).reshape(count, *[1] * len(shape))
 
 
-def coordinate_directions(shape: tuple[int, ...], count: int,
-                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def coordinate_directions(
+    shape: tuple[int, ...], count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """``count`` distinct one-hot directions (or every element when there are fewer), and their flat indices."""
     size = int(np.prod(shape))
     flat = np.sort(rng.choice(size, size=min(count, size), replace=False))
@@ -164,8 +181,9 @@ def relative_errors(numeric: np.ndarray, analytic: np.ndarray, gradient_norm: fl
     return np.abs(np.asarray(numeric) - np.asarray(analytic)) / scale
 
 
-def subgradient_errors(analytic: np.ndarray, forward: np.ndarray, backward: np.ndarray, scale: np.ndarray,
-                       kink_tolerance: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+def subgradient_errors(
+    analytic: np.ndarray, forward: np.ndarray, backward: np.ndarray, scale: np.ndarray, kink_tolerance: float = 1e-3
+) -> tuple[np.ndarray, np.ndarray]:
     """Per direction: the error of ``analytic`` as a fraction of ``scale``, and whether the direction crosses a kink.
 
     Where the one-sided differences agree (within ``kink_tolerance * scale``)
@@ -194,8 +212,12 @@ class GradientSample:
     model_inputs: dict[str, np.ndarray]  # what the model was fed (a tail may read it past the layer)
 
 
-def onnxcam_gradient(model: str | os.PathLike | onnx.ModelProto, x: np.ndarray, layer: str = "auto",
-                     target: int | list[int] | None = None) -> GradientSample:
+def onnxcam_gradient(
+    model: str | os.PathLike | onnx.ModelProto,
+    x: np.ndarray,
+    layer: str = "auto",
+    target: int | list[int] | None = None,
+) -> GradientSample:
     """Run onnxcam's explainer graph on ``x`` and read back the layer's activation and gradient.
 
     Eigen-Grad-CAM finishes on the host, so its graph exposes both tensors;
@@ -213,8 +235,9 @@ def onnxcam_gradient(model: str | os.PathLike | onnx.ModelProto, x: np.ndarray, 
     shape = tail_runner(tail_model(full, ex.layer, score), ex.layer, feeds)(res.activations).shape
     seed = np.zeros(shape, dtype=np.float32)
     seed.reshape(shape[0], -1)[np.arange(shape[0]), res.targets.astype(np.int64)] = 1.0
-    return GradientSample(full, ex.layer, score, res.activations, res.gradients, seed, res.targets.astype(np.int64),
-                          feeds)
+    return GradientSample(
+        full, ex.layer, score, res.activations, res.gradients, seed, res.targets.astype(np.int64), feeds
+    )
 
 
 def sample_input(model: str | os.PathLike, image: str | os.PathLike | None = None, seed: int = 0) -> np.ndarray:
@@ -245,8 +268,13 @@ def judge(report: dict, error: float, tolerance: float, details: list[str], as_j
     if as_json:
         text = json.dumps(report, indent=2)
     else:
-        text = "\n".join([f"model {report['model']}",
-                          f"layer {report['layer']} {tuple(report['activation_shape'])}, score {report['score']}, "
-                          f"class {report['target']}", *details,
-                          f"{'PASS' if report['passed'] else 'FAIL'} (tolerance {tolerance:g})"])
+        text = "\n".join(
+            [
+                f"model {report['model']}",
+                f"layer {report['layer']} {tuple(report['activation_shape'])}, score {report['score']}, "
+                f"class {report['target']}",
+                *details,
+                f"{'PASS' if report['passed'] else 'FAIL'} (tolerance {tolerance:g})",
+            ]
+        )
     return text, 0 if report["passed"] else 1

@@ -22,8 +22,16 @@ from tests.vjp_check import gradient_model, ort_session
 __all__ = ["tail_model", "to_float64", "tail_gradient_check", "run_with_intermediates"]
 
 
-def tail_gradient_check(model: onnx.ModelProto, layer: str, score: str, activation: np.ndarray,
-                        seed: np.ndarray, directions: int = 4, eps: float = 1e-5, rng_seed: int = 0) -> dict:
+def tail_gradient_check(
+    model: onnx.ModelProto,
+    layer: str,
+    score: str,
+    activation: np.ndarray,
+    seed: np.ndarray,
+    directions: int = 4,
+    eps: float = 1e-5,
+    rng_seed: int = 0,
+) -> dict:
     """Compare the engine's d<seed, score>/d layer with central differences along random directions.
 
     Returns the float64 gradient and the worst relative error of the

@@ -26,8 +26,16 @@ from PIL import Image
 from onnxcam import demo
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve_page.png"
 
 
@@ -61,8 +69,12 @@ def canvas_pixels(page, selector: str) -> np.ndarray:
 def server_overlay(url: str, data: bytes, **params) -> np.ndarray:
     import httpx
 
-    r = httpx.post(url + "explain", files={"image": ("p.png", data, "image/png")},
-                   data={k: str(v) for k, v in params.items()}, timeout=60)
+    r = httpx.post(
+        url + "explain",
+        files={"image": ("p.png", data, "image/png")},
+        data={k: str(v) for k, v in params.items()},
+        timeout=60,
+    )
     r.raise_for_status()
     png = base64.b64decode(r.json()["explanations"][0]["overlay_png"])
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)

@@ -51,8 +51,13 @@ def test_layers_table_and_json(model_path):
     data = json.loads(run_cli("layers", model_path, "--json", check_exit=0).stdout)
     assert data["auto"] == "features"
     assert [r["name"] for r in data["layers"]] == ["c1", "r1", "c2", "features"]
-    assert data["layers"][-1] == {"name": "features", "op": "Relu", "shape": ["N", 8, 8, 8], "channel_axis": 1,
-                                  "auto": True}
+    assert data["layers"][-1] == {
+        "name": "features",
+        "op": "Relu",
+        "shape": ["N", 8, 8, 8],
+        "channel_axis": 1,
+        "auto": True,
+    }
 
 
 def test_export_matches_the_api(model_path, tmp_path):
@@ -61,8 +66,11 @@ def test_export_matches_the_api(model_path, tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     cam = sess.run(["cam"], {"x": x, "target_class": np.array([-1, 3], np.int64)})[0]
-    expected = onnxcam.Explainer(model_path, layer="c2").explain(x, target=[int(np.argmax(
-        onnxcam.Explainer(model_path).explain(x[:1]).outputs["probs"][0])), 3]).cam
+    expected = (
+        onnxcam.Explainer(model_path, layer="c2")
+        .explain(x, target=[int(np.argmax(onnxcam.Explainer(model_path).explain(x[:1]).outputs["probs"][0])), 3])
+        .cam
+    )
     np.testing.assert_allclose(cam, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -90,6 +98,7 @@ def test_export_never_overwrites_the_model(model_path):
 
 # --- explain: the whole pipeline on a model whose CAM is the image's brightness ----------------------------------
 
+
 def brightness_model(size: int = 32, nhwc: bool = False) -> onnx.ModelProto:
     """A 1x1 Conv averaging RGB, ReLU, GAP and a 2-class head: the class-0 CAM peaks where the image is brightest."""
     from onnx import TensorProto, helper, numpy_helper
@@ -101,12 +110,21 @@ def brightness_model(size: int = 32, nhwc: bool = False) -> onnx.ModelProto:
     if nhwc:
         nodes.append(helper.make_node("Transpose", ["x"], ["x_nchw"], perm=[0, 3, 1, 2]))
         x = "x_nchw"
-    nodes += [helper.make_node("Conv", [x, "w"], ["c"]), helper.make_node("Relu", ["c"], ["features"]),
-              helper.make_node("GlobalAveragePool", ["features"], ["gap"]),
-              helper.make_node("Flatten", ["gap"], ["flat"]), helper.make_node("MatMul", ["flat", "fc"], ["logits"])]
+    nodes += [
+        helper.make_node("Conv", [x, "w"], ["c"]),
+        helper.make_node("Relu", ["c"], ["features"]),
+        helper.make_node("GlobalAveragePool", ["features"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "fc"], ["logits"]),
+    ]
     shape = ["N", size, size, 3] if nhwc else ["N", 3, size, size]
-    g = helper.make_graph(nodes, "bright", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], [w, fc])
+    g = helper.make_graph(
+        nodes,
+        "bright",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [w, fc],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m
@@ -117,7 +135,7 @@ def blob_image(path, width, height, cx, cy, radius=3):
 
     yy, xx = np.mgrid[0:height, 0:width]
     img = np.full((height, width, 3), 20, np.uint8)
-    img[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = 255
+    img[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 255
     Image.fromarray(img).save(path)
 
 
@@ -132,8 +150,9 @@ def test_peak_maps_back_onto_original_pixels(tmp_path, resize, nhwc):
     blob_image(images / "wide.png", 120, 60, cx=70, cy=20)
     blob_image(images / "nested" / "tall.png", 50, 100, cx=12, cy=55)
     out = tmp_path / "out"
-    run_cli("explain", model, images, "--target", "0", "--resize", resize, "--preprocess", "raw01", "-o", out,
-            check_exit=0)
+    run_cli(
+        "explain", model, images, "--target", "0", "--resize", resize, "--preprocess", "raw01", "-o", out, check_exit=0
+    )
     summary = json.loads((out / "summary.json").read_text())
     peaks = {Path(r["image"]).name: (r["peak"]["x"], r["peak"]["y"]) for r in summary["results"]}
     assert set(peaks) == {"wide.png", "tall.png"}
@@ -173,12 +192,14 @@ def test_labels_count_and_unwritable_output(tmp_path):
     onnx.save(brightness_model(), model)
     blob_image(tmp_path / "a.png", 40, 40, 10, 10)
     (tmp_path / "labels.txt").write_text("bright\ndark\nextra\n")
-    proc = run_cli("explain", model, tmp_path / "a.png", "--labels", tmp_path / "labels.txt", "-o", tmp_path / "o",
-                   check_exit=1)
+    proc = run_cli(
+        "explain", model, tmp_path / "a.png", "--labels", tmp_path / "labels.txt", "-o", tmp_path / "o", check_exit=1
+    )
     assert "3 names but the model has 2 classes" in proc.stderr
     (tmp_path / "labels.txt").write_text("bright\ndark\n")
-    run_cli("explain", model, tmp_path / "a.png", "--labels", tmp_path / "labels.txt", "-o", tmp_path / "o",
-            check_exit=0)
+    run_cli(
+        "explain", model, tmp_path / "a.png", "--labels", tmp_path / "labels.txt", "-o", tmp_path / "o", check_exit=0
+    )
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["results"][0]["class_name"] == "bright"
     (tmp_path / "afile").write_text("x")
     proc = run_cli("explain", model, tmp_path / "a.png", "-o", tmp_path / "afile" / "sub", check_exit=1)
@@ -229,8 +250,9 @@ def test_layerwise_panel_orders_layers_shallow_to_deep(tmp_path):
     panel = Image.open(out / f"{demo.DEMO_IMAGES[0].name}.cam.png")
     assert panel.width >= 3 * 192  # the photo plus one tile per layer
     assert json.loads((out / "summary.json").read_text())["results"][0]["layer"] == [deep, shallow]
-    proc = run_cli("explain", demo.DEMO_MODEL, demo.DEMO_IMAGES[0], "--layer", deep, shallow, "--top", "2",
-                   "-o", out, check_exit=1)
+    proc = run_cli(
+        "explain", demo.DEMO_MODEL, demo.DEMO_IMAGES[0], "--layer", deep, shallow, "--top", "2", "-o", out, check_exit=1
+    )
     assert "several layers and several classes" in proc.stderr
 
 
@@ -296,15 +318,25 @@ def gated_model(size: int = 32) -> onnx.ModelProto:
     bias = numpy_helper.from_array(np.array([0.0, 1.0], np.float32), "bias")
     fc = numpy_helper.from_array(np.array([[1.0, 0.0], [1.0, 0.0]], np.float32), "fc")
     axes = numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
-    nodes = [helper.make_node("Conv", ["image", "w", "bias"], ["c"]), helper.make_node("Relu", ["c"], ["maps"]),
-             helper.make_node("Unsqueeze", ["meta", "axes"], ["meta4"]),
-             helper.make_node("Mul", ["maps", "meta4"], ["gated"]),
-             helper.make_node("GlobalAveragePool", ["gated"], ["gap"]),
-             helper.make_node("Flatten", ["gap"], ["flat"]), helper.make_node("MatMul", ["flat", "fc"], ["logits"])]
-    g = helper.make_graph(nodes, "gated", [helper.make_tensor_value_info("meta", TensorProto.FLOAT, ["N", 2]),
-                                           helper.make_tensor_value_info("image", TensorProto.FLOAT,
-                                                                         ["N", 3, size, size])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], [w, bias, fc, axes])
+    nodes = [
+        helper.make_node("Conv", ["image", "w", "bias"], ["c"]),
+        helper.make_node("Relu", ["c"], ["maps"]),
+        helper.make_node("Unsqueeze", ["meta", "axes"], ["meta4"]),
+        helper.make_node("Mul", ["maps", "meta4"], ["gated"]),
+        helper.make_node("GlobalAveragePool", ["gated"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "fc"], ["logits"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "gated",
+        [
+            helper.make_tensor_value_info("meta", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, size, size]),
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [w, bias, fc, axes],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m
@@ -333,9 +365,13 @@ def test_other_model_inputs_come_from_npy_files(tmp_path):
 
     np.save(tmp_path / "three.npy", np.zeros(3, np.float32))
     np.save(tmp_path / "ints.npy", np.zeros(2, np.int64))
-    for bad, message in [("nope=x.npy", "has no input 'nope'"), ("image=x.npy", "the image input"),
-                         (f"meta={tmp_path / 'three.npy'}", "has shape (1, 3)"),
-                         (f"meta={tmp_path / 'ints.npy'}", "holds int64 values"),
-                         (f"meta={tmp_path / 'absent.npy'}", "cannot read"), ("meta", "NAME=FILE.npy")]:
+    for bad, message in [
+        ("nope=x.npy", "has no input 'nope'"),
+        ("image=x.npy", "the image input"),
+        (f"meta={tmp_path / 'three.npy'}", "has shape (1, 3)"),
+        (f"meta={tmp_path / 'ints.npy'}", "holds int64 values"),
+        (f"meta={tmp_path / 'absent.npy'}", "cannot read"),
+        ("meta", "NAME=FILE.npy"),
+    ]:
         err = run_cli(*common, "--input", bad, "-o", tmp_path / "bad", check_exit=1).stderr
         assert message in err and "Traceback" not in err, (bad, err)

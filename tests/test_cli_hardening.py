@@ -27,8 +27,13 @@ from tests.tiny_models import tiny_cnn
 
 
 def onnxcam_process(*args, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "onnxcam", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "onnxcam", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def run_cli(*args, exit_code: int | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -50,7 +55,7 @@ def the_error(proc: subprocess.CompletedProcess) -> str:
 def photo(path: Path, spot: tuple[int, int] = (10, 10), size: int = 32) -> Path:
     rgb = np.full((size, size, 3), 40, np.uint8)
     x, y = spot
-    rgb[max(0, y - 3):y + 3, max(0, x - 3):x + 3] = 250
+    rgb[max(0, y - 3) : y + 3, max(0, x - 3) : x + 3] = 250
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rgb).save(path)
     return path
@@ -68,8 +73,14 @@ def save_with_external_data(folder: Path, data_name: str) -> tuple[Path, Path]:
     """tiny_cnn saved in ``folder`` with all its weights in one external-data file named ``data_name``."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "external.onnx"
-    onnx.save_model(tiny_cnn(), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data_name, size_threshold=0)
+    onnx.save_model(
+        tiny_cnn(),
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data_name,
+        size_threshold=0,
+    )
     return path, folder / data_name
 
 
@@ -90,8 +101,9 @@ def test_a_signal_mid_run_keeps_the_summary_and_removes_the_weight_folder(tmp_pa
     tmpdir, out = tmp_path / "tmp", tmp_path / "out"
     tmpdir.mkdir()
     images = list(demo.DEMO_IMAGES) * 100  # half a minute of work: the signal comes mid-run
-    proc = onnxcam_process("explain", demo.DEMO_MODEL, *images, "--batch-size", "1", "-o", out,
-                           env={"TMPDIR": str(tmpdir)})
+    proc = onnxcam_process(
+        "explain", demo.DEMO_MODEL, *images, "--batch-size", "1", "-o", out, env={"TMPDIR": str(tmpdir)}
+    )
     deadline = time.monotonic() + 120
     while not list(out.glob("*.cam.png")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -109,7 +121,7 @@ def test_a_signal_mid_run_keeps_the_summary_and_removes_the_weight_folder(tmp_pa
     assert summary["interrupted"] is True and not summary["failures"]
     done = summary["results"]
     assert 1 <= len(done) < len(images) and f"lists the {len(done)} of {len(images)} image(s) done" in last
-    assert [r["image"] for r in done] == [str(p) for p in images[:len(done)]]
+    assert [r["image"] for r in done] == [str(p) for p in images[: len(done)]]
     assert all((out / r["panel"]).is_file() for r in done)
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written file left
     assert weight_folders(tmpdir) == []
@@ -119,16 +131,28 @@ def test_sigterm_mid_compare_keeps_the_tables_of_the_images_done(tmp_path):
     tmpdir, out = tmp_path / "tmp", tmp_path / "out"
     tmpdir.mkdir()
     images = list(demo.DEMO_IMAGES) * 100
-    proc = onnxcam_process("compare", demo.DEMO_MODEL, demo.DEMO_MODEL, *images, "--batch-size", "1", "-o", out,
-                           env={"TMPDIR": str(tmpdir)})
+    proc = onnxcam_process(
+        "compare",
+        demo.DEMO_MODEL,
+        demo.DEMO_MODEL,
+        *images,
+        "--batch-size",
+        "1",
+        "-o",
+        out,
+        env={"TMPDIR": str(tmpdir)},
+    )
     deadline = time.monotonic() + 120
     while not list(out.glob("*.compare.png")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
-    assert stderr.strip().splitlines()[-1].startswith(f"onnxcam: interrupted by SIGTERM; {out / 'compare.json'} "
-                                                      "holds the ")
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"onnxcam: interrupted by SIGTERM; {out / 'compare.json'} holds the ")
+    )
     doc = json.loads((out / "compare.json").read_text())
     assert doc["interrupted"] is True and 1 <= len(doc["images"]) < len(images)
     assert (out / "compare.csv").read_text().count("\n") >= len(doc["images"]) + 1
@@ -139,20 +163,34 @@ def test_sigterm_mid_compare_keeps_the_tables_of_the_images_done(tmp_path):
 def test_sigterm_mid_eval_keeps_the_methods_done(tmp_path):
     tmpdir, out = tmp_path / "tmp", tmp_path / "out"
     tmpdir.mkdir()
-    rows = [f"{path},{','.join(map(str, sample['box']))},{sample['label']}"
-            for path, sample in zip(demo.DEMO_IMAGES, demo.DEMO_SAMPLES)] * 200
+    rows = [
+        f"{path},{','.join(map(str, sample['box']))},{sample['label']}"
+        for path, sample in zip(demo.DEMO_IMAGES, demo.DEMO_SAMPLES)
+    ] * 200
     data = tmp_path / "boxes.csv"
     data.write_text("file,x0,y0,x1,y1,label\n" + "\n".join(rows) + "\n")
-    proc = onnxcam_process("eval", demo.DEMO_MODEL, data, "--method", "center", "scorecam", "--metric", "pointing",
-                           "-o", out, env={"TMPDIR": str(tmpdir), "PYTHONUNBUFFERED": "1"})
+    proc = onnxcam_process(
+        "eval",
+        demo.DEMO_MODEL,
+        data,
+        "--method",
+        "center",
+        "scorecam",
+        "--metric",
+        "pointing",
+        "-o",
+        out,
+        env={"TMPDIR": str(tmpdir), "PYTHONUNBUFFERED": "1"},
+    )
     for line in proc.stdout:  # scorecam takes seconds: the signal comes while it runs
         if line.startswith("center ("):
             break
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
-    assert stderr.strip().splitlines()[-1] == (f"onnxcam: interrupted by SIGTERM; {out / 'metrics.json'} holds the "
-                                               "1 of 2 method(s) done before it")
+    assert stderr.strip().splitlines()[-1] == (
+        f"onnxcam: interrupted by SIGTERM; {out / 'metrics.json'} holds the 1 of 2 method(s) done before it"
+    )
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["interrupted"] is True and [m["method"] for m in doc["methods"]] == ["center"]
     assert weight_folders(tmpdir) == []
@@ -208,8 +246,11 @@ def test_images_with_the_same_name_get_one_panel_each(tmp_path, model):
     run_cli("explain", model, first, second, first, tmp_path / "walk", "-o", out, exit_code=0)
     results = json.loads((out / "summary.json").read_text())["results"]
     assert [(r["image"], r["panel"]) for r in results] == [
-        (str(first), "x.png.cam.png"), (str(second), "x.png-2.cam.png"), (str(first), "x.png-3.cam.png"),
-        (str(walked), "sub/x.png.cam.png")]
+        (str(first), "x.png.cam.png"),
+        (str(second), "x.png-2.cam.png"),
+        (str(first), "x.png-3.cam.png"),
+        (str(walked), "sub/x.png.cam.png"),
+    ]
     panels = [np.asarray(Image.open(out / r["panel"])) for r in results]
     assert not np.array_equal(panels[0], panels[1])  # the second photo did not replace the first one's panel
     assert np.array_equal(panels[0], panels[2])
@@ -219,8 +260,7 @@ def test_images_with_the_same_name_get_one_panel_each(tmp_path, model):
 def test_panel_names_are_unique_case_insensitively_and_never_reuse_a_taken_name():
     names = PanelNames(".cam.png")
     claimed = [names.claim(Path(p)).as_posix() for p in ("x.png", "X.PNG", "x.png-2", "x.png", "d/x.png")]
-    assert claimed == ["x.png.cam.png", "X.PNG-2.cam.png", "x.png-2-2.cam.png", "x.png-3.cam.png",
-                       "d/x.png.cam.png"]
+    assert claimed == ["x.png.cam.png", "X.PNG-2.cam.png", "x.png-2-2.cam.png", "x.png-3.cam.png", "d/x.png.cam.png"]
     assert len({c.casefold() for c in claimed}) == len(claimed)
 
 
@@ -232,8 +272,10 @@ def test_summary_never_overwrites_the_models_external_data(tmp_path):
     model, data = save_with_external_data(tmp_path / "shared", "summary.json")
     before = data.read_bytes()
     proc = run_cli("explain", model, photo(tmp_path / "a.png"), "-o", model.parent, exit_code=1)
-    assert the_error(proc) == (f"onnxcam: error: refusing to write {model.parent / 'summary.json'}: the model "
-                               "reads that file; choose another -o")
+    assert the_error(proc) == (
+        f"onnxcam: error: refusing to write {model.parent / 'summary.json'}: the model "
+        "reads that file; choose another -o"
+    )
     assert data.read_bytes() == before
     assert sorted(p.name for p in model.parent.iterdir()) == ["external.onnx", "summary.json"]
 
@@ -244,8 +286,9 @@ def test_a_hard_link_to_the_models_data_is_recognised(tmp_path):
     out.mkdir()
     os.link(data, out / "summary.json")
     proc = run_cli("explain", model, photo(tmp_path / "a.png"), "-o", out, exit_code=1)
-    assert the_error(proc) == (f"onnxcam: error: refusing to write {out / 'summary.json'}: the model reads that "
-                               "file; choose another -o")
+    assert the_error(proc) == (
+        f"onnxcam: error: refusing to write {out / 'summary.json'}: the model reads that file; choose another -o"
+    )
 
 
 def test_a_panel_never_overwrites_the_models_external_data(tmp_path):
@@ -255,8 +298,7 @@ def test_a_panel_never_overwrites_the_models_external_data(tmp_path):
     a, b = photo(tmp_path / "a.png"), photo(tmp_path / "b.png")
     proc = run_cli("explain", model, a, b, "-o", model.parent, exit_code=1)
     assert data.read_bytes() == before
-    refusal = (f"refusing to write {model.parent / 'a.png.cam.png'}: the model reads that file; "
-               "choose another -o")
+    refusal = f"refusing to write {model.parent / 'a.png.cam.png'}: the model reads that file; choose another -o"
     assert f"onnxcam: skipped {a}: {refusal}" in proc.stderr and "Traceback" not in proc.stderr
     summary = json.loads((model.parent / "summary.json").read_text())
     assert summary["failures"] == [{"image": str(a), "error": refusal}]
@@ -268,16 +310,18 @@ def test_the_labels_file_settings_file_and_input_images_are_never_written(tmp_pa
     labels = out / "summary.json"
     labels.write_text(json.dumps([f"class {i}" for i in range(5)]))
     proc = run_cli("explain", model, photo(tmp_path / "a.png"), "--labels", labels, "-o", out, exit_code=1)
-    assert the_error(proc) == (f"onnxcam: error: refusing to write {out / 'summary.json'}: it is the labels "
-                               "file; choose another -o")
+    assert the_error(proc) == (
+        f"onnxcam: error: refusing to write {out / 'summary.json'}: it is the labels file; choose another -o"
+    )
     labels.unlink()
 
     settings = model.with_name("tiny.onnxcam.json")
     settings.write_text('{"preset": "imagenet"}')
     (out / "summary.json").symlink_to(settings.name)  # the settings file under the summary's name
     proc = run_cli("explain", model, photo(tmp_path / "a.png"), "-o", out, exit_code=1)
-    assert the_error(proc) == (f"onnxcam: error: refusing to write {out / 'summary.json'}: it is the model's "
-                               "settings file; choose another -o")
+    assert the_error(proc) == (
+        f"onnxcam: error: refusing to write {out / 'summary.json'}: it is the model's settings file; choose another -o"
+    )
     assert settings.read_text() == '{"preset": "imagenet"}'
     (out / "summary.json").unlink()
 
@@ -287,6 +331,32 @@ def test_the_labels_file_settings_file_and_input_images_are_never_written(tmp_pa
     proc = run_cli("explain", model, photo(photos / "a.png"), odd, "-o", photos, exit_code=1)
     assert f"refusing to write {odd}: it is one of the input images; choose another -o" in proc.stderr
     assert odd.read_bytes() == before
+
+
+def test_a_labels_file_named_by_the_settings_file_or_metadata_is_never_written(tmp_path, model):
+    """The model's own labels file (named in its settings file, not on the command line) is a file the run reads."""
+    out = model.parent
+    names = json.dumps([f"class {i}" for i in range(5)])
+    labels = out / "summary.json"
+    labels.write_text(names)
+    model.with_name("tiny.onnxcam.json").write_text('{"labels": "summary.json"}')
+    proc = run_cli("explain", model, photo(tmp_path / "a.png"), "-o", out, exit_code=1)
+    assert the_error(proc) == (
+        f"onnxcam: error: refusing to write {out / 'summary.json'}: it is the labels file; choose another -o"
+    )
+    assert labels.read_text() == names
+
+    other = tmp_path / "b" / "other.onnx"  # model B of a comparison names compare.json in its metadata
+    other.parent.mkdir()
+    proto = tiny_cnn()
+    onnx.helper.set_model_props(proto, {"onnxcam.preprocess": '{"labels": "compare.json"}'})
+    onnx.save(proto, other)
+    (other.parent / "compare.json").write_text(names)
+    proc = run_cli("compare", model, other, photo(tmp_path / "a.png"), "-o", other.parent, exit_code=1)
+    assert the_error(proc) == (
+        f"onnxcam: error: refusing to write {other.parent / 'compare.json'}: it is the labels file; choose another -o"
+    )
+    assert (other.parent / "compare.json").read_text() == names
 
 
 def test_a_symlink_in_the_output_folder_is_replaced_not_written_through(tmp_path, model):
@@ -309,15 +379,17 @@ def test_compare_and_eval_never_overwrite_their_inputs(tmp_path, model):
     annotations = data / "samples.csv"  # the annotation file, named like one of eval's own outputs
     annotations.write_text("file,x0,y0,x1,y1,label\na.png,5,5,15,15,0\n")
     proc = run_cli("eval", model, annotations, "--method", "gradcam", "-o", data, exit_code=1)
-    assert the_error(proc) == (f"onnxcam: error: refusing to write {annotations}: it is the annotation file; "
-                               "choose another -o")
+    assert the_error(proc) == (
+        f"onnxcam: error: refusing to write {annotations}: it is the annotation file; choose another -o"
+    )
     assert annotations.read_text().startswith("file,x0")
 
     other, compare_data = save_with_external_data(tmp_path / "b", "compare.json")
     before = compare_data.read_bytes()
     proc = run_cli("compare", model, other, data / "a.png", "-o", other.parent, exit_code=1)
-    assert the_error(proc) == (f"onnxcam: error: refusing to write {compare_data}: the model reads that file; "
-                               "choose another -o")
+    assert the_error(proc) == (
+        f"onnxcam: error: refusing to write {compare_data}: the model reads that file; choose another -o"
+    )
     assert compare_data.read_bytes() == before
 
 
@@ -347,7 +419,8 @@ def test_an_output_folder_that_turns_read_only_is_one_clear_error(tmp_path, mode
     out = tmp_path / "out"
     assert main(["explain", str(model), str(photo(tmp_path / "a.png")), "-o", str(out)]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"onnxcam: error: cannot write {out / 'summary.json'}: Permission denied; choose another -o")
+        f"onnxcam: error: cannot write {out / 'summary.json'}: Permission denied; choose another -o"
+    )
     assert sorted(p.name for p in out.iterdir()) == ["a.png.cam.png"]
 
 
@@ -372,8 +445,12 @@ def test_a_run_that_fails_up_front_leaves_no_output_folder(tmp_path, model, case
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps([f"class {i}" for i in range(5)]))
     a = photo(tmp_path / "a.png")
-    args = {"bad model": [bad, a], "no images": [model, tmp_path / "empty"], "bad target": [model, a, "--target", 99],
-            "refused summary": [model, a, "--labels", out / "summary.json"]}[case]
+    args = {
+        "bad model": [bad, a],
+        "no images": [model, tmp_path / "empty"],
+        "bad target": [model, a, "--target", 99],
+        "refused summary": [model, a, "--labels", out / "summary.json"],
+    }[case]
     if case == "refused summary":
         out.mkdir(parents=True)
         labels.rename(out / "summary.json")
@@ -431,7 +508,8 @@ def test_a_panel_folder_blocked_by_a_file_fails_that_image_only(tmp_path, model)
 
 def test_output_piped_into_a_reader_that_leaves_ends_quietly(model):
     """``onnxcam layers m.onnx | head -1``: the reader is gone before the table is written; no BrokenPipeError."""
-    proc = subprocess.run(f"{sys.executable} -m onnxcam layers {model} | true", shell=True, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        f"{sys.executable} -m onnxcam layers {model} | true", shell=True, capture_output=True, text=True, timeout=120
+    )
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
     assert proc.stderr == ""

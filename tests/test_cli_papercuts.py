@@ -16,6 +16,7 @@ from PIL import Image
 
 import onnxcam
 from onnxcam.cli.main import main
+from onnxcam.cli.options import EXIT_STATUS_HELP
 from onnxcam.cli.progress import Progress
 from onnxcam.data import load_samples, read_dataset
 from onnxcam.errors import LayerError
@@ -42,6 +43,7 @@ def _photo(path: Path) -> Path:
 
 # -- 1. an unknown choice is a short usage error -------------------------------------------------------------------
 
+
 def test_an_unknown_method_is_one_line_naming_the_choices_and_a_hint(model_path, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["explain", str(model_path), str(tmp_path), "--method", "nonsense"])
@@ -58,10 +60,27 @@ def test_other_usage_errors_are_short_too(capsys):
         main(["layers"])
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
-        "onnxcam layers: error: the following arguments are required: model", "see onnxcam layers --help"]
+        "onnxcam layers: error: the following arguments are required: model",
+        "see onnxcam layers --help",
+    ]
+
+
+def test_every_command_that_writes_results_states_the_same_exit_statuses(capsys):
+    """One text (cli/options.py) for ``onnxcam --help`` and each command's help, eval's included."""
+
+    def help_of(*command: str) -> str:
+        with pytest.raises(SystemExit) as stop:
+            main([*command, "--help"])
+        assert stop.value.code == 0
+        return "".join(capsys.readouterr().out.split())  # however argparse or eval's epilog wrapped it
+
+    statuses = "".join(EXIT_STATUS_HELP.split())
+    for command in ((), ("explain",), ("demo",), ("compare",), ("eval",)):
+        assert statuses in help_of(*command), command
 
 
 # -- 2. the model's input named as a layer --------------------------------------------------------------------------
+
 
 def test_the_models_input_as_layer_says_so_and_points_to_onnxcam_layers():
     with pytest.raises(LayerError) as error:
@@ -72,6 +91,7 @@ def test_the_models_input_as_layer_says_so_and_points_to_onnxcam_layers():
 
 
 # -- 3 and 4. a missing image path stops the run before anything is written -----------------------------------------
+
 
 def test_a_missing_image_path_is_one_error_up_front_and_writes_nothing(model_path, tmp_path, capsys):
     out = tmp_path / "out"
@@ -91,11 +111,21 @@ def test_compare_refuses_a_missing_image_path_too(model_path, tmp_path, capsys):
 
 # -- 5. eval: an unknown label drops its box, not its image ---------------------------------------------------------
 
+
 def test_an_unknown_label_is_an_issue_of_its_box_and_the_images_other_boxes_stay(tmp_path):
     Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
-    doc = {"images": [{"file": "a.png", "objects": [{"box": [0, 0, 20, 15], "label": "cat"},
-                                                    {"box": [20, 15, 40, 30], "label": "zebra"},
-                                                    {"box": [0, 15, 10, 30], "label": "dog"}]}]}
+    doc = {
+        "images": [
+            {
+                "file": "a.png",
+                "objects": [
+                    {"box": [0, 0, 20, 15], "label": "cat"},
+                    {"box": [20, 15, 40, 30], "label": "zebra"},
+                    {"box": [0, 15, 10, 30], "label": "dog"},
+                ],
+            }
+        ]
+    }
     (tmp_path / "a.json").write_text(json.dumps(doc))
     spec = PreprocessSpec(size=(15, 20), preset="raw01", scale=1 / 255, mean=(0,), std=(1,))
     samples, issues = load_samples(read_dataset(tmp_path / "a.json"), spec, ["cat", "dog"], 2)
@@ -105,6 +135,7 @@ def test_an_unknown_label_is_an_issue_of_its_box_and_the_images_other_boxes_stay
 
 
 # -- 6. progress in a log: a few lines, and no rate from the first tiny interval ------------------------------------
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -162,6 +193,7 @@ def test_the_rate_follows_the_latest_seconds_not_the_whole_run():
 
 # -- 7. the CLI's imports point one way -----------------------------------------------------------------------------
 
+
 def _cli_imports(path: Path) -> set[str]:
     """The ``onnxcam.cli`` modules a file imports, at the top or inside functions."""
     found = set()
@@ -183,8 +215,11 @@ def test_command_modules_never_import_commands_or_main():
 
 def test_the_cli_modules_import_each_other_without_a_cycle():
     """Every import between ``onnxcam.cli`` modules, late ones included, points down: no module reaches itself."""
-    graph = {f"onnxcam.cli.{p.stem}": _cli_imports(p) - {"onnxcam.cli"} for p in CLI_FOLDER.glob("*.py")
-             if p.stem != "__init__"}
+    graph = {
+        f"onnxcam.cli.{p.stem}": _cli_imports(p) - {"onnxcam.cli"}
+        for p in CLI_FOLDER.glob("*.py")
+        if p.stem != "__init__"
+    }
 
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
         return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
@@ -194,11 +229,14 @@ def test_the_cli_modules_import_each_other_without_a_cycle():
 
 # -- 8. one image-input picker ---------------------------------------------------------------------------------------
 
+
 def _side_input_first() -> onnx.ModelProto:
     """Input 0 ``mask`` is 4-D but feeds no convolution (its mean is added to the logits); the image is ``image``."""
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
-             for n, s in (("w", (4, 3, 3, 3)), ("wf", (3, 4)))]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+        for n, s in (("w", (4, 3, 3, 3)), ("wf", (3, 4)))
+    ]
     nodes = [
         helper.make_node("Conv", ["image", "w"], ["c"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["features"]),
@@ -210,10 +248,15 @@ def _side_input_first() -> onnx.ModelProto:
         helper.make_node("Add", ["raw", "mask_flat"], ["logits"]),
     ]
     graph = helper.make_graph(
-        nodes, "side_input_first",
-        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 3, 4, 4]),
-         helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 16, 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], inits)
+        nodes,
+        "side_input_first",
+        [
+            helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 3, 4, 4]),
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 16, 16]),
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model

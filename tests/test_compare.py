@@ -41,8 +41,9 @@ def nhwc_copy(scale: int = 1) -> onnx.ModelProto:
     g.input[0].CopyFrom(helper.make_tensor_value_info("photo_nhwc", TensorProto.FLOAT, ["batch", side, side, 3]))
     nodes = [helper.make_node("Transpose", ["photo_nhwc"], ["nchw" if scale > 1 else inner], perm=[0, 3, 1, 2])]
     if scale > 1:
-        nodes.append(helper.make_node("AveragePool", ["nchw"], [inner], kernel_shape=[scale, scale],
-                                      strides=[scale, scale]))
+        nodes.append(
+            helper.make_node("AveragePool", ["nchw"], [inner], kernel_shape=[scale, scale], strides=[scale, scale])
+        )
     for node in reversed(nodes):
         g.node.insert(0, node)
     del g.value_info[:]
@@ -61,8 +62,9 @@ def shuffled_conv_weights(seed: int = 0) -> onnx.ModelProto:
     for i, t in enumerate(m.graph.initializer):
         if t.name in weights:
             a = numpy_helper.to_array(t)
-            m.graph.initializer[i].CopyFrom(numpy_helper.from_array(rng.permutation(a.ravel()).reshape(a.shape),
-                                                                    t.name))
+            m.graph.initializer[i].CopyFrom(
+                numpy_helper.from_array(rng.permutation(a.ravel()).reshape(a.shape), t.name)
+            )
     return m
 
 

@@ -52,8 +52,7 @@ def explained(held_out):
 
 def pointing_hits(py: np.ndarray, px: np.ndarray, boxes: np.ndarray, tol: float = POINTING_TOL_PX) -> np.ndarray:
     """Boxes are (x0, y0, x1, y1), end-exclusive; a point (py, px) hits when x0 - tol <= px < x1 + tol, same in y."""
-    return ((px >= boxes[:, 0] - tol) & (px < boxes[:, 2] + tol)
-            & (py >= boxes[:, 1] - tol) & (py < boxes[:, 3] + tol))
+    return (px >= boxes[:, 0] - tol) & (px < boxes[:, 2] + tol) & (py >= boxes[:, 1] - tol) & (py < boxes[:, 3] + tol)
 
 
 def test_files_and_metadata():

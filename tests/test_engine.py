@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+
 torch = pytest.importorskip("torch")
 from onnx import TensorProto, helper, numpy_helper
 
@@ -26,13 +27,19 @@ def test_a_wrong_rule_is_caught_by_the_rule_checks():
     with pytest.raises(AssertionError, match="finite differences"):
         check_vjp("Relu", {"x": x}, ["x"], rules={"Relu": wrong_relu}, ort=False)
     with pytest.raises(AssertionError, match="torch autograd"):
-        check_vjp("Relu", {"x": x}, ["x"], rules={"Relu": wrong_relu}, fd=False, ort=False,
-                  torch_fn=lambda x: torch.relu(x))
+        check_vjp(
+            "Relu", {"x": x}, ["x"], rules={"Relu": wrong_relu}, fd=False, ort=False, torch_fn=lambda x: torch.relu(x)
+        )
 
 
 def _model(nodes, inits, x_shape, out, out_shape):
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                          [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)], inits)
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)],
+        inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return onnx.shape_inference.infer_shapes(m)
@@ -40,8 +47,11 @@ def _model(nodes, inits, x_shape, out, out_shape):
 
 def test_fan_in_gradients_are_summed():
     """y = relu(a) * a + a: the gradient of `a` arrives along three edges."""
-    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "x"], ["m"]),
-             helper.make_node("Add", ["m", "x"], ["y"])]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Mul", ["r", "x"], ["m"]),
+        helper.make_node("Add", ["m", "x"], ["y"]),
+    ]
     x = rng.standard_normal((2, 3))
     from tests.vjp_check import gradient_model, ort_session
 
@@ -55,7 +65,7 @@ def test_fan_in_gradients_are_summed():
 
 def test_only_the_tail_is_differentiated():
     ex = onnxcam.Explainer(_tiny_with_unknown_head())
-    index = ex._index
+    index = ex.index
     names = [n.op_type for n in active_nodes(index, ["features"], ["logits"])]
     assert names == ["GlobalAveragePool", "Flatten", "Gemm"]  # nothing upstream of the layer
 
@@ -63,10 +73,12 @@ def test_only_the_tail_is_differentiated():
 def _tiny_with_unknown_head(op="Gemm"):
     w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
     fc = numpy_helper.from_array(rng.standard_normal((4, 5)).astype(np.float32), "fc")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("Relu", ["c"], ["features"], name="relu"),
-             helper.make_node("GlobalAveragePool", ["features"], ["gap"], name="gap"),
-             helper.make_node("Flatten", ["gap"], ["flat"], name="flatten")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["features"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["features"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+    ]
     if op == "Gemm":
         nodes.append(helper.make_node("Gemm", ["flat", "fc"], ["logits"], name="fc"))
     else:

@@ -63,8 +63,21 @@ def test_json_csv_and_voc_give_the_same_numbers(datasets, tmp_path):
     results = {}
     for fmt in ("json", "csv", "voc"):
         out = tmp_path / fmt
-        run_cli("eval", demo.DEMO_MODEL, datasets[fmt], "-o", out, "--metric", "pointing", "localization",
-                "--method", "gradcam", "--tolerance", "0", check_exit=1 if fmt == "json" else 0)
+        run_cli(
+            "eval",
+            demo.DEMO_MODEL,
+            datasets[fmt],
+            "-o",
+            out,
+            "--metric",
+            "pointing",
+            "localization",
+            "--method",
+            "gradcam",
+            "--tolerance",
+            "0",
+            check_exit=1 if fmt == "json" else 0,
+        )
         results[fmt] = read_metrics(out)["gradcam"]
     keys = ("samples", "pointing", "loc_accuracy", "loc_error", "mean_iou")
     assert [results["csv"][k] for k in keys] == [results["json"][k] for k in keys] == [results["voc"][k] for k in keys]
@@ -77,8 +90,21 @@ def test_road_faithfulness_and_sanity_metrics(datasets, tmp_path):
     two = datasets["csv"] / "first_two.csv"  # the expensive metrics on two images
     two.write_text("".join((datasets["csv"] / "annotations.csv").read_text().splitlines(keepends=True)[:3]))
     before = demo.DEMO_MODEL.read_bytes()
-    run_cli("eval", demo.DEMO_MODEL, two, "-o", out, "--metric", "road", "faithfulness", "sanity",
-            "--method", "gradcam", "random", check_exit=0)
+    run_cli(
+        "eval",
+        demo.DEMO_MODEL,
+        two,
+        "-o",
+        out,
+        "--metric",
+        "road",
+        "faithfulness",
+        "sanity",
+        "--method",
+        "gradcam",
+        "random",
+        check_exit=0,
+    )
     metrics = read_metrics(out)
     for key in ("road_morf", "road_lerf", "faithfulness"):
         assert float(metrics["gradcam"][key]) == float(metrics["gradcam"][key])  # defined (not NaN)
@@ -94,14 +120,19 @@ def test_road_faithfulness_and_sanity_metrics(datasets, tmp_path):
 def test_single_voc_file_and_usage_errors(datasets, tmp_path):
     xml = tmp_path / "one.xml"
     image = sorted((datasets["voc"] / "JPEGImages").glob("*.png"))[0]
-    xml.write_text(voc_xml(str(image), "cross", (0, 0, 10, 10), 96, 96).replace(
-        "<name>cross</name>", f"<name>{image.stem.split('_')[1]}</name>"))
-    run_cli("eval", demo.DEMO_MODEL, xml, "-o", tmp_path / "one", "--metric", "pointing", "--method", "center",
-            check_exit=0)
+    xml.write_text(
+        voc_xml(str(image), "cross", (0, 0, 10, 10), 96, 96).replace(
+            "<name>cross</name>", f"<name>{image.stem.split('_')[1]}</name>"
+        )
+    )
+    run_cli(
+        "eval", demo.DEMO_MODEL, xml, "-o", tmp_path / "one", "--metric", "pointing", "--method", "center", check_exit=0
+    )
     proc = run_cli("eval", demo.DEMO_MODEL, tmp_path / "nothing.json", "-o", tmp_path / "x", check_exit=1)
     assert proc.stderr.startswith("onnxcam: error: data not found") and "Traceback" not in proc.stderr
-    proc = run_cli("eval", demo.DEMO_MODEL, datasets["csv"], "--method", "nosuchcam", "-o", tmp_path / "y",
-                   check_exit=1)
+    proc = run_cli(
+        "eval", demo.DEMO_MODEL, datasets["csv"], "--method", "nosuchcam", "-o", tmp_path / "y", check_exit=1
+    )
     assert "unknown method 'nosuchcam'" in proc.stderr
     run_cli("eval", demo.DEMO_MODEL, datasets["csv"], "--metric", "accuracy", check_exit=2)
     assert "usage: onnxcam eval" in run_cli("eval", "--help", check_exit=0).stdout

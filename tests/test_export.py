@@ -42,8 +42,12 @@ def test_exported_file_runs_without_onnxcam(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    proc = subprocess.run([sys.executable, "-c", BARE_RUNNER, str(path), str(tmp_path / "x.npy")],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", BARE_RUNNER, str(path), str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     info = json.loads(proc.stdout)
     assert info["inputs"] == ["target_class", "x"]
     assert {"probs", "cam", "cam_lowres", "target"} <= set(info["outputs"])
@@ -58,7 +62,7 @@ def test_batch_dimension_is_dynamic(tmp_path):
     ex = onnxcam.Explainer(tiny_cnn())
     x = np.random.default_rng(2).standard_normal((5, 3, 16, 16)).astype(np.float32)
     batched = ex.explain(x)
-    singles = [ex.explain(x[i:i + 1]) for i in range(5)]
+    singles = [ex.explain(x[i : i + 1]) for i in range(5)]
     np.testing.assert_allclose(batched.cam, np.concatenate([s.cam for s in singles]), rtol=1e-5, atol=1e-6)
     assert batched.targets.tolist() == [int(s.targets[0]) for s in singles]
     live = batched.cam_lowres.max(axis=(1, 2)) > 0

@@ -42,8 +42,22 @@ from hypothesis import strategies as st  # noqa: E402
 from onnxcam.errors import ImageError, OnnxcamError  # noqa: E402
 from onnxcam.preprocess import PreprocessSpec, derive_spec, load_image  # noqa: E402
 from tests.fuzz_inputs import (  # noqa: E402
-    DOS_EPS_BYTES, EPS_BYTES, HAZARDS, IMAGE_MAGICS, IMAGE_SEEDS, PDF_BYTES, PS_BYTES, SECRET, form_part,
-    image_seed, make_world, multipart, png_declaring, set_declared_size, small_cnn, small_cnn_bytes,
+    DOS_EPS_BYTES,
+    EPS_BYTES,
+    HAZARDS,
+    IMAGE_MAGICS,
+    IMAGE_SEEDS,
+    PDF_BYTES,
+    PS_BYTES,
+    SECRET,
+    form_part,
+    image_seed,
+    make_world,
+    multipart,
+    png_declaring,
+    set_declared_size,
+    small_cnn,
+    small_cnn_bytes,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,8 +70,14 @@ MAX_LABELS = 100_000  # onnxcam.trust.MAX_LABELS
 
 def fuzz(n: int):
     """Hypothesis settings: ``n`` examples in CI, ``$ONNXCAM_FUZZ_EXAMPLES`` when set; no database, no output."""
-    return settings(max_examples=int(_BUDGET) if _BUDGET else n, deadline=None, derandomize=True, database=None,
-                    print_blob=False, suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=int(_BUDGET) if _BUDGET else n,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 def _peak_rss() -> int:
@@ -123,19 +143,62 @@ def check_spec(spec, world) -> None:
 # -- strategies: hostile field values ------------------------------------------------------------
 
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
-HUGE_INTS = (0, -1, -(2 ** 31), 2 ** 31, 2 ** 32 + 1, 2 ** 63, 10 ** 18, 10 ** 400)
+HUGE_INTS = (0, -1, -(2**31), 2**31, 2**32 + 1, 2**63, 10**18, 10**400)
 NUMBER = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2 ** 70), 2 ** 70), st.sampled_from(HUGE_INTS),
-    st.sampled_from(["1/255", "1/0", "0/0", "1e999", "nan", "-inf", "1/1e-320", " 1 / 255 ", "1e-400/1e-400",
-                     "1" * 5000, "--1", "1/-0"]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from(HUGE_INTS),
+    st.sampled_from(
+        [
+            "1/255",
+            "1/0",
+            "0/0",
+            "1e999",
+            "nan",
+            "-inf",
+            "1/1e-320",
+            " 1 / 255 ",
+            "1e-400/1e-400",
+            "1" * 5000,
+            "--1",
+            "1/-0",
+        ]
+    ),
 )
 #: Label paths a model or settings file may name: only ``labels.txt`` (inside the folder) is fair game.
 LABEL_PATHS = (
-    "labels.txt", "./labels.txt", "sub/../labels.txt", "../secret.txt", "../secret.json", "@ROOT@/secret.txt",
-    "@ROOT@/m/link.txt", "link.txt", "link.json", "sub", ".", "..", "", "loop", "/etc/passwd", "/proc/self/environ",
-    "/proc/self/cmdline", "a\x00b", "labels.txt\x00.png", "../../../../../../../../etc/passwd", "x" * 5000,
-    "sub/../../secret.txt", "~/.bashrc", "missing.txt", "labels.json", "file:///etc/passwd", "\\\\host\\share\\x",
-    "C:\\Windows\\win.ini", "/etc", "/", "labels.txt/", "LABELS.TXT",
+    "labels.txt",
+    "./labels.txt",
+    "sub/../labels.txt",
+    "../secret.txt",
+    "../secret.json",
+    "@ROOT@/secret.txt",
+    "@ROOT@/m/link.txt",
+    "link.txt",
+    "link.json",
+    "sub",
+    ".",
+    "..",
+    "",
+    "loop",
+    "/etc/passwd",
+    "/proc/self/environ",
+    "/proc/self/cmdline",
+    "a\x00b",
+    "labels.txt\x00.png",
+    "../../../../../../../../etc/passwd",
+    "x" * 5000,
+    "sub/../../secret.txt",
+    "~/.bashrc",
+    "missing.txt",
+    "labels.json",
+    "file:///etc/passwd",
+    "\\\\host\\share\\x",
+    "C:\\Windows\\win.ini",
+    "/etc",
+    "/",
+    "labels.txt/",
+    "LABELS.TXT",
 )
 ANY_JSON = st.recursive(
     st.none() | st.booleans() | NUMBER | TEXT | st.sampled_from(LABEL_PATHS),
@@ -143,17 +206,41 @@ ANY_JSON = st.recursive(
     max_leaves=12,
 )
 SIZES = st.one_of(
-    NUMBER, st.lists(NUMBER, max_size=3), st.lists(st.sampled_from(HUGE_INTS + (1, 224, 8192, 8193)), max_size=3),
-    st.sampled_from(["100000x100000", "8192x8192", "8193x8192", "1x67108865", "67108864x1", "0x0", "224", "224,224",
-                     "-1x5", "99999999999999999999", "1 2 3", " ", "x", "224x", "2" * 5000]),
+    NUMBER,
+    st.lists(NUMBER, max_size=3),
+    st.lists(st.sampled_from(HUGE_INTS + (1, 224, 8192, 8193)), max_size=3),
+    st.sampled_from(
+        [
+            "100000x100000",
+            "8192x8192",
+            "8193x8192",
+            "1x67108865",
+            "67108864x1",
+            "0x0",
+            "224",
+            "224,224",
+            "-1x5",
+            "99999999999999999999",
+            "1 2 3",
+            " ",
+            "x",
+            "224x",
+            "2" * 5000,
+        ]
+    ),
 )
 LABELS = st.one_of(
-    st.lists(TEXT | NUMBER | st.none(), max_size=8), st.sampled_from(LABEL_PATHS), TEXT, ANY_JSON,
+    st.lists(TEXT | NUMBER | st.none(), max_size=8),
+    st.sampled_from(LABEL_PATHS),
+    TEXT,
+    ANY_JSON,
     st.dictionaries(st.integers(-3, 10).map(str), TEXT, max_size=5),
 )
 FIELD_VALUES = {
-    "preset": st.sampled_from(["imagenet", "IMAGENET", " tf ", "caffe", "raw01", "raw255", "inception", "none", "",
-                               "../x"]) | ANY_JSON,
+    "preset": st.sampled_from(
+        ["imagenet", "IMAGENET", " tf ", "caffe", "raw01", "raw255", "inception", "none", "", "../x"]
+    )
+    | ANY_JSON,
     "size": SIZES | ANY_JSON,
     "mean": st.lists(NUMBER, min_size=1, max_size=4) | NUMBER | ANY_JSON,
     "std": st.lists(NUMBER | st.just(0), min_size=1, max_size=4) | NUMBER | ANY_JSON,
@@ -174,9 +261,13 @@ def _nest(n: int, open_: str = "[", close: str = "]", inner: str = "") -> str:
 
 
 DEEP_JSON = tuple(_nest(n) for n in (33, 100, 1000, 100_000)) + (
-    '{"labels": ' + _nest(1000) + "}", '{"size": ' + _nest(50_000, "[", "]", "1") + "}",
-    _nest(5000, '{"a":', "}", "1"), '"' + "\\" * 9999 + '"', '{"labels": "' + "\\u0000" * 1000 + '"}',
-    '{"labels": [' + ",".join(['"x"'] * 200_000) + "]}", '{"labels": ["' + "y" * 2_000_000 + '"]}',
+    '{"labels": ' + _nest(1000) + "}",
+    '{"size": ' + _nest(50_000, "[", "]", "1") + "}",
+    _nest(5000, '{"a":', "}", "1"),
+    '"' + "\\" * 9999 + '"',
+    '{"labels": "' + "\\u0000" * 1000 + '"}',
+    '{"labels": [' + ",".join(['"x"'] * 200_000) + "]}",
+    '{"labels": ["' + "y" * 2_000_000 + '"]}',
 )
 
 
@@ -187,34 +278,62 @@ def json_text(values) -> st.SearchStrategy[str]:
 
 def literal_text(values) -> st.SearchStrategy[str]:
     """Python literals (Ultralytics' ``names``/``imgsz``), raw text, or deep nesting."""
-    deep = ("(" * 200 + ")" * 200, _nest(100_000), _nest(5000, "{1:", "}", "1"), "1" * 5000, "9" * 4301,
-            "{1: 'a', 'b': 2}", "{None: 1, 1: 2}", "{1j: 'x'}", "{(1, 2): 'x'}", "{2: 'a', 1.5: 'b'}", "set()",
-            "{1, 2}", "b'x'", "1e999", "'\\x00'", "{0: '" + "z" * 100_000 + "'}", repr(["n"] * 200_000),
-            repr({i: str(i) for i in range(200_000)}), "__import__('os')", "[1,2")
+    deep = (
+        "(" * 200 + ")" * 200,
+        _nest(100_000),
+        _nest(5000, "{1:", "}", "1"),
+        "1" * 5000,
+        "9" * 4301,
+        "{1: 'a', 'b': 2}",
+        "{None: 1, 1: 2}",
+        "{1j: 'x'}",
+        "{(1, 2): 'x'}",
+        "{2: 'a', 1.5: 'b'}",
+        "set()",
+        "{1, 2}",
+        "b'x'",
+        "1e999",
+        "'\\x00'",
+        "{0: '" + "z" * 100_000 + "'}",
+        repr(["n"] * 200_000),
+        repr({i: str(i) for i in range(200_000)}),
+        "__import__('os')",
+        "[1,2",
+    )
     return st.one_of(values.map(repr), TEXT, st.sampled_from(deep))
 
 
-NAMES = st.one_of(st.dictionaries(st.integers(-5, 50) | TEXT | st.none(), TEXT | NUMBER, max_size=6),
-                  st.lists(TEXT, max_size=6), st.sampled_from(LABEL_PATHS), NUMBER)
-METADATA = st.fixed_dictionaries({}, optional={
-    "onnxcam.preprocess": json_text(TABLE),
-    "onnxcam.labels": json_text(LABELS),
-    "character": TEXT | st.sampled_from(LABEL_PATHS) | st.just("c\n" * 200_000) | st.just("w" * 100_000),
-    "Image.BitmapPixelFormat": st.sampled_from(["Bgr8", "Rgb8", "Gray8", "Bgra8", "Rgba8", "Nv12", " bgr8 ", ""])
-    | TEXT,
-    "Image.NominalPixelRange": st.sampled_from(["NominalRange_0_255", "Normalized_0_1", "Normalized_1_1",
-                                                "NominalRange_16_235", "normalized_0_1 ", ""]) | TEXT,
-    "author": st.sampled_from(["Ultralytics", "Ultralytics YOLOv8", "ultralytics", "x"]) | TEXT,
-    "imgsz": literal_text(SIZES),
-    "names": literal_text(NAMES),
-    "task": st.sampled_from(["classify", "detect", " CLASSIFY "]) | TEXT,
-})
+NAMES = st.one_of(
+    st.dictionaries(st.integers(-5, 50) | TEXT | st.none(), TEXT | NUMBER, max_size=6),
+    st.lists(TEXT, max_size=6),
+    st.sampled_from(LABEL_PATHS),
+    NUMBER,
+)
+METADATA = st.fixed_dictionaries(
+    {},
+    optional={
+        "onnxcam.preprocess": json_text(TABLE),
+        "onnxcam.labels": json_text(LABELS),
+        "character": TEXT | st.sampled_from(LABEL_PATHS) | st.just("c\n" * 200_000) | st.just("w" * 100_000),
+        "Image.BitmapPixelFormat": st.sampled_from(["Bgr8", "Rgb8", "Gray8", "Bgra8", "Rgba8", "Nv12", " bgr8 ", ""])
+        | TEXT,
+        "Image.NominalPixelRange": st.sampled_from(
+            ["NominalRange_0_255", "Normalized_0_1", "Normalized_1_1", "NominalRange_16_235", "normalized_0_1 ", ""]
+        )
+        | TEXT,
+        "author": st.sampled_from(["Ultralytics", "Ultralytics YOLOv8", "ultralytics", "x"]) | TEXT,
+        "imgsz": literal_text(SIZES),
+        "names": literal_text(NAMES),
+        "task": st.sampled_from(["classify", "detect", " CLASSIFY "]) | TEXT,
+    },
+)
 MODEL_KIND = st.sampled_from(["static", "dynamic", "dynamic-uint8"])
 
 
 def _model(kind: str, props: dict | None = None, world=None) -> onnx.ModelProto:
-    model = small_cnn(dynamic=kind != "static", dtype=onnx.TensorProto.UINT8 if "uint8" in kind
-                      else onnx.TensorProto.FLOAT)
+    model = small_cnn(
+        dynamic=kind != "static", dtype=onnx.TensorProto.UINT8 if "uint8" in kind else onnx.TensorProto.FLOAT
+    )
     for k, v in (props or {}).items():
         p = model.metadata_props.add()
         p.key, p.value = k, _sub(v, world) if world is not None else v
@@ -222,6 +341,7 @@ def _model(kind: str, props: dict | None = None, world=None) -> onnx.ModelProto:
 
 
 # -- 1. model metadata -> derive_spec ------------------------------------------------------------
+
 
 @fuzz(250)
 @given(kind=MODEL_KIND, props=METADATA)
@@ -244,6 +364,7 @@ def test_fuzz_metadata(world, kind, props):
 
 # -- 2. settings files beside the model ----------------------------------------------------------
 
+
 def _toml_value(v) -> str:
     if v is None:
         return '"null"'
@@ -261,17 +382,30 @@ def _toml_value(v) -> str:
 
 
 def toml_text(table: dict) -> str:
-    return "\n".join(f"{json.dumps(k, ensure_ascii=False)} = {_toml_value(v)}" for k, v in table.items()
-                     if v is not None) + "\n"
+    return (
+        "\n".join(f"{json.dumps(k, ensure_ascii=False)} = {_toml_value(v)}" for k, v in table.items() if v is not None)
+        + "\n"
+    )
 
 
 DEEP_TOML = (
-    "labels = " + _nest(33) + "\n", "labels = " + _nest(1000) + "\n", "labels = " + _nest(100_000) + "\n",
-    "x = " + _nest(2000, "{a = ", "}", "1") + "\n", ".".join(["a"] * 5000) + " = 1\n",
-    "".join(f"[{'.'.join(['t'] * i)}]\n" for i in range(1, 300)), 'labels = ["' + "a" * 3_000_000 + '"]\n',
-    "labels = [" + ", ".join(['"x"'] * 300_000) + "]\n", "\ufeffpreset = 'raw01'\n", "size = 1979-05-27\n",
-    "mean = 1979-05-27T07:32:00Z\n", "scale = 0x10\n", "scale = 1_000\n", "size = [inf, nan]\n",
-    "labels = '''\n" + "l\n" * 200_000 + "'''\n", 'labels = "@ROOT@/secret.txt"\n', 'labels = "link.txt"\n',
+    "labels = " + _nest(33) + "\n",
+    "labels = " + _nest(1000) + "\n",
+    "labels = " + _nest(100_000) + "\n",
+    "x = " + _nest(2000, "{a = ", "}", "1") + "\n",
+    ".".join(["a"] * 5000) + " = 1\n",
+    "".join(f"[{'.'.join(['t'] * i)}]\n" for i in range(1, 300)),
+    'labels = ["' + "a" * 3_000_000 + '"]\n',
+    "labels = [" + ", ".join(['"x"'] * 300_000) + "]\n",
+    "\ufeffpreset = 'raw01'\n",
+    "size = 1979-05-27\n",
+    "mean = 1979-05-27T07:32:00Z\n",
+    "scale = 0x10\n",
+    "scale = 1_000\n",
+    "size = [inf, nan]\n",
+    "labels = '''\n" + "l\n" * 200_000 + "'''\n",
+    'labels = "@ROOT@/secret.txt"\n',
+    'labels = "link.txt"\n',
 )
 SETTINGS_FILE = st.one_of(
     st.tuples(st.just(".onnxcam.json"), st.binary(max_size=300)),
@@ -279,9 +413,21 @@ SETTINGS_FILE = st.one_of(
     st.tuples(st.just(".onnxcam.json"), json_text(TABLE).map(str.encode)),
     st.tuples(st.just(".onnxcam.toml"), TABLE.map(toml_text).map(str.encode)),
     st.tuples(st.just(".onnxcam.toml"), st.sampled_from(DEEP_TOML).map(str.encode)),
-    st.tuples(st.sampled_from([".onnxcam.json", ".onnxcam.toml"]),
-              st.sampled_from([b"\xff\xfe{\x00}\x00", b"{}" + b" " * (3 << 20), b"\x00" * 1000, b"\xed\xa0\x80",
-                               b"{\"labels\": \"\xff\"}", b"[]", b"null", b"1"])),
+    st.tuples(
+        st.sampled_from([".onnxcam.json", ".onnxcam.toml"]),
+        st.sampled_from(
+            [
+                b"\xff\xfe{\x00}\x00",
+                b"{}" + b" " * (3 << 20),
+                b"\x00" * 1000,
+                b"\xed\xa0\x80",
+                b'{"labels": "\xff"}',
+                b"[]",
+                b"null",
+                b"1",
+            ]
+        ),
+    ),
 )
 
 
@@ -290,8 +436,9 @@ def _write_settings(world, files) -> None:
     for suffix in (".onnxcam.json", ".onnxcam.toml"):
         (m / ("model" + suffix)).unlink(missing_ok=True)
     for suffix, data in files:
-        (m / ("model" + suffix)).write_bytes(_sub(data.decode("utf-8", "surrogateescape"), world)
-                                             .encode("utf-8", "surrogateescape"))
+        (m / ("model" + suffix)).write_bytes(
+            _sub(data.decode("utf-8", "surrogateescape"), world).encode("utf-8", "surrogateescape")
+        )
 
 
 @fuzz(250)
@@ -327,8 +474,18 @@ def test_settings_symlink_out_of_folder(world):
 
 # -- 3. images -> load_image ---------------------------------------------------------------------
 
-INTERESTING = st.sampled_from([b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff", b"\x00\x00\x00\x00", b"\x80\x00\x00\x00",
-                               b"\xff\xff", b"\x00", b"\xff", b"\x01\x00\x00\x00"])
+INTERESTING = st.sampled_from(
+    [
+        b"\xff\xff\xff\xff",
+        b"\x7f\xff\xff\xff",
+        b"\x00\x00\x00\x00",
+        b"\x80\x00\x00\x00",
+        b"\xff\xff",
+        b"\x00",
+        b"\xff",
+        b"\x01\x00\x00\x00",
+    ]
+)
 POSITION = st.integers(0, 64) | st.integers(0, 1 << 20)
 MUTATION = st.one_of(
     st.tuples(st.just("flip"), POSITION, st.integers(0, 7)),
@@ -351,9 +508,9 @@ def mutate(data: bytes, ops) -> bytes:
         elif op == "insert":
             b[at:at] = rest[0]
         elif op == "delete":
-            del b[at:at + rest[0]]
+            del b[at : at + rest[0]]
         elif op == "overwrite":
-            b[at:at + len(rest[0])] = rest[0]
+            b[at : at + len(rest[0])] = rest[0]
     return bytes(b)
 
 
@@ -411,8 +568,11 @@ def test_png_bomb_header_refused_before_decoding():
         guarded(lambda: load_image(png_declaring(200, 200), max_pixels=200 * 200 - 1), ())
 
 
-@pytest.mark.parametrize("data", [EPS_BYTES, PS_BYTES, DOS_EPS_BYTES, PDF_BYTES, b"%!PS\n" + b"%" * 100],
-                         ids=["eps", "ps", "dos-eps", "pdf", "ps-short"])
+@pytest.mark.parametrize(
+    "data",
+    [EPS_BYTES, PS_BYTES, DOS_EPS_BYTES, PDF_BYTES, b"%!PS\n" + b"%" * 100],
+    ids=["eps", "ps", "dos-eps", "pdf", "ps-short"],
+)
 def test_postscript_and_pdf_refused(monkeypatch, tmp_path, data):
     """EPS/PS/PDF are refused before any plugin that would run Ghostscript is reached."""
     from PIL import EpsImagePlugin
@@ -434,6 +594,7 @@ def test_postscript_and_pdf_refused(monkeypatch, tmp_path, data):
 
 
 # -- 4. model files -> load_model and Explainer --------------------------------------------------
+
 
 def _load_and_explain(path, input_shape) -> None:
     """derive_spec, load_model, then an Explainer and one explain call; each may only raise an OnnxcamError."""
@@ -462,12 +623,18 @@ def test_fuzz_small_model_bytes(tmp_path_factory, dynamic, ops):
 
 
 @fuzz(60)
-@given(ops=st.lists(st.one_of(
-    st.tuples(st.just("flip"), st.integers(0, 8192) | st.integers(0, 1 << 20), st.integers(0, 7)),
-    st.tuples(st.just("truncate"), st.integers(0, 1 << 20)),
-    st.tuples(st.just("overwrite"), st.integers(0, 8192), INTERESTING),
-    st.tuples(st.just("delete"), st.integers(0, 8192), st.integers(1, 8)),
-), min_size=1, max_size=3))
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("flip"), st.integers(0, 8192) | st.integers(0, 1 << 20), st.integers(0, 7)),
+            st.tuples(st.just("truncate"), st.integers(0, 1 << 20)),
+            st.tuples(st.just("overwrite"), st.integers(0, 8192), INTERESTING),
+            st.tuples(st.just("delete"), st.integers(0, 8192), st.integers(1, 8)),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_fuzz_demo_model_bytes(tmp_path_factory, ops):
     pytest.importorskip("onnxruntime")
     from onnxcam.demo import DEMO_MODEL
@@ -481,11 +648,44 @@ def test_fuzz_demo_model_bytes(tmp_path_factory, ops):
 # could take the test process down. Huge ones run in test_hazard's memory-capped children instead.
 _DIMS = st.sampled_from([-1, 0, 1, 2, 3, 7, 64, 1000])
 _NAMES = st.sampled_from(["x", "w1", "b1", "features", "pooled", "flat", "logits", "wf", "bf", "", "nope"]) | TEXT
-_OPS = st.sampled_from(["Conv", "Relu", "Gemm", "MatMul", "Softmax", "Loop", "If", "Scan", "Reshape", "Resize",
-                        "NonMaxSuppression", "TopK", "Einsum", "ConvTranspose", "MaxPool", "Identity", "Custom",
-                        "FusedConv", "QLinearConv", "Shape", "ConstantOfShape", "Expand", "Tile", "Range"]) | TEXT
-_ATTR_VALUES = st.one_of(st.integers(-64, 64), st.lists(_DIMS | st.integers(-3, 9), max_size=6),
-                         st.floats(allow_nan=True), TEXT, st.binary(max_size=8))
+_OPS = (
+    st.sampled_from(
+        [
+            "Conv",
+            "Relu",
+            "Gemm",
+            "MatMul",
+            "Softmax",
+            "Loop",
+            "If",
+            "Scan",
+            "Reshape",
+            "Resize",
+            "NonMaxSuppression",
+            "TopK",
+            "Einsum",
+            "ConvTranspose",
+            "MaxPool",
+            "Identity",
+            "Custom",
+            "FusedConv",
+            "QLinearConv",
+            "Shape",
+            "ConstantOfShape",
+            "Expand",
+            "Tile",
+            "Range",
+        ]
+    )
+    | TEXT
+)
+_ATTR_VALUES = st.one_of(
+    st.integers(-64, 64),
+    st.lists(_DIMS | st.integers(-3, 9), max_size=6),
+    st.floats(allow_nan=True),
+    TEXT,
+    st.binary(max_size=8),
+)
 EDIT = st.one_of(
     st.tuples(st.just("input_dim"), st.integers(0, 5), _DIMS),
     st.tuples(st.just("input_dim_param"), st.integers(0, 5), TEXT),
@@ -494,11 +694,30 @@ EDIT = st.one_of(
     st.tuples(st.just("opset"), st.integers(-5, 50) | st.just(1 << 40)),
     st.tuples(st.just("ir"), st.integers(-5, 100)),
     st.tuples(st.just("op_type"), st.integers(0, 3), _OPS),
-    st.tuples(st.just("domain"), st.integers(0, 3), st.sampled_from(["", "ai.onnx", "com.microsoft", "ai.onnx.ml",
-                                                                     "x.y"])),
-    st.tuples(st.just("attr"), st.integers(0, 3), st.sampled_from(["pads", "strides", "kernel_shape", "dilations",
-                                                                   "group", "axis", "transB", "alpha", "auto_pad",
-                                                                   "to", "then_branch"]) | TEXT, _ATTR_VALUES),
+    st.tuples(
+        st.just("domain"), st.integers(0, 3), st.sampled_from(["", "ai.onnx", "com.microsoft", "ai.onnx.ml", "x.y"])
+    ),
+    st.tuples(
+        st.just("attr"),
+        st.integers(0, 3),
+        st.sampled_from(
+            [
+                "pads",
+                "strides",
+                "kernel_shape",
+                "dilations",
+                "group",
+                "axis",
+                "transB",
+                "alpha",
+                "auto_pad",
+                "to",
+                "then_branch",
+            ]
+        )
+        | TEXT,
+        _ATTR_VALUES,
+    ),
     st.tuples(st.just("init_dims"), st.integers(0, 3), st.lists(_DIMS | st.integers(0, 9), max_size=5)),
     st.tuples(st.just("init_type"), st.integers(0, 3), st.integers(0, 40)),
     st.tuples(st.just("init_raw"), st.integers(0, 3), st.binary(max_size=64)),
@@ -508,7 +727,9 @@ EDIT = st.one_of(
     st.tuples(st.just("dup_node"), st.integers(0, 3)),
     st.tuples(st.just("drop_node"), st.integers(0, 3)),
     st.tuples(st.just("self_loop"), st.integers(0, 3)),
-    st.tuples(st.just("no_output"),),
+    st.tuples(
+        st.just("no_output"),
+    ),
     st.tuples(st.just("extra_input"), _NAMES, st.integers(0, 5)),
 )
 
@@ -603,21 +824,57 @@ def test_fuzz_model_structure(tmp_path_factory, dynamic, edits):
     _load_and_explain(path, (1, 3, 8, 8))
 
 
-EXT_LOCATIONS = st.sampled_from([
-    "weights.bin", "./weights.bin", "sub/../weights.bin", "../secret.bin", "@ROOT@/secret.bin", "link.bin",
-    "/etc/passwd", "a\x00b", "weights.bin\x00.txt", "", ".", "..", "sub", "loop", "missing.bin", "x" * 5000,
-    "/".join(["d"] * 3000), "../" * 50 + "etc/passwd", "weights.bin/", "/proc/self/environ", "~/weights.bin",
-    "file:weights.bin", "\\..\\secret.bin", "\u202eweights.bin",
-]) | TEXT
-EXT_NUMBERS = st.none() | st.sampled_from(["-1", "0", "4", "4096", "4097", str(1 << 62), str(1 << 64), "abc", "",
-                                           "1e3", " 8", "0x10", "-0", "٣"]) | st.integers(-(1 << 65), 1 << 65).map(str)
+EXT_LOCATIONS = (
+    st.sampled_from(
+        [
+            "weights.bin",
+            "./weights.bin",
+            "sub/../weights.bin",
+            "../secret.bin",
+            "@ROOT@/secret.bin",
+            "link.bin",
+            "/etc/passwd",
+            "a\x00b",
+            "weights.bin\x00.txt",
+            "",
+            ".",
+            "..",
+            "sub",
+            "loop",
+            "missing.bin",
+            "x" * 5000,
+            "/".join(["d"] * 3000),
+            "../" * 50 + "etc/passwd",
+            "weights.bin/",
+            "/proc/self/environ",
+            "~/weights.bin",
+            "file:weights.bin",
+            "\\..\\secret.bin",
+            "\u202eweights.bin",
+        ]
+    )
+    | TEXT
+)
+EXT_NUMBERS = (
+    st.none()
+    | st.sampled_from(
+        ["-1", "0", "4", "4096", "4097", str(1 << 62), str(1 << 64), "abc", "", "1e3", " 8", "0x10", "-0", "٣"]
+    )
+    | st.integers(-(1 << 65), 1 << 65).map(str)
+)
 
 
 @fuzz(150)
-@given(location=EXT_LOCATIONS, offset=EXT_NUMBERS, length=EXT_NUMBERS,
-       extra=st.lists(st.tuples(st.sampled_from(["location", "offset", "length", "checksum", "basepath", "x"]) | TEXT,
-                                TEXT), max_size=2),
-       which=st.integers(0, 3))
+@given(
+    location=EXT_LOCATIONS,
+    offset=EXT_NUMBERS,
+    length=EXT_NUMBERS,
+    extra=st.lists(
+        st.tuples(st.sampled_from(["location", "offset", "length", "checksum", "basepath", "x"]) | TEXT, TEXT),
+        max_size=2,
+    ),
+    which=st.integers(0, 3),
+)
 @example(location="../secret.bin", offset=None, length=None, extra=[], which=0)
 @example(location="link.bin", offset=None, length=None, extra=[], which=0)
 @example(location="@ROOT@/secret.bin", offset="0", length="432", extra=[], which=0)
@@ -654,34 +911,63 @@ def test_fuzz_external_data(world, location, offset, length, extra, which):
 
 _BCHARS = "abcXYZ0189'()+_,-./:=? "
 BOUNDARY = st.text(_BCHARS, min_size=1, max_size=70) | st.sampled_from(
-    ["", "a" * 71, "a" * 5000, '"', ";", "\r\n", "--", "\x00", "é", "a b", "=",
-     "----WebKitFormBoundary7MA4YWxkTrZu0gW"])
+    ["", "a" * 71, "a" * 5000, '"', ";", "\r\n", "--", "\x00", "é", "a b", "=", "----WebKitFormBoundary7MA4YWxkTrZu0gW"]
+)
 LATIN1 = st.text(st.characters(max_codepoint=255), max_size=80)
 
 
 def _content_type(boundary: str, style: int) -> str:
-    return [f"multipart/form-data; boundary={boundary}", f'multipart/form-data; boundary="{boundary}"',
-            f"MULTIPART/FORM-DATA;BOUNDARY={boundary}", f"multipart/form-data; charset=utf-8; boundary={boundary}",
-            "multipart/form-data", f"multipart/form-data; boundary={boundary}; boundary=other",
-            f"multipart/mixed; boundary={boundary}", "image/png", "application/octet-stream", ""][style]
+    return [
+        f"multipart/form-data; boundary={boundary}",
+        f'multipart/form-data; boundary="{boundary}"',
+        f"MULTIPART/FORM-DATA;BOUNDARY={boundary}",
+        f"multipart/form-data; charset=utf-8; boundary={boundary}",
+        "multipart/form-data",
+        f"multipart/form-data; boundary={boundary}; boundary=other",
+        f"multipart/mixed; boundary={boundary}",
+        "image/png",
+        "application/octet-stream",
+        "",
+    ][style]
 
 
 PART = st.one_of(
-    st.builds(form_part, st.sampled_from([b"image", b"file", b"method", b"layer", b"target"]) | st.binary(max_size=20),
-              st.binary(max_size=200), st.none() | st.binary(max_size=20), st.none() | st.binary(max_size=20)),
+    st.builds(
+        form_part,
+        st.sampled_from([b"image", b"file", b"method", b"layer", b"target"]) | st.binary(max_size=20),
+        st.binary(max_size=200),
+        st.none() | st.binary(max_size=20),
+        st.none() | st.binary(max_size=20),
+    ),
     st.tuples(st.binary(max_size=120), st.binary(max_size=120)),
-    st.tuples(st.sampled_from([b"Content-Disposition: form-data", b"Content-Disposition: form-data; name=",
-                               b'Content-Disposition: form-data; name="image"; filename*=UTF-8\'\'%ff',
-                               b'Content-Disposition: form-data; name="image"; filename="' + b"f" * 10000 + b'"',
-                               b"X: " + b"h" * 100_000, b"no colon here", b":", b"Content-Disposition:" * 1000]),
-              st.binary(max_size=64)),
+    st.tuples(
+        st.sampled_from(
+            [
+                b"Content-Disposition: form-data",
+                b"Content-Disposition: form-data; name=",
+                b"Content-Disposition: form-data; name=\"image\"; filename*=UTF-8''%ff",
+                b'Content-Disposition: form-data; name="image"; filename="' + b"f" * 10000 + b'"',
+                b"X: " + b"h" * 100_000,
+                b"no colon here",
+                b":",
+                b"Content-Disposition:" * 1000,
+            ]
+        ),
+        st.binary(max_size=64),
+    ),
 )
 
 
 @fuzz(400)
-@given(boundary=BOUNDARY, header_boundary=st.none() | BOUNDARY, style=st.integers(0, 9),
-       parts=st.lists(PART, max_size=5), copies=st.sampled_from([1, 1, 1, 2, 1000]), terminate=st.booleans(),
-       ops=st.lists(MUTATION, max_size=2))
+@given(
+    boundary=BOUNDARY,
+    header_boundary=st.none() | BOUNDARY,
+    style=st.integers(0, 9),
+    parts=st.lists(PART, max_size=5),
+    copies=st.sampled_from([1, 1, 1, 2, 1000]),
+    terminate=st.booleans(),
+    ops=st.lists(MUTATION, max_size=2),
+)
 def test_fuzz_multipart(boundary, header_boundary, style, parts, copies, terminate, ops):
     pytest.importorskip("python_multipart")
     from onnxcam.server.problems import HTTPProblem
@@ -700,8 +986,10 @@ def test_fuzz_multipart(boundary, header_boundary, style, parts, copies, termina
 @fuzz(300)
 @given(content_type=LATIN1, body=st.binary(max_size=300))
 @example(content_type="multipart/form-data; boundary=x", body=b"--x\r\n" * 100_000)
-@example(content_type="multipart/form-data; boundary=x",
-         body=b"--x\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\n1\r\n" * 20_000 + b"--x--\r\n")
+@example(
+    content_type="multipart/form-data; boundary=x",
+    body=b'--x\r\nContent-Disposition: form-data; name="f"\r\n\r\n1\r\n' * 20_000 + b"--x--\r\n",
+)
 @example(content_type='multipart/form-data; boundary="', body=b"--\r\n")
 @example(content_type="image/png", body=b"")
 def test_fuzz_content_type(content_type, body):
@@ -724,15 +1012,25 @@ HAZARD_MEMORY = 3 << 30  # address space of a hazard's process: onnxruntime need
 def hazard_results(tmp_path_factory):
     """{hazard name: outcome}, from one child that forks a capped process per hazard (fuzz_inputs.run_hazards)."""
     folder = tmp_path_factory.mktemp("hazards")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "PYTHONWARNINGS": "ignore"}
-    code = (f"from tests.fuzz_inputs import run_hazards; "
-            f"run_hazards({str(folder)!r}, {HAZARD_TIMEOUT}, {HAZARD_MEMORY})")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, timeout=HAZARD_TIMEOUT + 60)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "PYTHONWARNINGS": "ignore",
+    }
+    code = f"from tests.fuzz_inputs import run_hazards; run_hazards({str(folder)!r}, {HAZARD_TIMEOUT}, {HAZARD_MEMORY})"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=folder,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=HAZARD_TIMEOUT + 60,
+    )
     lines = [ln for ln in proc.stdout.decode(errors="replace").splitlines() if ln.startswith("HAZARDS ")]
     assert lines, f"the hazard runner died (exit {proc.returncode}): {proc.stderr.decode(errors='replace')[-800:]}"
-    return json.loads(lines[-1][len("HAZARDS "):])
+    return json.loads(lines[-1][len("HAZARDS ") :])
 
 
 @pytest.mark.parametrize("name", HAZARDS)
@@ -750,10 +1048,13 @@ def test_hazard(hazard_results, name):
 
 # -- user options: the same validation, from the caller's side -----------------------------------
 
-USER_OPTIONS = st.fixed_dictionaries({}, optional={
-    **{k: v for k, v in FIELD_VALUES.items() if k != "labels"},
-    "labels": st.lists(TEXT | NUMBER, max_size=8),  # a user's labels path may point anywhere: lists only here
-})
+USER_OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        **{k: v for k, v in FIELD_VALUES.items() if k != "labels"},
+        "labels": st.lists(TEXT | NUMBER, max_size=8),  # a user's labels path may point anywhere: lists only here
+    },
+)
 
 
 @fuzz(200)
@@ -765,6 +1066,7 @@ def test_fuzz_user_options(world, kind, options):
 
 
 # -- regressions: the smallest failing inputs the fuzzers found ----------------------------------
+
 
 def _warned(fn):
     """``fn()``'s result and the warnings it issued; any exception propagates."""
@@ -785,9 +1087,13 @@ def _settings_spec(world, text: str, suffix: str = ".onnxcam.json"):
 def _check_surface(world, surface: str, field: str, json_value: str, value) -> None:
     """``field`` = ``value`` from ``surface``: metadata warns and ignores it, the others raise an OnnxcamError."""
     if surface == "metadata":
-        spec, warned = _warned(lambda: derive_spec(
-            _model("dynamic", {"onnxcam.preprocess": f'{{"{field}": {json_value}}}'}), model_path=world["model"],
-            settings=False))
+        spec, warned = _warned(
+            lambda: derive_spec(
+                _model("dynamic", {"onnxcam.preprocess": f'{{"{field}": {json_value}}}'}),
+                model_path=world["model"],
+                settings=False,
+            )
+        )
         assert isinstance(spec, PreprocessSpec) and warned
     elif surface == "settings-json":
         with pytest.raises(OnnxcamError):

@@ -54,15 +54,24 @@ def linear_model(w0: np.ndarray, c: float) -> onnx.ModelProto:
     """logits = [sum(w0 * x), c] for x of shape (N, 1, H, W)."""
     h, w = w0.shape
     weight = np.stack([w0.ravel(), np.zeros(h * w)], axis=1).astype(np.float32)  # (H*W, 2)
-    inits = [numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "conv_w"),
-             numpy_helper.from_array(weight, "fc_w"),
-             numpy_helper.from_array(np.array([0.0, c], np.float32), "fc_b")]
-    nodes = [helper.make_node("Conv", ["x", "conv_w"], ["feat"], name="conv"),
-             helper.make_node("Flatten", ["feat"], ["flat"], axis=1, name="flatten"),
-             helper.make_node("MatMul", ["flat", "fc_w"], ["mm"], name="fc"),
-             helper.make_node("Add", ["mm", "fc_b"], ["logits"], name="bias")]
-    graph = helper.make_graph(nodes, "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, h, w])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], inits)
+    inits = [
+        numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "conv_w"),
+        numpy_helper.from_array(weight, "fc_w"),
+        numpy_helper.from_array(np.array([0.0, c], np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w"], ["feat"], name="conv"),
+        helper.make_node("Flatten", ["feat"], ["flat"], axis=1, name="flatten"),
+        helper.make_node("MatMul", ["flat", "fc_w"], ["mm"], name="fc"),
+        helper.make_node("Add", ["mm", "fc_b"], ["logits"], name="bias"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, h, w])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -207,6 +216,7 @@ def test_curve_auc_trapezoid():
 
 # ------------------------------------------------------------------ average drop / increase
 
+
 def test_average_drop_known_values():
     scorer = scorer_for(W0, C)
     x = np.ones((3, 1, 4, 4), np.float32)
@@ -233,6 +243,7 @@ def test_increase_in_confidence_when_masking_removes_counter_evidence():
 
 # ------------------------------------------------------------------ ROAD
 
+
 def test_noisy_linear_imputation_reproduces_a_linear_ramp_inside():
     pytest.importorskip("scipy")  # ROAD's sparse solve (onnxcam[metrics])
     yy, xx = np.mgrid[0:12, 0:14].astype(np.float64)
@@ -257,8 +268,12 @@ def test_noisy_linear_imputation_matches_jacobi_fixed_point_at_borders():
     out = noisy_linear_impute(image, hole, noise=0.0).astype(np.float64)
     ref = image.copy()
     ref[:, hole] = 0.0
-    nbrs = [(dy, dx, 1 / 6 if dy == 0 or dx == 0 else 1 / 12)
-            for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    nbrs = [
+        (dy, dx, 1 / 6 if dy == 0 or dx == 0 else 1 / 12)
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+        if (dy, dx) != (0, 0)
+    ]
     for _ in range(3000):  # plain Jacobi iteration of the same equations
         new = ref.copy()
         for y, x in zip(*np.nonzero(hole)):
@@ -296,6 +311,7 @@ def test_road_morf_removes_the_evidence_first():
 
 # ------------------------------------------------------------------ faithfulness
 
+
 def test_occlusion_maps_of_a_linear_model():
     rng = np.random.default_rng(4)
     w0 = rng.normal(0, 1, (4, 4))
@@ -319,6 +335,7 @@ def test_patch_starts_reach_the_far_edge():
 
 # ------------------------------------------------------------------ sanity check helpers
 
+
 def test_weight_layers_top_down_and_randomized_copy_leaves_the_original():
     model = linear_model(W0, C)
     before = model.SerializeToString()
@@ -333,6 +350,7 @@ def test_weight_layers_top_down_and_randomized_copy_leaves_the_original():
 
 
 # ------------------------------------------------------------------ scoring and baselines
+
 
 def test_softmax_and_sigmoid_probabilities():
     np.testing.assert_allclose(softmax_probabilities(np.array([[0.0, math.log(3)]])), [[0.25, 0.75]])

@@ -21,35 +21,54 @@ def write_png(path, w=40, h=30):
 
 def test_parse_box_rejects_bad_boxes():
     assert parse_box([1, 2, 3, 4]) == (1.0, 2.0, 3.0, 4.0)
-    for bad in ([1, 2, 3], [3, 2, 1, 4], [0, 5, 4, 5], [-1, 0, 2, 2], ["a", 0, 1, 1], "1,2,3,4", None,
-                [0, 0, float("nan"), 1]):
+    for bad in (
+        [1, 2, 3],
+        [3, 2, 1, 4],
+        [0, 5, 4, 5],
+        [-1, 0, 2, 2],
+        ["a", 0, 1, 1],
+        "1,2,3,4",
+        None,
+        [0, 0, float("nan"), 1],
+    ):
         with pytest.raises(OnnxcamError):
             parse_box(bad)
 
 
 def test_json_entries_objects_single_box_and_bad_entries(tmp_path):
-    doc = {"images": [
-        {"file": "a.png", "objects": [{"box": [0, 0, 10, 10], "label": "cat"}, {"box": [5, 5, 20, 20], "label": 2}]},
-        {"file": "b.png", "box": [1, 1, 4, 4]},
-        {"file": "c.png", "box": [4, 4, 1, 1]},  # inverted: skipped
-        {"objects": [{"box": [0, 0, 1, 1]}]},  # no file: skipped
-        "junk",
-    ]}
+    doc = {
+        "images": [
+            {
+                "file": "a.png",
+                "objects": [{"box": [0, 0, 10, 10], "label": "cat"}, {"box": [5, 5, 20, 20], "label": 2}],
+            },
+            {"file": "b.png", "box": [1, 1, 4, 4]},
+            {"file": "c.png", "box": [4, 4, 1, 1]},  # inverted: skipped
+            {"objects": [{"box": [0, 0, 1, 1]}]},  # no file: skipped
+            "junk",
+        ]
+    }
     (tmp_path / "annotations.json").write_text(json.dumps(doc))
     ds = read_dataset(tmp_path)  # the folder: finds annotations.json
     assert ds.format == "json" and [e.image.name for e in ds.images] == ["a.png", "b.png"]
     assert ds.images[0].objects[0].label == "cat" and ds.images[0].objects[1].label == 2
     assert ds.images[1].objects[0].label is None
-    assert [i.where for i in ds.issues] == ["annotations.json entry 2", "annotations.json entry 3",
-                                            "annotations.json entry 4"]
+    assert [i.where for i in ds.issues] == [
+        "annotations.json entry 2",
+        "annotations.json entry 3",
+        "annotations.json entry 4",
+    ]
 
 
 def test_csv_groups_rows_by_file(tmp_path):
-    (tmp_path / "boxes.csv").write_text("file,x0,y0,x1,y1,label\na.png,0,0,5,5,1\nb.png,1,1,2,2,\n"
-                                        "a.png,6,6,9,9,dog\nc.png,0,0,x,3,1\n")
+    (tmp_path / "boxes.csv").write_text(
+        "file,x0,y0,x1,y1,label\na.png,0,0,5,5,1\nb.png,1,1,2,2,\na.png,6,6,9,9,dog\nc.png,0,0,x,3,1\n"
+    )
     ds = read_dataset(tmp_path / "boxes.csv")
-    assert [(e.image.name, [o.label for o in e.objects]) for e in ds.images] == [("a.png", [1, "dog"]),
-                                                                                  ("b.png", [None])]
+    assert [(e.image.name, [o.label for o in e.objects]) for e in ds.images] == [
+        ("a.png", [1, "dog"]),
+        ("b.png", [None]),
+    ]
     assert len(ds.issues) == 1 and "line 5" in ds.issues[0].where
     (tmp_path / "bad.csv").write_text("name,a,b\n1,2,3\n")
     with pytest.raises(DataError, match="header"):
@@ -60,13 +79,17 @@ def test_voc_converts_one_based_inclusive_boxes(tmp_path):
     ann = tmp_path / "Annotations"
     ann.mkdir()
     (tmp_path / "JPEGImages").mkdir()
-    (ann / "x.xml").write_text("<annotation><filename>x.jpg</filename><object><name>dog</name><bndbox>"
-                               "<xmin>1</xmin><ymin>1</ymin><xmax>10</xmax><ymax>20</ymax></bndbox></object>"
-                               "<object><name>cat</name><bndbox><xmin>3</xmin><ymin>4</ymin><xmax>5</xmax>"
-                               "<ymax>6</ymax></bndbox></object></annotation>")
-    (ann / "y.xml").write_text("<annotation><filename>y.jpg</filename><object><name>dog</name><bndbox>"
-                               "<xmin>5</xmin><ymin>1</ymin><xmax>oops</xmax><ymax>2</ymax></bndbox></object>"
-                               "</annotation>")
+    (ann / "x.xml").write_text(
+        "<annotation><filename>x.jpg</filename><object><name>dog</name><bndbox>"
+        "<xmin>1</xmin><ymin>1</ymin><xmax>10</xmax><ymax>20</ymax></bndbox></object>"
+        "<object><name>cat</name><bndbox><xmin>3</xmin><ymin>4</ymin><xmax>5</xmax>"
+        "<ymax>6</ymax></bndbox></object></annotation>"
+    )
+    (ann / "y.xml").write_text(
+        "<annotation><filename>y.jpg</filename><object><name>dog</name><bndbox>"
+        "<xmin>5</xmin><ymin>1</ymin><xmax>oops</xmax><ymax>2</ymax></bndbox></object>"
+        "</annotation>"
+    )
     (ann / "z.xml").write_text("<annotation><filename>")
     ds = read_dataset(tmp_path)
     assert ds.format == "voc" and len(ds.images) == 1
@@ -109,13 +132,21 @@ def test_resolve_label():
 def test_load_samples_groups_by_class_and_skips_bad_entries(tmp_path):
     write_png(tmp_path / "a.png")
     write_png(tmp_path / "b.png")
-    doc = {"images": [
-        {"file": "a.png", "objects": [{"box": [0, 0, 20, 15], "label": 1}, {"box": [20, 15, 40, 30], "label": 0},
-                                      {"box": [0, 15, 10, 30], "label": 1}]},
-        {"file": "missing.png", "box": [0, 0, 5, 5], "label": 0},
-        {"file": "b.png", "box": [0, 0, 50, 10], "label": 0},  # wider than the 40 px image
-        {"file": "b.png", "box": [0, 0, 5, 5], "label": "zebra"},
-    ]}
+    doc = {
+        "images": [
+            {
+                "file": "a.png",
+                "objects": [
+                    {"box": [0, 0, 20, 15], "label": 1},
+                    {"box": [20, 15, 40, 30], "label": 0},
+                    {"box": [0, 15, 10, 30], "label": 1},
+                ],
+            },
+            {"file": "missing.png", "box": [0, 0, 5, 5], "label": 0},
+            {"file": "b.png", "box": [0, 0, 50, 10], "label": 0},  # wider than the 40 px image
+            {"file": "b.png", "box": [0, 0, 5, 5], "label": "zebra"},
+        ]
+    }
     (tmp_path / "a.json").write_text(json.dumps(doc))
     spec = PreprocessSpec(size=(15, 20), preset="raw01", scale=1 / 255, mean=(0,), std=(1,))
     samples, issues = load_samples(read_dataset(tmp_path / "a.json"), spec, ["cat", "dog"], 2)

@@ -29,8 +29,9 @@ POINTING_MARGIN, INSERTION_MARGIN, DROP_MARGIN, DELETION_MARGIN = 0.4, 0.08, 5.0
 @pytest.fixture(scope="module")
 def evaluation():
     images, labels, boxes = generate(N, TEST_SEED)
-    data = EvalData([f"{TEST_SEED}/{i}" for i in range(N)], demo.preprocess(images), [[tuple(b)] for b in boxes],
-                    labels.tolist())
+    data = EvalData(
+        [f"{TEST_SEED}/{i}" for i in range(N)], demo.preprocess(images), [[tuple(b)] for b in boxes], labels.tolist()
+    )
     settings = EvalSettings(metrics=("pointing", "deletion", "insertion", "drop"), batch_size=128, steps=16)
     return Evaluation(demo.DEMO_MODEL, data, settings=settings)
 
@@ -40,8 +41,9 @@ def results(evaluation):
     out = {}
     for method in (*GRADIENT_METHODS, *BASELINES):
         res = evaluation.run(method)
-        out[method] = dict(res.summary, pointing_0px=float(np.mean([r["peak_box_distance"] <= 0
-                                                                    for r in res.per_sample])))
+        out[method] = dict(
+            res.summary, pointing_0px=float(np.mean([r["peak_box_distance"] <= 0 for r in res.per_sample]))
+        )
     return out
 
 

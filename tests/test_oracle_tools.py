@@ -48,9 +48,24 @@ def tiny_path(tmp_path_factory) -> str:
 
 
 def test_fd_tool_passes_on_the_demo_model_from_the_command_line():
-    done = subprocess.run([sys.executable, str(TOOLS / "fd_tail_oracle.py"), DEMO, "--image", CROSS,
-                           "--layer", "/0/0.6/MaxPool_output_0", "--directions", "8", "--elements", "16", "--json"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(TOOLS / "fd_tail_oracle.py"),
+            DEMO,
+            "--image",
+            CROSS,
+            "--layer",
+            "/0/0.6/MaxPool_output_0",
+            "--directions",
+            "8",
+            "--elements",
+            "16",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["passed"] and report["max_error"] < 1e-5
@@ -79,13 +94,23 @@ def residual_cnn() -> onnx.ModelProto:
     def init(name, *shape):
         return onnx.numpy_helper.from_array((rng.standard_normal(shape) * 0.5).astype(np.float32), name)
 
-    nodes = [h.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), h.make_node("Relu", ["c1"], ["r1"]),
-             h.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]), h.make_node("Relu", ["c2"], ["inner"]),
-             h.make_node("Add", ["r1", "inner"], ["sum"]), h.make_node("GlobalAveragePool", ["sum"], ["pooled"]),
-             h.make_node("Flatten", ["pooled"], ["flat"]), h.make_node("Gemm", ["flat", "wf"], ["logits"], transB=1)]
-    graph = h.make_graph(nodes, "residual", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 12, 12])],
-                         [h.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 4])],
-                         [init("w1", 6, 3, 3, 3), init("w2", 6, 6, 3, 3), init("wf", 4, 6)])
+    nodes = [
+        h.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c1"], ["r1"]),
+        h.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c2"], ["inner"]),
+        h.make_node("Add", ["r1", "inner"], ["sum"]),
+        h.make_node("GlobalAveragePool", ["sum"], ["pooled"]),
+        h.make_node("Flatten", ["pooled"], ["flat"]),
+        h.make_node("Gemm", ["flat", "wf"], ["logits"], transB=1),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "residual",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 12, 12])],
+        [h.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 4])],
+        [init("w1", 6, 3, 3, 3), init("w2", 6, 6, 3, 3), init("wf", 4, 6)],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -122,8 +147,10 @@ def _ort_training_ready() -> str | None:
     tool = load_tool("ort_training_oracle")
     if os.environ.get("ONNXCAM_ORT_TRAINING") == "1" or tool.venv_python(tool.venv_path()).exists():
         return None
-    return (f"onnxruntime-training's venv is not at {tool.venv_path()}; set ONNXCAM_ORT_TRAINING=1 to create it "
-            "(python tools/ort_training_oracle.py --setup)")
+    return (
+        f"onnxruntime-training's venv is not at {tool.venv_path()}; set ONNXCAM_ORT_TRAINING=1 to create it "
+        "(python tools/ort_training_oracle.py --setup)"
+    )
 
 
 @pytest.mark.skipif(_ort_training_ready() is not None, reason=str(_ort_training_ready()))

@@ -62,6 +62,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
 torch = pytest.importorskip("torch")
 from onnx import TensorProto, helper
 from PIL import Image
@@ -100,8 +101,9 @@ def numpy_with_float64_scores() -> types.SimpleNamespace:
     return shim
 
 
-def perturbation_reference(case, method: str, targets: np.ndarray,
-                           torch_model: torch.nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
+def perturbation_reference(
+    case, method: str, targets: np.ndarray, torch_model: torch.nn.Module | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """pytorch-grad-cam at the layer's resolution: (its normalised map, its raw map before normalising).
 
     ``torch_model`` defaults to the case's float64 model. Torch runs on one
@@ -115,8 +117,7 @@ def perturbation_reference(case, method: str, targets: np.ndarray,
         cam_obj = ScoreCAM(model=torch_model, target_layers=[layer])
         cam_obj.batch_size = 64
     else:
-        cam_obj = AblationCAM(model=torch_model, target_layers=[layer],
-                              batch_size=ABLATION_REFERENCE_BATCH[case.arch])
+        cam_obj = AblationCAM(model=torch_model, target_layers=[layer], batch_size=ABLATION_REFERENCE_BATCH[case.arch])
     cam_obj.get_target_width_height = lambda input_tensor: (w, h)
     compute_weights = cam_obj.get_cam_weights
     recorded = {}
@@ -157,8 +158,10 @@ def test_matches_pytorch_grad_cam(arch, method, small_cases, monkeypatch):
         want32, want32_raw = perturbation_reference(case, method, targets, case.torch_model_fp32())
         err32 = max(per_image_rel_l2(want32_raw, want_raw) + per_image_rel_l2(want32, want))
         bound, note = max(REL_TOL, 3 * err32), f" (torch fp32 vs fp64 {err32:.2e}: bound {max(REL_TOL, 3 * err32):.1e})"
-    print(f"\n[perturbation] {arch:20s} {method:12s} targets {targets.tolist()}: rel L2 per image, "
-          f"raw {', '.join(f'{e:.2e}' for e in raw_errs)}; min-max {', '.join(f'{e:.2e}' for e in errs)}{note}")
+    print(
+        f"\n[perturbation] {arch:20s} {method:12s} targets {targets.tolist()}: rel L2 per image, "
+        f"raw {', '.join(f'{e:.2e}' for e in raw_errs)}; min-max {', '.join(f'{e:.2e}' for e in errs)}{note}"
+    )
     assert max(raw_errs) <= bound, f"{arch}/{method}: raw map rel L2 {raw_errs}{note}"
     assert max(errs) <= bound, f"{arch}/{method}: normalised map rel L2 {errs}{note}"
 
@@ -202,8 +205,9 @@ def _with_transposes(model: onnx.ModelProto, nhwc_input: bool = False, nhwc_laye
 def test_result_does_not_depend_on_the_batch_knob(method):
     """Scores of masked or ablated copies go through the session in batches; the split changes nothing."""
     x = _x(3)
-    maps = [onnxcam.Explainer(tiny_cnn(), method=method, perturbation_batch=b).explain(x).cam_lowres
-            for b in (1, 3, 64)]
+    maps = [
+        onnxcam.Explainer(tiny_cnn(), method=method, perturbation_batch=b).explain(x).cam_lowres for b in (1, 3, 64)
+    ]
     assert maps[0].max() > 0
     for other in maps[1:]:
         np.testing.assert_allclose(other, maps[0], rtol=1e-5, atol=1e-6)
@@ -310,6 +314,7 @@ def test_cli_method_and_batch_flag(tmp_path):
         run_cli("explain", model, image, "-o", out, "--method", method, "--perturbation-batch", 3, check_exit=0)
         summary = json.loads((out / "summary.json").read_text())
         assert summary["method"] == method and (out / "photo.png.cam.png").exists()
-    proc = run_cli("explain", model, image, "-o", tmp_path / "bad", "--method", "scorecam", "--perturbation-batch", 0,
-                   check_exit=1)
+    proc = run_cli(
+        "explain", model, image, "-o", tmp_path / "bad", "--method", "scorecam", "--perturbation-batch", 0, check_exit=1
+    )
     assert "--perturbation-batch must be at least 1" in proc.stderr

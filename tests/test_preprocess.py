@@ -25,6 +25,7 @@ from onnxcam.preprocess import (
     point_to_image,
     point_to_input,
     preprocess_batch,
+    read_header,
     with_options,
 )
 
@@ -45,11 +46,18 @@ def conv_model(layout="NCHW", channels=3, h=2, w=2, elem=TensorProto.FLOAT, meta
         shape = [batch, h, w, channels]
     else:
         shape = [batch, channels, h, w]
-    nodes += [helper.make_node("Conv", [src, "w"], ["c"], name="conv"),
-              helper.make_node("GlobalAveragePool", ["c"], ["p"]),
-              helper.make_node("Flatten", ["p"], ["y"])]
-    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", elem, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])], [wt])
+    nodes += [
+        helper.make_node("Conv", [src, "w"], ["c"], name="conv"),
+        helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "m",
+        [helper.make_tensor_value_info("x", elem, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])],
+        [wt],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     for k, v in (metadata or {}).items():
@@ -59,8 +67,7 @@ def conv_model(layout="NCHW", channels=3, h=2, w=2, elem=TensorProto.FLOAT, meta
     return model
 
 
-PIX = np.array([[[0, 128, 255], [10, 20, 30]],
-                [[255, 0, 0], [1, 2, 3]]], dtype=np.uint8)  # 2x2 RGB, [y, x, c]
+PIX = np.array([[[0, 128, 255], [10, 20, 30]], [[255, 0, 0], [1, 2, 3]]], dtype=np.uint8)  # 2x2 RGB, [y, x, c]
 
 
 def expected(preset: str) -> np.ndarray:
@@ -157,8 +164,16 @@ def test_layout_pinned_by_graph_cannot_be_contradicted():
 
 
 def test_bad_options_are_onnxcam_errors():
-    for kw in ({"preset": "vgg"}, {"mean": [1, 2]}, {"std": 0}, {"resize": "pad"}, {"scale": -1},
-               {"bgr": "yes"}, {"size": [0, 3]}, {"colour": "rgb"}):
+    for kw in (
+        {"preset": "vgg"},
+        {"mean": [1, 2]},
+        {"std": 0},
+        {"resize": "pad"},
+        {"scale": -1},
+        {"bgr": "yes"},
+        {"size": [0, 3]},
+        {"colour": "rgb"},
+    ):
         with pytest.raises(PreprocessError):
             derive_spec(conv_model(), **kw)
     assert issubclass(PreprocessError, OnnxcamError) and issubclass(ImageError, OnnxcamError)
@@ -168,13 +183,17 @@ def test_bad_options_are_onnxcam_errors():
 
 
 def test_precedence_user_over_settings_over_metadata_over_defaults(tmp_path):
-    model = conv_model(h="H", w="W", metadata={
-        "onnxcam.preprocess": json.dumps({"preset": "raw01", "size": 16, "resize": "squash", "bgr": True})})
+    model = conv_model(
+        h="H",
+        w="W",
+        metadata={"onnxcam.preprocess": json.dumps({"preset": "raw01", "size": 16, "resize": "squash", "bgr": True})},
+    )
     path = tmp_path / "net.onnx"
     onnx.save(model, path)
     (tmp_path / "labels.txt").write_text("cat\ndog\n\n")
     (tmp_path / "net.onnxcam.toml").write_text(
-        'preset = "caffe"\nsize = [32, 48]\nresize = "crop"\nlabels = "labels.txt"\n')
+        'preset = "caffe"\nsize = [32, 48]\nresize = "crop"\nlabels = "labels.txt"\n'
+    )
 
     spec = derive_spec(path)
     assert (spec.preset, spec.size, spec.resize, spec.bgr) == ("caffe", (32, 48), "crop", True)
@@ -199,6 +218,23 @@ def test_precedence_user_over_settings_over_metadata_over_defaults(tmp_path):
     assert derive_spec(model, model_path=path).preset == "caffe"
 
 
+def test_the_spec_names_the_labels_file_it_read_whoever_named_it(tmp_path):
+    """The CLI protects ``spec.labels_file`` from its outputs: it must name the file read, and only that one."""
+    path = tmp_path / "m.onnx"
+    onnx.save(conv_model(metadata={"onnxcam.preprocess": '{"labels": "meta.txt"}'}), path)
+    for name in ("meta.txt", "settings.txt", "user.txt"):
+        (tmp_path / name).write_text("a\nb\nc\nd\n")
+    assert derive_spec(path).labels_file == tmp_path / "meta.txt"
+    (tmp_path / "m.onnxcam.json").write_text('{"labels": "settings.txt"}')
+    assert derive_spec(path).labels_file == tmp_path / "settings.txt"
+    assert derive_spec(path, labels=str(tmp_path / "user.txt")).labels_file == tmp_path / "user.txt"
+    assert derive_spec(path, labels=["w", "x", "y", "z"]).labels_file is None  # a list over a weaker file
+    (tmp_path / "m.onnxcam.json").write_text('{"labels": ["w", "x", "y", "z"]}')
+    assert derive_spec(path).labels_file is None
+    spec = with_options(derive_spec(path), labels=str(tmp_path / "user.txt"))
+    assert spec.labels == ("a", "b", "c", "d") and spec.labels_file == tmp_path / "user.txt"
+
+
 def test_json_settings_file_and_conflicts(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(conv_model(h=8, w=8), path)
@@ -215,25 +251,42 @@ def test_json_settings_file_and_conflicts(tmp_path):
     (tmp_path / "m.onnxcam.toml").write_text('prest = "tf"\n')
     with pytest.raises(PreprocessError, match="unknown field"):
         derive_spec(path)
-    (tmp_path / "m.onnxcam.toml").write_text('preset = \n')
+    (tmp_path / "m.onnxcam.toml").write_text("preset = \n")
     with pytest.raises(PreprocessError, match="not valid TOML"):
         derive_spec(path)
 
 
 def test_standard_and_ultralytics_metadata_hints():
-    spec = derive_spec(conv_model(metadata={"Image.NominalPixelRange": "Normalized_1_1",
-                                            "Image.BitmapPixelFormat": "Bgr8"}))
+    spec = derive_spec(
+        conv_model(metadata={"Image.NominalPixelRange": "Normalized_1_1", "Image.BitmapPixelFormat": "Bgr8"})
+    )
     assert spec.preset == "custom" and spec.bgr and spec.scale == pytest.approx(1 / 127.5)
     batch, _ = preprocess_batch(PIX, spec)
     np.testing.assert_allclose(batch[0], expected("inception")[:, :, ::-1].transpose(2, 0, 1), atol=1e-6)
 
-    spec = derive_spec(conv_model(h="H", w="W", metadata={
-        "author": "Ultralytics", "imgsz": "[32, 40]", "names": "{0: 'cat', 1: 'dog'}", "task": "classify"}))
+    spec = derive_spec(
+        conv_model(
+            h="H",
+            w="W",
+            metadata={
+                "author": "Ultralytics",
+                "imgsz": "[32, 40]",
+                "names": "{0: 'cat', 1: 'dog'}",
+                "task": "classify",
+            },
+        )
+    )
     assert (spec.preset, spec.size, spec.labels, spec.resize) == ("raw01", (32, 40), ("cat", "dog"), "crop")
 
     # the onnxcam key outranks the standard keys; a static size outranks metadata silently
-    spec = derive_spec(conv_model(metadata={"Image.NominalPixelRange": "NominalRange_0_255",
-                                            "onnxcam.preprocess": '{"preset": "caffe", "size": 300}'}))
+    spec = derive_spec(
+        conv_model(
+            metadata={
+                "Image.NominalPixelRange": "NominalRange_0_255",
+                "onnxcam.preprocess": '{"preset": "caffe", "size": 300}',
+            }
+        )
+    )
     assert spec.preset == "caffe" and spec.size == (2, 2)
 
 
@@ -249,21 +302,26 @@ def test_malformed_metadata_is_ignored_with_a_warning():
 def blob_image(h, w, y, x):
     """A dark photo with a smooth bright blob centred on pixel (y, x)."""
     yy, xx = np.mgrid[0:h, 0:w]
-    a = 255 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5 ** 2))
+    a = 255 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5**2))
     return Image.fromarray(np.repeat(np.rint(a).astype(np.uint8)[:, :, None], 3, axis=2))
 
 
 @pytest.mark.parametrize("mode", ["squash", "crop"])
-@pytest.mark.parametrize("orig,target,blob", [((50, 80), (64, 64), (20, 40)),
-                                              ((50, 80), (64, 64), (40, 30)),
-                                              ((120, 70), (48, 40), (70, 30)),
-                                              ((33, 47), (40, 56), (5, 40))])
+@pytest.mark.parametrize(
+    "orig,target,blob",
+    [
+        ((50, 80), (64, 64), (20, 40)),
+        ((50, 80), (64, 64), (40, 30)),
+        ((120, 70), (48, 40), (70, 30)),
+        ((33, 47), (40, 56), (5, 40)),
+    ],
+)
 def test_peak_maps_back_to_the_blob(mode, orig, target, blob):
     spec = with_options(PreprocessSpec(size=target), preset="raw255", resize=mode)
     batch, (g,) = preprocess_batch(blob_image(*orig, *blob), spec)
     lum = batch[0].sum(axis=0).astype(np.float64)
     lum = np.where(lum > 0.5 * lum.max(), lum, 0)
-    yy, xx = np.mgrid[0:target[0], 0:target[1]]
+    yy, xx = np.mgrid[0 : target[0], 0 : target[1]]
     cy, cx = (lum * yy).sum() / lum.sum(), (lum * xx).sum() / lum.sum()  # where Pillow put the blob
     py, px = int(round(cy)), int(round(cx))
     cam = np.zeros(target, np.float32)
@@ -346,8 +404,10 @@ def test_unreadable_files(tmp_path, case):
 
 def png_header_only(w, h):
     """A PNG that declares w x h 8-bit gray but holds no pixels: costs nothing to write."""
+
     def chunk(tag, data):
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
 
 
@@ -364,6 +424,29 @@ def test_decompression_bombs_are_refused_and_pillow_state_is_restored(tmp_path):
         load_image(small, max_pixels=4000)  # past twice the cap: Pillow's error, translated
     assert load_image(small, max_pixels=10000)[0].size == (100, 100)
     assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_an_uploads_header_is_read_once_and_decodes_as_load_image(monkeypatch):
+    """read_header checks the header (the server charges its pixel budget from it); decode() goes on from it."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(buf, "PNG")
+    data = buf.getvalue()
+    want, want_info = load_image(data, name="upload 'a.png'")
+    opened, real_open = [], Image.open
+    monkeypatch.setattr(Image, "open", lambda *args, **kw: opened.append(args) or real_open(*args, **kw))
+    header = read_header(data, max_pixels=1200, name="upload 'a.png'")
+    assert (header.size, header.pixels) == ((40, 30), 1200)
+    photo, info = header.decode()
+    assert len(opened) == 1 and info == want_info
+    np.testing.assert_array_equal(np.asarray(photo), np.asarray(want))
+    with pytest.raises(ImageError, match="upload 'a.png' is too large: 1200 pixels exceeds the cap of 1199"):
+        read_header(data, max_pixels=1199, name="upload 'a.png'")  # from the header: nothing decoded
+    with pytest.raises(ImageError, match="upload is empty"):
+        read_header(b"")
+    with pytest.raises(ImageError, match="not an image onnxcam reads"):
+        read_header(b"GIF89a not really")
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        read_header(data[:100]).decode()
 
 
 def test_cap_can_be_raised_beyond_pillows_default(tmp_path):

@@ -42,10 +42,11 @@ PUBLISHED = {
 
 def blob(h, w, cy, cx, sigma):
     y, x = np.mgrid[0:h, 0:w]
-    return np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * sigma ** 2)).astype(np.float32)
+    return np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * sigma**2)).astype(np.float32)
 
 
 # ---------------------------------------------------------------- colormaps
+
 
 def test_default_is_viridis_and_all_maps_present():
     assert DEFAULT_COLORMAP == "viridis"
@@ -110,8 +111,9 @@ def test_bad_colormap_name_lists_valid_names():
         render_panel(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2)), "x", colormap="Jet2")
 
 
-@pytest.mark.parametrize("bad", [np.full((2, 2), np.nan), np.full((2, 2), 37.0), np.zeros((1, 2, 2)),
-                                 np.zeros((0, 3)), np.array([["a"]])])
+@pytest.mark.parametrize(
+    "bad", [np.full((2, 2), np.nan), np.full((2, 2), 37.0), np.zeros((1, 2, 2)), np.zeros((0, 3)), np.array([["a"]])]
+)
 def test_bad_cam_rejected(bad):
     with pytest.raises(InputError):
         apply_colormap(bad)
@@ -123,6 +125,7 @@ def test_slight_overshoot_is_clipped():
 
 
 # ---------------------------------------------------------------- overlay
+
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 0.8, 1.0])
 @pytest.mark.parametrize("name", ["viridis", "jet"])
@@ -183,6 +186,7 @@ def test_resize_cam():
 
 
 # ---------------------------------------------------------------- regions
+
 
 def two_blobs():
     """A big blob (radius 10 at (y=20, x=15)) and a small one (radius 4 at (y=8, x=50))."""
@@ -293,10 +297,11 @@ def test_box_is_drawn_on_threshold_box():
     assert white[y0, x0:x1].all() and white[y1 - 1, x0:x1].all()
     assert white[y0:y1, x0].all() and white[y0:y1, x1 - 1].all()
     assert np.all(out[y0 - 1, x0:x1] == 0)  # dark edge just outside
-    assert not white[y0 + 2:y1 - 2, x0 + 2:x1 - 2].any()  # hollow
+    assert not white[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].any()  # hollow
 
 
 # ---------------------------------------------------------------- panels
+
 
 def photo(h=120, w=160):
     y, x = np.mgrid[0:h, 0:w]
@@ -346,7 +351,7 @@ def test_caption_and_colorbar_are_drawn():
     a = np.asarray(full)
     top = a[: full.info[TILE_BOXES_KEY][0][1]]
     assert (top.sum(axis=2) < 200).any()  # dark caption text above the tiles
-    bottom = a[full.info[TILE_BOXES_KEY][0][3]:]
+    bottom = a[full.info[TILE_BOXES_KEY][0][3] :]
     lut = colormap_lut("viridis")
     for colour in (lut[0], lut[255]):
         assert np.all(bottom == colour, axis=2).any()  # colour bar shows both ends
@@ -373,8 +378,10 @@ def test_class_panels():
 
 def test_layer_panel_order_and_labels():
     img = photo()
-    layers = [(f"/features/conv{i}/Relu_output_0_with_a_rather_long_name", blob(120, 160, 60, 20 + 40 * i, 12))
-              for i in range(3)]
+    layers = [
+        (f"/features/conv{i}/Relu_output_0_with_a_rather_long_name", blob(120, 160, 60, 20 + 40 * i, 12))
+        for i in range(3)
+    ]
     fig = render_layer_panel(img, layers, "cividis", alpha=1.0, caption="layers, shallow to deep")
     boxes = fig.info[TILE_BOXES_KEY]
     assert len(boxes) == 4
@@ -404,6 +411,7 @@ def test_format_caption():
 
 
 # ---------------------------------------------------------------- purity
+
 
 def test_render_imports_neither_matplotlib_nor_opencv():
     code = "import sys, onnxcam.render; bad = {'matplotlib', 'cv2', 'scipy'} & set(sys.modules); print(sorted(bad))"

@@ -34,7 +34,7 @@ from onnxcam.render import COLORMAPS, colormap_lut, render_overlay  # noqa: E402
 from onnxcam.render.colormaps import cam_to_index  # noqa: E402
 from onnxcam.server.child import ServerProcess  # noqa: E402
 
-UPLOAD_LIMIT = 2 * 2 ** 20  # --max-upload-mb 2: above the 1 MiB where Starlette's own form parser spools to disk
+UPLOAD_LIMIT = 2 * 2**20  # --max-upload-mb 2: above the 1 MiB where Starlette's own form parser spools to disk
 PIXEL_LIMIT = 1_000_000
 
 
@@ -42,8 +42,21 @@ PIXEL_LIMIT = 1_000_000
 def server(tmp_path_factory):
     """The demo model behind a real server; its cwd and TMPDIR are empty folders, to see what it writes."""
     work, tmp = tmp_path_factory.mktemp("cwd"), tmp_path_factory.mktemp("tmpdir")
-    with ServerProcess(["--demo", "--max-upload-mb", "2", "--max-pixels", str(PIXEL_LIMIT), "--max-batch", "8",
-                        "--batch-window-ms", "20"], cwd=work, env={"TMPDIR": str(tmp)}) as proc:
+    with ServerProcess(
+        [
+            "--demo",
+            "--max-upload-mb",
+            "2",
+            "--max-pixels",
+            str(PIXEL_LIMIT),
+            "--max-batch",
+            "8",
+            "--batch-window-ms",
+            "20",
+        ],
+        cwd=work,
+        env={"TMPDIR": str(tmp)},
+    ) as proc:
         proc.work, proc.tmp = work, tmp
         proc.tmp_at_start = {p.name for p in tmp.iterdir()}  # the Explainer's weight folder, and whatever the OS adds
         yield proc
@@ -73,8 +86,14 @@ def reference():
         cam = res.cam[0]
         mapped = np.clip(cam_to_image(cam, g), 0, 1)
         py, px = point_to_image(peak(cam), g)
-        return {"class": int(res.targets[0]), "scores": e.class_scores(res)[0], "levels": cam_to_index(mapped),
-                "mapped": mapped, "photo": photo, "peak": (int(round(px)), int(round(py)))}
+        return {
+            "class": int(res.targets[0]),
+            "scores": e.class_scores(res)[0],
+            "levels": cam_to_index(mapped),
+            "mapped": mapped,
+            "photo": photo,
+            "peak": (int(round(px)), int(round(py))),
+        }
 
     explain.explainer = ex
     return explain
@@ -110,8 +129,9 @@ def metrics(client) -> dict[str, float]:
 
 
 def explain(client, data: bytes, **params):
-    return client.post("/explain", files={"image": ("photo.png", data, "image/png")},
-                       data={k: str(v) for k, v in params.items()})
+    return client.post(
+        "/explain", files={"image": ("photo.png", data, "image/png")}, data={k: str(v) for k, v in params.items()}
+    )
 
 
 def burst(url: str, jobs: list[tuple[bytes, dict]]) -> list:
@@ -207,12 +227,16 @@ def test_targets_top_k_and_png(client, reference):
     order = np.argsort(-reference(data)["scores"])[:3]
     assert [e["class"] for e in top["explanations"]] == [int(c) for c in order]
     # Raw body + Accept: image/png -> the overlay of the first class, as in the JSON answer.
-    r = client.post("/explain?target=3&colormap=jet&alpha=0.7", content=data,
-                    headers={"Content-Type": "image/png", "Accept": "image/png"})
+    r = client.post(
+        "/explain?target=3&colormap=jet&alpha=0.7",
+        content=data,
+        headers={"Content-Type": "image/png", "Accept": "image/png"},
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert r.headers["x-onnxcam-class"] == "3"
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))),
-                          decode_png(answer["explanations"][0]["overlay_png"]))
+    assert np.array_equal(
+        np.asarray(Image.open(io.BytesIO(r.content))), decode_png(answer["explanations"][0]["overlay_png"])
+    )
 
 
 def test_other_method_and_layer(client, reference):
@@ -228,13 +252,23 @@ def test_other_method_and_layer(client, reference):
     assert np.abs(expected["levels"].astype(int) - default["levels"].astype(int)).max() > 10  # a different map
 
 
-@pytest.mark.parametrize("params, needle", [
-    ({"top_k": 0}, "top_k must be between"), ({"top_k": "two"}, "top_k must be an integer"),
-    ({"target": 6}, "out of range"), ({"target": -1}, "out of range"), ({"target": "1,x"}, "target must be"),
-    ({"method": "magic"}, "unknown method"), ({"colormap": "rainbow"}, "unknown colormap"),
-    ({"alpha": 1.5}, "alpha must be between"), ({"alpha": "nan"}, "finite"), ({"layer": "no_such"}, "no_such"),
-    ({"size": 3}, "unknown parameter 'size'"), ({"target": 1, "top_k": 2}, "either target"),
-])
+@pytest.mark.parametrize(
+    "params, needle",
+    [
+        ({"top_k": 0}, "top_k must be between"),
+        ({"top_k": "two"}, "top_k must be an integer"),
+        ({"target": 6}, "out of range"),
+        ({"target": -1}, "out of range"),
+        ({"target": "1,x"}, "target must be"),
+        ({"method": "magic"}, "unknown method"),
+        ({"colormap": "rainbow"}, "unknown colormap"),
+        ({"alpha": 1.5}, "alpha must be between"),
+        ({"alpha": "nan"}, "finite"),
+        ({"layer": "no_such"}, "no_such"),
+        ({"size": 3}, "unknown parameter 'size'"),
+        ({"target": 1, "top_k": 2}, "either target"),
+    ],
+)
 def test_parameter_errors(client, params, needle):
     r = explain(client, demo_bytes(0), **params)
     assert r.status_code == 400, r.text
@@ -251,8 +285,10 @@ def test_parameter_in_url_and_form_is_refused(client):
 
 def huge_png(width: int = 100_000, height: int = 100_000) -> bytes:
     """A valid-looking 100 kB-free PNG whose header declares ``width`` x ``height`` pixels."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
@@ -273,23 +309,32 @@ def test_bad_uploads_get_4xx_and_the_server_keeps_serving(server, client, refere
     cases = {
         "truncated png": (client.post("/explain", content=good[:300], headers=png), 400, "corrupt or truncated"),
         "huge declared dims": (explain(client, huge_png()), 400, "too large"),
-        "wrong content type": (client.post("/explain", content=b'{"image": 1}',
-                                           headers={"Content-Type": "application/json"}), 415, "unsupported content"),
+        "wrong content type": (
+            client.post("/explain", content=b'{"image": 1}', headers={"Content-Type": "application/json"}),
+            415,
+            "unsupported content",
+        ),
         "no content type": (client.post("/explain", content=good), 415, "no Content-Type"),
         "empty body": (client.post("/explain", content=b"", headers=png), 400, "empty"),
         "empty form field": (explain(client, b""), 400, "empty"),
-        "form without image": (client.post("/explain", data={"top_k": "1"},
-                                           files={"note": (None, b"x")}), 400, "no image"),
+        "form without image": (
+            client.post("/explain", data={"top_k": "1"}, files={"note": (None, b"x")}),
+            400,
+            "no image",
+        ),
         "not an image": (client.post("/explain", content=os.urandom(2000), headers=png), 400, "not an image"),
-        "over the limit": (client.post("/explain", content=good + os.urandom(UPLOAD_LIMIT), headers=png), 413,
-                           "limit"),
+        "over the limit": (client.post("/explain", content=good + os.urandom(UPLOAD_LIMIT), headers=png), 413, "limit"),
     }
     for name, (r, status, needle) in cases.items():
         assert r.status_code == status, (name, r.text)
         assert needle in r.json()["error"], (name, r.json())
     # A declared length far over the limit is refused from the headers, before any body byte is read.
-    assert raw_status(server, "POST /explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                              "Content-Length: 1000000000\r\n\r\n") == 413
+    assert (
+        raw_status(
+            server, "POST /explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000000000\r\n\r\n"
+        )
+        == 413
+    )
     assert client.get("/healthz").status_code == 200
     ok = explain(client, good)
     assert ok.status_code == 200
@@ -321,7 +366,7 @@ def test_concurrent_burst_is_batched_and_every_answer_is_right(client, reference
             wanted = [int(c) for c in str(params["target"]).split(",")]
         else:
             order = np.argsort(-reference(data)["scores"])
-            wanted = [int(c) for c in order[:params.get("top_k", 1)]]
+            wanted = [int(c) for c in order[: params.get("top_k", 1)]]
         assert [e["class"] for e in answer["explanations"]] == wanted
         for c in wanted:
             check_explanation(answer, reference(data, target=c), c)
@@ -343,7 +388,7 @@ def test_images_differ_so_the_burst_can_fail(reference):
 def test_nothing_written_to_disk(server, client):
     """Uploads are parsed in memory: the server's cwd stays empty and TMPDIR gains only Explainer weight folders."""
     noise = png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8)))
-    assert 2 ** 20 < len(noise) < UPLOAD_LIMIT
+    assert 2**20 < len(noise) < UPLOAD_LIMIT
     assert explain(client, noise).status_code == 200
     assert list(server.work.iterdir()) == []
     new = {p.name for p in server.tmp.iterdir()} - server.tmp_at_start
@@ -388,8 +433,10 @@ def test_full_queue_gets_503_and_the_rest_are_answered(slow_model):
 
 
 def test_slow_requests_get_504_and_the_server_goes_on(slow_model):
-    with ServerProcess([str(slow_model), "--timeout", "0.02"]) as proc, \
-            httpx.Client(base_url=proc.url, timeout=30) as c:
+    with (
+        ServerProcess([str(slow_model), "--timeout", "0.02"]) as proc,
+        httpx.Client(base_url=proc.url, timeout=30) as c,
+    ):
         for _ in range(2):
             r = explain(c, demo_bytes(0))
             assert r.status_code == 504 and "0.02 s" in r.json()["error"], r.text
@@ -402,8 +449,9 @@ def test_cli_refuses_bad_options(tmp_path):
     import sys
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "onnxcam", "serve", *args], capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "onnxcam", "serve", *args], capture_output=True, text=True, timeout=120
+        )
 
     r = run()
     assert r.returncode == 1 and "--demo" in r.stderr
@@ -421,8 +469,10 @@ def test_serve_without_the_server_packages_says_what_to_install():
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"
-            "from onnxcam.cli.main import main; sys.exit(main(['serve', '--demo']))")
+    code = (
+        "import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"
+        "from onnxcam.cli.main import main; sys.exit(main(['serve', '--demo']))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "pip install 'onnxcam[serve]'" in r.stderr, r.stderr
 
@@ -512,8 +562,7 @@ def test_pool_is_bounded_and_builds_once():
         return Slot(explainer=key, batcher=_batcher(lambda items: items)[0])
 
     async def scenario():
-        pool = ExplainerPool(("gradcam", "auto"), build(("gradcam", "auto")), build, ThreadPoolExecutor(1),
-                             capacity=1)
+        pool = ExplainerPool(("gradcam", "auto"), build(("gradcam", "auto")), build, ThreadPoolExecutor(1), capacity=1)
         a1, a2 = await asyncio.gather(pool.get(("layercam", "auto")), pool.get(("layercam", "auto")))
         assert a1 is a2
         assert await a1.batcher.submit(7) == 7
@@ -528,8 +577,13 @@ def test_pool_is_bounded_and_builds_once():
     keys, b, again, first = asyncio.run(scenario())
     assert keys == [("gradcam", "auto"), ("hirescam", "auto")]
     assert again is not first  # rebuilt after eviction
-    assert builds == [("gradcam", "auto"), ("layercam", "auto"), ("gradcam", "bad"), ("hirescam", "auto"),
-                      ("layercam", "auto")]
+    assert builds == [
+        ("gradcam", "auto"),
+        ("layercam", "auto"),
+        ("gradcam", "bad"),
+        ("hirescam", "auto"),
+        ("layercam", "auto"),
+    ]
 
 
 def test_a_mixed_micro_batch_takes_two_runs_and_matches_single_explanations():
@@ -548,4 +602,4 @@ def test_a_mixed_micro_batch_takes_two_runs_and_matches_single_explanations():
     assert [c for c, _ in got[0].cams] == order[0, :3].tolist() and [c for c, _ in got[1].cams] == [2, 0]
     for i, image in enumerate(got):
         for cls, cam in image.cams:
-            np.testing.assert_allclose(cam, ex.explain(x[i:i + 1], target=cls).cam[0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(cam, ex.explain(x[i : i + 1], target=cls).cam[0], rtol=1e-5, atol=1e-6)

@@ -48,8 +48,12 @@ def metrics(url: str) -> dict[str, float]:
 
 
 def explain(url: str, data: bytes = DEMO_PNG, timeout: float = 30, **params) -> httpx.Response:
-    return httpx.post(url + "explain", files={"image": ("photo.png", data, "image/png")},
-                      data={k: str(v) for k, v in params.items()}, timeout=timeout)
+    return httpx.post(
+        url + "explain",
+        files={"image": ("photo.png", data, "image/png")},
+        data={k: str(v) for k, v in params.items()},
+        timeout=timeout,
+    )
 
 
 def assert_json_problem(r: httpx.Response, status: int | tuple[int, ...]) -> dict:
@@ -99,8 +103,11 @@ def wait_until_idle(url: str, within_s: float) -> dict[str, float]:
     deadline = time.monotonic() + within_s
     while True:
         m = metrics(url)
-        idle = (m["onnxcam_worker_steps_running"] == 0 and m["onnxcam_queue_depth"] == 0
-                and m["onnxcam_pixels_in_flight"] == 0)
+        idle = (
+            m["onnxcam_worker_steps_running"] == 0
+            and m["onnxcam_queue_depth"] == 0
+            and m["onnxcam_pixels_in_flight"] == 0
+        )
         if idle or time.monotonic() > deadline:
             return m
         time.sleep(0.1)
@@ -166,8 +173,10 @@ def test_a_client_that_stops_reading_its_answer_is_disconnected():
         s.settimeout(10)
         try:
             s.connect(address(server))
-            s.sendall(b"POST /explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                      b"Content-Length: %d\r\n\r\n" % len(data) + data)
+            s.sendall(
+                b"POST /explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(data) + data
+            )
             deadline, m = time.monotonic() + 20, {}
             while time.monotonic() < deadline:
                 m = metrics(server.url)
@@ -192,9 +201,10 @@ def test_a_malformed_or_oversized_request_head_gets_a_json_400():
         return reply
 
     with ServerProcess(["--demo"]) as server:
-        for reply in (reply_to(b"NOT AN HTTP REQUEST\r\n\r\n"),
-                      reply_to(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 20_000,
-                               b"a" * 20_000 + b"\r\n\r\n")):
+        for reply in (
+            reply_to(b"NOT AN HTTP REQUEST\r\n\r\n"),
+            reply_to(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 20_000, b"a" * 20_000 + b"\r\n\r\n"),
+        ):
             head, _, body = reply.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head, reply[:300]
             assert b'"status":400' in body
@@ -256,11 +266,13 @@ def test_form_limits_on_parts_and_text_fields():
 
 def test_every_overload_answer_is_a_json_503_with_retry_after():
     with ServerProcess(["--demo", "--queue-size", "4", "--max-batch", "2"]) as server:
+
         async def burst(n: int) -> list[httpx.Response]:
             limits = httpx.Limits(max_connections=n, max_keepalive_connections=0)
             async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as c:
-                return await asyncio.gather(*[
-                    c.post("/explain", files={"image": ("a.png", DEMO_PNG, "image/png")}) for _ in range(n)])
+                return await asyncio.gather(
+                    *[c.post("/explain", files={"image": ("a.png", DEMO_PNG, "image/png")}) for _ in range(n)]
+                )
 
         answers = asyncio.run(burst(64))
         kinds = collections.Counter(r.status_code for r in answers)
@@ -300,8 +312,9 @@ def test_a_request_that_times_out_leaves_no_work_behind(photo_25mp):
 
 def test_a_client_that_goes_away_leaves_no_work_behind(photo_25mp):
     with ServerProcess(["--demo"]) as server:
-        head = (b"POST /explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                b"Content-Length: %d\r\n\r\n" % len(photo_25mp))
+        head = b"POST /explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(
+            photo_25mp
+        )
         with socket.create_connection(address(server), timeout=10) as s:
             s.sendall(head + photo_25mp)
             time.sleep(0.6)  # the server is decoding or rendering by now
@@ -312,7 +325,7 @@ def test_a_client_that_goes_away_leaves_no_work_behind(photo_25mp):
         time.sleep(1.0)
         assert server_cpu_s(server.pid) - cpu < 0.3, "the server kept working for a client that left"
         with socket.create_connection(address(server), timeout=10) as s:  # gone in the middle of its upload
-            s.sendall(head + photo_25mp[:len(photo_25mp) // 2])
+            s.sendall(head + photo_25mp[: len(photo_25mp) // 2])
             time.sleep(0.3)
         deadline = time.monotonic() + 5
         while metrics(server.url)['onnxcam_requests_abandoned_total{reason="disconnect"}'] < 2:
@@ -358,8 +371,12 @@ def test_abandoned_steps_and_queued_jobs_never_start():
 
         gate.clear()
         dropped = []
-        batcher = MicroBatcher(lambda items: [blocking(("batch", x)) and x for x in items], ThreadPoolExecutor(1),
-                               BatchPolicy(max_batch=4, window_ms=0), on_dropped=dropped.append)
+        batcher = MicroBatcher(
+            lambda items: [blocking(("batch", x)) and x for x in items],
+            ThreadPoolExecutor(1),
+            BatchPolicy(max_batch=4, window_ms=0),
+            on_dropped=dropped.append,
+        )
         running_batch = asyncio.ensure_future(batcher.submit("a"))
         await asyncio.sleep(0.05)  # batch ["a"] runs, blocked
         given_up = asyncio.ensure_future(batcher.submit("given up"))
@@ -449,6 +466,81 @@ def test_the_pixel_budget_is_first_come_first_served_and_survives_cancellation()
     assert asyncio.run(scenario()) == 0
 
 
+# -- the upload budget --------------------------------------------------------------------------------
+
+
+def noise_png(side: int) -> bytes:
+    """A valid PNG that does not compress: about 3 x side x side bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_uploads_held_at_once_stay_within_the_upload_budget():
+    """A body that does not fit beside those being read gets a JSON 503 with Retry-After, and the budget comes back."""
+    filler, large = os.urandom(900 * 1024), noise_png(256)
+    assert len(filler) + len(large) > 2**20 > len(filler) + len(DEMO_PNG) + 4096  # 4096: the form's own bytes
+    with ServerProcess(["--demo", "--max-upload-mb", "1", "--upload-budget-mb", "1"]) as server:
+        head = b"POST /explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % (
+            len(filler) + 1
+        )  # one byte short: the server waits for it
+        with socket.create_connection(address(server), timeout=10) as stalled:
+            stalled.sendall(head + filler)
+            deadline = time.monotonic() + 10
+            while metrics(server.url)["onnxcam_upload_bytes_in_flight"] < len(filler):
+                assert time.monotonic() < deadline, "the server never read the stalled upload"
+                time.sleep(0.05)
+            refused = explain(server.url, large)
+            assert "upload budget" in assert_json_problem(refused, 503)["error"]
+            assert refused.headers.get("retry-after", "").isdigit(), refused.headers
+            assert explain(server.url).status_code == 200  # a small one still fits
+        deadline = time.monotonic() + 10
+        while (m := metrics(server.url))["onnxcam_upload_bytes_in_flight"] != 0:
+            assert time.monotonic() < deadline, "the stalled upload's bytes were never given back"
+            time.sleep(0.05)
+        assert m["onnxcam_upload_budget_bytes"] == 2**20
+        assert explain(server.url, large).status_code == 200
+    assert "Traceback" not in "".join(server.log)
+
+
+def test_the_serve_flags_default_to_the_server_modules_limits():
+    from onnxcam.cli.main import build_parser
+    from onnxcam.cli.serve_command import serve_settings
+    from onnxcam.errors import OnnxcamError
+    from onnxcam.server.limits import Limits, default_max_in_flight
+
+    def limits(*flags: str) -> Limits:
+        return serve_settings(build_parser().parse_args(["serve", "--demo", *flags]))[0]
+
+    assert limits() == Limits()
+    assert limits("--queue-size", "10").max_in_flight == default_max_in_flight(10) == 56
+    assert limits("--queue-size", "10", "--max-in-flight", "3").max_in_flight == 3
+    assert limits("--max-upload-mb", "2").upload_budget == 8 * 2**20 * 2
+    assert limits("--upload-budget-mb", "64").upload_budget == 64 * 2**20
+    with pytest.raises(OnnxcamError, match=r"upload_budget \(1048576 bytes\) must be at least max_upload_bytes"):
+        limits("--max-upload-mb", "2", "--upload-budget-mb", "1")
+    with pytest.raises(OnnxcamError, match="--upload-budget-mb must be a number of MiB"):
+        limits("--upload-budget-mb", "inf")
+
+
+def test_the_server_reads_an_uploads_image_header_once(monkeypatch):
+    """The header read for the pixel budget is the one the image is decoded from: Pillow opens each upload once."""
+    from starlette.testclient import TestClient
+
+    from onnxcam import Explainer
+    from onnxcam.preprocess import derive_spec
+    from onnxcam.server.app import ServeConfig, create_app
+
+    ex = Explainer(demo.DEMO_MODEL)
+    app = create_app(ex, derive_spec(ex.index, model_path=demo.DEMO_MODEL), ServeConfig(model=demo.DEMO_MODEL))
+    opened, real_open = [], Image.open
+    monkeypatch.setattr(Image, "open", lambda *args, **kw: opened.append(args) or real_open(*args, **kw))
+    with TestClient(app) as client:
+        r = client.post("/explain", files={"image": ("a.png", DEMO_PNG, "image/png")})
+    assert r.status_code == 200, r.text
+    assert len(opened) == 1
+
+
 # -- the Explainer pool under concurrent first requests -----------------------------------------------
 
 
@@ -516,3 +608,25 @@ def test_an_eps_sent_as_png_is_refused_with_a_json_answer():
         assert_json_problem(r, (400, 415))
         assert explain(server.url).status_code == 200
     assert "Traceback" not in "".join(server.log)
+
+
+def test_a_refused_upload_gives_its_bytes_back_before_its_rest_is_drained():
+    import asyncio
+
+    from onnxcam.server.problems import HTTPProblem
+    from onnxcam.server.uploads import read_body
+
+    events: list[str] = []
+
+    async def chunks():
+        for i in range(4):
+            events.append(f"chunk {i}")
+            yield b"x" * 10
+
+    def keep(size: int) -> bool:
+        return len([e for e in events if e.startswith("chunk")]) < 2  # room for the first chunk only
+
+    with pytest.raises(HTTPProblem) as refused:
+        asyncio.run(read_body(chunks(), None, 1000, keep, lambda: events.append("drop")))
+    assert refused.value.status == 503
+    assert events == ["chunk 0", "chunk 1", "drop", "chunk 2", "chunk 3"]

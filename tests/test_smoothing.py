@@ -88,8 +88,10 @@ def test_eigen_smooth_matches_pytorch_grad_cam(arch, method, small_cases):
         err32 = max(per_image_rel_l2(want32_raw, want_raw) + per_image_rel_l2(want32, want))
         bound, note = max(REL_TOL, 3 * err32), f" (torch fp32 vs fp64 {err32:.2e})"
     plain = np.asarray(onnxcam.Explainer(case.model, layer=case.onnx_layer, method=method).explain(case.x).cam_lowres)
-    print(f"\n[eigen_smooth] {arch:20s} {method:10s} raw {', '.join(f'{e:.2e}' for e in raw_errs)}; min-max "
-          f"{', '.join(f'{e:.2e}' for e in errs)}{note}; library sign {'flipped' if flipped else 'kept'}")
+    print(
+        f"\n[eigen_smooth] {arch:20s} {method:10s} raw {', '.join(f'{e:.2e}' for e in raw_errs)}; min-max "
+        f"{', '.join(f'{e:.2e}' for e in errs)}{note}; library sign {'flipped' if flipped else 'kept'}"
+    )
     assert max(raw_errs) <= bound and max(errs) <= bound
     assert max(per_image_rel_l2(lowres, plain)) > 1e-3, "eigen_smooth changed nothing: no test"
 
@@ -109,6 +111,7 @@ def test_eigen_smooth_orients_the_component_like_the_sum():
 
 # -- aug_smooth --------------------------------------------------------------------------------------
 
+
 def _shift_by_hand(a: np.ndarray, offsets, axes) -> np.ndarray:
     """Move the content by ``offsets`` along ``axes``, repeating the edge into the uncovered border."""
     for o, axis in zip(offsets, axes):
@@ -127,8 +130,9 @@ def test_aug_smooth_is_the_mean_of_the_maps_moved_back(method):
     for aug in augmentations((16, 16)):
         moved = np.flip(x, axis=3) if aug.flip else x
         moved = _shift_by_hand(moved, aug.shift, (2, 3))
-        back = _shift_by_hand(plain.explain(np.ascontiguousarray(moved), target=targets).cam, [-s for s in aug.shift],
-                              (1, 2))
+        back = _shift_by_hand(
+            plain.explain(np.ascontiguousarray(moved), target=targets).cam, [-s for s in aug.shift], (1, 2)
+        )
         maps.append(np.flip(back, axis=2) if aug.flip else back)
     assert len(maps) == 6 and any(a.shift != (0, 0) for a in augmentations((16, 16)))
     want = _minmax(np.mean(maps, axis=0))
@@ -144,9 +148,11 @@ def test_aug_smooth_map_of_a_mirrored_image_is_the_mirrored_map(method):
     mirrored = ex.explain(np.ascontiguousarray(np.flip(x, axis=3)), target=targets).cam
     np.testing.assert_allclose(mirrored, np.flip(ex.explain(x, target=targets).cam, axis=2), atol=2e-6)
     plain = onnxcam.Explainer(tiny_cnn(), method=method)
-    assert not np.allclose(plain.explain(np.ascontiguousarray(np.flip(x, axis=3)), target=targets).cam,
-                           np.flip(plain.explain(x, target=targets).cam, axis=2), atol=1e-3), \
-        "the plain map is already mirror-symmetric: no test"
+    assert not np.allclose(
+        plain.explain(np.ascontiguousarray(np.flip(x, axis=3)), target=targets).cam,
+        np.flip(plain.explain(x, target=targets).cam, axis=2),
+        atol=1e-3,
+    ), "the plain map is already mirror-symmetric: no test"
 
 
 def test_guided_gradcam_follows_the_smoothed_map():
@@ -158,12 +164,15 @@ def test_guided_gradcam_follows_the_smoothed_map():
 
 # -- several layers ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method,options", [("gradcam", {}), ("eigencam", {}), ("scorecam", {}),
-                                            ("gradcam++", {"eigen_smooth": True})])
+
+@pytest.mark.parametrize(
+    "method,options", [("gradcam", {}), ("eigencam", {}), ("scorecam", {}), ("gradcam++", {"eigen_smooth": True})]
+)
 def test_layers_fuse_as_the_mean_of_normalised_maps(method, options):
     x, layers = _x(2), ["r1", "features"]
-    singles = [onnxcam.Explainer(tiny_cnn(), layer=name, method=method, **options).explain(x, target=[1, 2])
-               for name in layers]
+    singles = [
+        onnxcam.Explainer(tiny_cnn(), layer=name, method=method, **options).explain(x, target=[1, 2]) for name in layers
+    ]
     fused = onnxcam.Explainer(tiny_cnn(), layer=layers, method=method, **options).explain(x, target=[1, 2])
     np.testing.assert_allclose(fused.cam, _minmax(np.mean([s.cam for s in singles], axis=0)), atol=2e-6)
     for low, single in zip(fused.cam_lowres, singles):
@@ -171,6 +180,7 @@ def test_layers_fuse_as_the_mean_of_normalised_maps(method, options):
 
 
 # -- command line -----------------------------------------------------------------------------------
+
 
 def test_cli_smoothing_flags(tmp_path):
     pytest.importorskip("pytorch_grad_cam")

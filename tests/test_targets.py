@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 torch = pytest.importorskip("torch")
 F = pytest.importorskip("torch.nn.functional")
 from onnx import numpy_helper
@@ -53,8 +54,9 @@ def test_default_is_top1_logit(setup):
     cam, _ = _reference_cam(forward, x, lambda lg, pr: lg[range(3), top1].sum())
     assert res.targets.tolist() == top1.tolist()
     assert _rel(res.cam_lowres, cam) < 1e-5
-    np.testing.assert_allclose(res.outputs["probs"], torch.softmax(torch.tensor(ref_logits), 1).numpy(),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        res.outputs["probs"], torch.softmax(torch.tensor(ref_logits), 1).numpy(), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_explicit_classes_per_image(setup):

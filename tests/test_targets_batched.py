@@ -54,7 +54,7 @@ def test_top_k_is_one_run_and_equals_each_rank_explained_alone():
     ex = onnxcam.Explainer(tiny_cnn(classes=6, seed=2))
     x = _batch()
     order = np.argsort(-ex.predict(x).scores, axis=1, kind="stable")[:, :3]
-    runs = _CountRuns(ex._session("rank"))
+    runs = _CountRuns(ex._graphs.ready("rank", ex.score_spec)[1])  # the session a TopK run must use once
     res = ex.explain(x, target=onnxcam.TopK(3))
     assert runs.calls == 1
     assert res.targets.tolist() == order.ravel().tolist()
@@ -77,8 +77,12 @@ def test_rank_export_explains_the_rank_r_class_in_a_bare_session(tmp_path):
     ex.export(tmp_path / "class.onnx")
     for name, expected in (("rank.onnx", order[:, 1]), ("class.onnx", order[:, 0])):
         sess = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
-        got = dict(zip([o.name for o in sess.get_outputs()],
-                       sess.run(None, {"x": x, "target_class": np.full(len(x), -2, np.int64)})))
+        got = dict(
+            zip(
+                [o.name for o in sess.get_outputs()],
+                sess.run(None, {"x": x, "target_class": np.full(len(x), -2, np.int64)}),
+            )
+        )
         assert got["target"].tolist() == expected.tolist()
         np.testing.assert_allclose(got["cam"], ex.explain(x, target=expected.tolist()).cam, rtol=1e-5, atol=1e-6)
 
@@ -151,14 +155,17 @@ def test_region_seed_takes_dynamic_sizes_from_the_mask_and_keeps_per_image_weigh
     assert not seed[:, 1].any()
 
 
-@pytest.mark.parametrize("mask, category, match", [
-    (np.ones((5, 5)), 1, r"expected \(6, 7\)"),
-    (np.ones((3, 6, 7)), 1, "3 entries on its batch axis for a batch of 2"),
-    (np.ones((6, 7)), 4, "category 4 is out of range"),
-    (np.zeros((6, 7)), 1, "selects nothing"),
-    (np.full((6, 7), np.nan), 1, "finite"),
-    (np.ones((6, 7)), None, r"expected \(4, 6, 7\)"),
-])
+@pytest.mark.parametrize(
+    "mask, category, match",
+    [
+        (np.ones((5, 5)), 1, r"expected \(6, 7\)"),
+        (np.ones((3, 6, 7)), 1, "3 entries on its batch axis for a batch of 2"),
+        (np.ones((6, 7)), 4, "category 4 is out of range"),
+        (np.zeros((6, 7)), 1, "selects nothing"),
+        (np.full((6, 7), np.nan), 1, "finite"),
+        (np.ones((6, 7)), None, r"expected \(4, 6, 7\)"),
+    ],
+)
 def test_region_seed_errors(mask, category, match):
     with pytest.raises(TargetError, match=match):
         onnxcam.RegionTarget("out", mask, category=category).seed((2, 4, 6, 7), np.float32)
@@ -213,11 +220,15 @@ def _two_images(b_size: int) -> onnx.ModelProto:
         helper.make_node("Gemm", ["flat", "wf"], ["logits"], transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "two_images",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3, 16, 16]),
-         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3, b_size, b_size])],
+        nodes,
+        "two_images",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3, 16, 16]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3, b_size, b_size]),
+        ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
-        [init("wa", 4, 3, 3, 3), init("wb", 4, 3, 3, 3), init("wm", 4, 4, 3, 3), init("wf", 3, 4), scale])
+        [init("wa", 4, 3, 3, 3), init("wb", 4, 3, 3, 3), init("wm", 4, 4, 3, 3), init("wf", 3, 4), scale],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -228,8 +239,10 @@ def test_two_image_inputs_of_different_sizes_need_a_layer_from_one_of_them():
     with pytest.raises(onnxcam.OnnxcamError, match="several image inputs .*'a', 'b'.*choose a layer computed from one"):
         onnxcam.Explainer(model)
     rng = np.random.default_rng(1)
-    feeds = {"a": rng.standard_normal((2, 3, 16, 16)).astype(np.float32),
-             "b": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    feeds = {
+        "a": rng.standard_normal((2, 3, 16, 16)).astype(np.float32),
+        "b": rng.standard_normal((2, 3, 8, 8)).astype(np.float32),
+    }
     assert onnxcam.Explainer(model, layer="ra").explain(feeds).cam.shape == (2, 16, 16)
     assert onnxcam.Explainer(model, layer="rb").explain(feeds).cam.shape == (2, 8, 8)
 
@@ -240,13 +253,16 @@ def test_two_image_inputs_of_one_size_share_the_heatmap():
     assert onnxcam.Explainer(_two_images(16)).explain(feeds).cam.shape == (2, 16, 16)
 
 
-@pytest.mark.parametrize("options", [{"method": "scorecam"}, {"aug_smooth": True},
-                                     {"method": "guided-gradcam", "aug_smooth": True}])
+@pytest.mark.parametrize(
+    "options", [{"method": "scorecam"}, {"aug_smooth": True}, {"method": "guided-gradcam", "aug_smooth": True}]
+)
 def test_host_side_methods_use_the_image_input_the_layer_comes_from(options):
     """Score-CAM masks, augmentations and guided products act on input ``b`` (not input 0) for a layer from ``b``."""
     rng = np.random.default_rng(3)
-    feeds = {"a": rng.standard_normal((2, 3, 16, 16)).astype(np.float32),
-             "b": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    feeds = {
+        "a": rng.standard_normal((2, 3, 16, 16)).astype(np.float32),
+        "b": rng.standard_normal((2, 3, 8, 8)).astype(np.float32),
+    }
     res = onnxcam.Explainer(_two_images(8), layer="rb", **options).explain(feeds)
     assert res.cam.shape == (2, 8, 8) and np.isfinite(res.cam).all()
     if res.guided_gradcam is not None:

@@ -65,7 +65,8 @@ def test_multilabel_rows_match_the_api_and_an_image_with_none_gets_a_note(tmp_pa
     records = _summary(tmp_path / "o")
     empty = int(np.argmin(probs.max(axis=1)))
     assert [r for r in records if r["target"] is None] == [
-        {"image": str(paths[empty]), "target": None, "note": f"no class with probability >= {threshold}"}]
+        {"image": str(paths[empty]), "target": None, "note": f"no class with probability >= {threshold}"}
+    ]
     got = [(r["image"], r["target"]) for r in records if r["target"] is not None]
     assert got == [(str(paths[i]), int(c)) for i, c in zip(res.image_index, res.targets)] and got
     assert not (tmp_path / "o" / f"{paths[empty].name}.cam.png").exists()

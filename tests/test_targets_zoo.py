@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
 torch = pytest.importorskip("torch")
 F = pytest.importorskip("torch.nn.functional")
 from onnx.reference import ReferenceEvaluator
@@ -116,13 +117,17 @@ def test_region_target_on_a_segmenter(segmenter, score):
     assert ex.index.shape(res.layer)[1:] == (40, 16, 16) and "on every path" in ex.layer_reason
     seed = torch.tensor(mask, dtype=torch.float64)
     if score == "logit":  # the default explains the logits before the Softmax
+
         def region(logits):
             return (logits[:, 4] * seed).sum()
     else:
+
         def region(logits):
             return (torch.softmax(logits, 1)[:, 4] * seed).sum()
-    ref = torch_gradcam(build_model("segmentation"), _segment_logits, feeds, _layer_value(path, feeds, res.layer),
-                        region)
+
+    ref = torch_gradcam(
+        build_model("segmentation"), _segment_logits, feeds, _layer_value(path, feeds, res.layer), region
+    )
     assert_same_cam(res.cam_lowres, ref)
     assert res.cam.shape == (2, 128, 128) and list(res.targets) == [None, None]
 
@@ -135,8 +140,13 @@ def test_region_target_with_a_full_per_image_mask(segmenter):
     weights[:, :, :64] = 0
     res = ex.explain(feeds, target=onnxcam.RegionTarget("masks", weights))
     seed = torch.tensor(weights, dtype=torch.float64)
-    ref = torch_gradcam(build_model("segmentation"), _segment_logits, feeds, _layer_value(path, feeds, res.layer),
-                        lambda logits: (logits * seed).sum())
+    ref = torch_gradcam(
+        build_model("segmentation"),
+        _segment_logits,
+        feeds,
+        _layer_value(path, feeds, res.layer),
+        lambda logits: (logits * seed).sum(),
+    )
     assert_same_cam(res.cam_lowres, ref)
 
 
@@ -152,8 +162,9 @@ def test_similarity_target_on_an_embedding(zoo):
     for ref_vec in (reference, per_image):
         res = ex.explain(feeds, target=onnxcam.SimilarityTarget("embedding", ref_vec))
         r = torch.tensor(np.broadcast_to(ref_vec, (2, 512)).copy(), dtype=torch.float64)
-        ref = torch_gradcam(module, lambda m, x: m(x), feeds, _layer_value(path, feeds, res.layer),
-                            lambda emb, r=r: (emb * r).sum())
+        ref = torch_gradcam(
+            module, lambda m, x: m(x), feeds, _layer_value(path, feeds, res.layer), lambda emb, r=r: (emb * r).sum()
+        )
         assert_same_cam(res.cam_lowres, ref)
 
 
@@ -180,8 +191,13 @@ def test_output_targets_on_several_outputs_of_a_detection_head(zoo):
     ]
     for target, (row, col) in cases:
         res = ex.explain(feeds, target=target)
-        ref = torch_gradcam(module, _yolo_raw, feeds, _layer_value(path, feeds, res.layer),
-                            lambda raw, row=row, col=col: raw[:, row, col].sum())
+        ref = torch_gradcam(
+            module,
+            _yolo_raw,
+            feeds,
+            _layer_value(path, feeds, res.layer),
+            lambda raw, row=row, col=col: raw[:, row, col].sum(),
+        )
         assert_same_cam(res.cam_lowres, ref)
 
 
@@ -230,15 +246,20 @@ def test_two_inputs_two_outputs_multilabel_and_regression(zoo):
     assert res.cam.shape == (5, 32, 32)
     rows = {k: v[res.image_index] for k, v in feeds.items()}
     picked = torch.tensor(res.targets)
-    ref = torch_gradcam(module, lambda m, meta, image: m.classify(m.conv2(m.film(
-        F.relu(m.conv1(image)), m.gamma(meta))).mean((2, 3))), rows, _layer_value(path, rows, res.layer),
-        lambda logits: logits[torch.arange(5), picked].sum())
+    ref = torch_gradcam(
+        module,
+        lambda m, meta, image: m.classify(m.conv2(m.film(F.relu(m.conv1(image)), m.gamma(meta))).mean((2, 3))),
+        rows,
+        _layer_value(path, rows, res.layer),
+        lambda logits: logits[torch.arange(5), picked].sum(),
+    )
     assert_same_cam(res.cam_lowres, ref)
 
     value = ex.explain(feeds, target=onnxcam.OutputTarget("value", (0,)))
     assert value.layer != res.layer and ex.index.shape(value.layer)[1] == 8  # the FiLM product feeds `value`
-    ref = torch_gradcam(module, _two_input_forward, feeds, _layer_value(path, feeds, value.layer),
-                        lambda outs: outs[1][:, 0].sum())
+    ref = torch_gradcam(
+        module, _two_input_forward, feeds, _layer_value(path, feeds, value.layer), lambda outs: outs[1][:, 0].sum()
+    )
     assert_same_cam(value.cam_lowres, ref)
     assert value.cam.shape == (3, 32, 32)
 
@@ -273,8 +294,9 @@ def test_exported_seed_graph_runs_a_region_target_in_a_bare_session(segmenter, t
     assert model.ir_version <= 13
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "seed.npy", ex.seed_for(target, len(x)))
-    proc = subprocess.run([sys.executable, "-c", BARE_RUNNER, str(tmp_path)], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", BARE_RUNNER, str(tmp_path)], capture_output=True, text=True, check=True
+    )
     assert proc.stdout.strip() == "image,target_seed"
     np.testing.assert_allclose(np.load(tmp_path / "cam.npy"), ex.explain(x, target=target).cam, rtol=1e-5, atol=1e-6)
     json.dumps(ex.layer)  # the layer name is plain text, as the CLI summary needs

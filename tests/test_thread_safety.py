@@ -31,11 +31,14 @@ def _calls(x):
     }
 
 
-@pytest.mark.parametrize("method,options", [("gradcam", {}), ("scorecam", {}), ("ablationcam", {}),
-                                            ("gradcam", {"eigen_smooth": True})],
-                         ids=["gradcam", "scorecam", "ablationcam", "eigen_smooth"])
+@pytest.mark.parametrize(
+    "method,options",
+    [("gradcam", {}), ("scorecam", {}), ("ablationcam", {}), ("gradcam", {"eigen_smooth": True})],
+    ids=["gradcam", "scorecam", "ablationcam", "eigen_smooth"],
+)
 def test_threads_share_one_fresh_explainer(method, options):
-    """Score-CAM builds a cut session, Ablation-CAM a tail session, eigen_smooth a contributions session."""
+    """Score-CAM builds a session from the inputs to the score, Ablation-CAM a tail session, eigen_smooth a
+    contributions session."""
     model = tiny_cnn()
     x = np.random.default_rng(0).random((3, 3, 16, 16), dtype=np.float32)
     calls = _calls(x)
@@ -51,7 +54,7 @@ def test_threads_share_one_fresh_explainer(method, options):
 
         def work(i: int, shared=shared, barrier=barrier, results=results) -> None:
             names = list(calls)
-            order = names[i % len(names):] + names[:i % len(names)]  # every thread starts on another mode
+            order = names[i % len(names) :] + names[: i % len(names)]  # every thread starts on another mode
             barrier.wait()
             for name in order:
                 try:

@@ -72,13 +72,19 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
 torch = pytest.importorskip("torch")
 F = pytest.importorskip("torch.nn.functional")
 torchvision = pytest.importorskip("torchvision")
 
 import onnxcam
 from model_zoo.torchvision_models import (
-    ARCHS, EXPORTERS, OUTPUT_NAME, build_and_export, build_model, example_input,
+    ARCHS,
+    EXPORTERS,
+    OUTPUT_NAME,
+    build_and_export,
+    build_model,
+    example_input,
 )
 
 REL_TOL = 1e-4
@@ -173,8 +179,13 @@ class TorchReference:
             # A cached run keeps its autograd graph: hold one per precision.
             cache.clear()
             model = self.model if dtype == torch.float64 else build_model(self.arch).to(dtype)
-            cache[key] = HookedRun(model, self.x32.to(dtype), tuple(shape), set(paths),
-                                   self.spec.last if self.spec.last_post == "relu" else None)
+            cache[key] = HookedRun(
+                model,
+                self.x32.to(dtype),
+                tuple(shape),
+                set(paths),
+                self.spec.last if self.spec.last_post == "relu" else None,
+            )
         return cache[key]
 
 
@@ -259,8 +270,9 @@ _RELU = F.relu
 # ---------------------------------------------------------------- onnx side
 
 
-def onnx_tensor_values(model: onnx.ModelProto, x: np.ndarray, names: list[str],
-                       shape: tuple[int, ...]) -> tuple[dict[str, np.ndarray], list[str]]:
+def onnx_tensor_values(
+    model: onnx.ModelProto, x: np.ndarray, names: list[str], shape: tuple[int, ...]
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """Run the ONNX model exposing ``names`` and every float 4-D node output that may have ``shape``.
 
     Dimensions shape inference leaves symbolic count as matching. Returns
@@ -286,8 +298,11 @@ def onnx_tensor_values(model: onnx.ModelProto, x: np.ndarray, names: list[str],
             if not take and info is not None:
                 tt = info.type.tensor_type
                 dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-                take = (tt.elem_type == onnx.TensorProto.FLOAT and len(dims) == 4
-                        and all(d is None or d == w for d, w in zip(dims[1:], shape[1:])))
+                take = (
+                    tt.elem_type == onnx.TensorProto.FLOAT
+                    and len(dims) == 4
+                    and all(d is None or d == w for d, w in zip(dims[1:], shape[1:]))
+                )
             if take:
                 m.graph.output.append(onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None))
                 order.append(out)
@@ -324,8 +339,9 @@ def onnx_tensor_for_torch_value(values: dict[str, np.ndarray], order: list[str],
 
 def cam_formula(cam_lowres: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear half-pixel resize to ``size`` then per-image min-max (all-equal maps give zeros)."""
-    up = F.interpolate(torch.from_numpy(np.asarray(cam_lowres, np.float64))[:, None], size=size,
-                       mode="bilinear", align_corners=False)[:, 0].numpy()
+    up = F.interpolate(
+        torch.from_numpy(np.asarray(cam_lowres, np.float64))[:, None], size=size, mode="bilinear", align_corners=False
+    )[:, 0].numpy()
     lo = up.min(axis=(1, 2), keepdims=True)
     span = up.max(axis=(1, 2), keepdims=True) - lo
     return np.where(span > 0, (up - lo) / np.where(span > 0, span, 1), 0.0)
@@ -334,8 +350,17 @@ def cam_formula(cam_lowres: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # ---------------------------------------------------------------- the test
 
 
-def _check_cam(label: str, res, ref: TorchReference, run_key: tuple, site: Site, targets: np.ndarray,
-               x: np.ndarray, problems: list[str], report: list[str]) -> None:
+def _check_cam(
+    label: str,
+    res,
+    ref: TorchReference,
+    run_key: tuple,
+    site: Site,
+    targets: np.ndarray,
+    x: np.ndarray,
+    problems: list[str],
+    report: list[str],
+) -> None:
     want = ref.run(*run_key).cam_lowres(site, targets)
     got = np.asarray(res.cam_lowres)
     if got.shape != want.shape:
@@ -348,8 +373,10 @@ def _check_cam(label: str, res, ref: TorchReference, run_key: tuple, site: Site,
         bound = max(REL_TOL, 3 * err32)
         note = f" (torch fp32 vs fp64: {err32:.2e}; bound {bound:.1e})"
     zero_maps = int((np.abs(want).reshape(len(want), -1).max(1) == 0).sum())
-    report.append(f"{label}: torch {site.label}, rel L2 {err:.2e}{note}"
-                  + (f", {zero_maps} all-zero reference map(s)" if zero_maps else ""))
+    report.append(
+        f"{label}: torch {site.label}, rel L2 {err:.2e}{note}"
+        + (f", {zero_maps} all-zero reference map(s)" if zero_maps else "")
+    )
     if not err <= bound:
         problems.append(f"{label}: cam_lowres rel L2 error {err:.3e} > {bound:.1e}{note}")
 
@@ -360,8 +387,9 @@ def _check_cam(label: str, res, ref: TorchReference, run_key: tuple, site: Site,
     if cam.shape != want_cam.shape:
         problems.append(f"{label}: cam shape {cam.shape}, expected {want_cam.shape}")
     elif not np.allclose(cam, want_cam, atol=CAM_ATOL, rtol=0):
-        problems.append(f"{label}: cam differs from resize+min-max of cam_lowres by "
-                        f"{np.abs(cam - want_cam).max():.2e} (max abs)")
+        problems.append(
+            f"{label}: cam differs from resize+min-max of cam_lowres by {np.abs(cam - want_cam).max():.2e} (max abs)"
+        )
 
 
 @pytest.mark.parametrize("arch,exporter", CASES, ids=[f"{a}-{e}" for a, e in CASES])
@@ -404,8 +432,10 @@ def test_gradcam_matches_torch_autograd(arch, exporter, zoo, torch_refs):
     else:
         scale = float(np.abs(run.logits).max())
         if not np.allclose(logits, run.logits, rtol=LOGIT_RTOL, atol=LOGIT_RTOL * scale):
-            problems.append(f"outputs differ from torch logits: max abs {np.abs(logits - run.logits).max():.3e}"
-                            f" (max |logit| {scale:.3e})")
+            problems.append(
+                f"outputs differ from torch logits: max abs {np.abs(logits - run.logits).max():.3e}"
+                f" (max |logit| {scale:.3e})"
+            )
     top1 = run.logits.argmax(1)
     if not np.array_equal(np.asarray(res.targets), top1):
         problems.append(f"res.targets {np.asarray(res.targets).tolist()} != torch argmax {top1.tolist()}")
@@ -417,8 +447,9 @@ def test_gradcam_matches_torch_autograd(arch, exporter, zoo, torch_refs):
         site = next((s for s in sites if s.key in spec.auto_sites), sites[0])
         _check_cam(f"auto layer {auto!r}", res, ref, run_key, site, top1, x, problems, report)
         if not any(s.key in spec.auto_sites for s in sites):
-            problems.append(f"auto layer {auto!r} is torch {[s.label for s in sites]}, "
-                            f"expected one of {list(spec.auto_sites)}")
+            problems.append(
+                f"auto layer {auto!r} is torch {[s.label for s in sites]}, expected one of {list(spec.auto_sites)}"
+            )
     lap("torch")
 
     # --- earlier stage (torch module -> ONNX tensor by value), explicit targets
@@ -438,8 +469,17 @@ def test_gradcam_matches_torch_autograd(arch, exporter, zoo, torch_refs):
         if res2 is not None:
             if np.asarray(res2.targets).tolist() != EARLY_TARGETS:
                 problems.append(f"explicit targets {EARLY_TARGETS} came back as {np.asarray(res2.targets).tolist()}")
-            _check_cam(f"early layer {early_name!r}", res2, ref, run_key, Site(spec.early),
-                       np.asarray(EARLY_TARGETS), x, problems, report)
+            _check_cam(
+                f"early layer {early_name!r}",
+                res2,
+                ref,
+                run_key,
+                Site(spec.early),
+                np.asarray(EARLY_TARGETS),
+                x,
+                problems,
+                report,
+            )
             lap("torch")
 
     print(f"\n[parity] {arch} {exporter} (" + ", ".join(f"{k} {v:.1f}s" for k, v in clock.items()) + ")")

@@ -27,18 +27,39 @@ from tests.tiny_models import tiny_cnn
 
 F = descriptor_pb2.FieldDescriptorProto
 #: Triton's DataType enum (model_config.proto), in its order.
-TRITON_DATA_TYPES = ["TYPE_INVALID", "TYPE_BOOL", "TYPE_UINT8", "TYPE_UINT16", "TYPE_UINT32", "TYPE_UINT64",
-                     "TYPE_INT8", "TYPE_INT16", "TYPE_INT32", "TYPE_INT64", "TYPE_FP16", "TYPE_FP32", "TYPE_FP64",
-                     "TYPE_STRING", "TYPE_BF16"]
+TRITON_DATA_TYPES = [
+    "TYPE_INVALID",
+    "TYPE_BOOL",
+    "TYPE_UINT8",
+    "TYPE_UINT16",
+    "TYPE_UINT32",
+    "TYPE_UINT64",
+    "TYPE_INT8",
+    "TYPE_INT16",
+    "TYPE_INT32",
+    "TYPE_INT64",
+    "TYPE_FP16",
+    "TYPE_FP32",
+    "TYPE_FP64",
+    "TYPE_STRING",
+    "TYPE_BF16",
+]
 #: numpy dtype -> Triton data type, as Triton's client libraries name them (tritonclient.utils.np_to_triton_dtype).
-NUMPY_TO_TRITON = {np.dtype(np.float32): "TYPE_FP32", np.dtype(np.float16): "TYPE_FP16",
-                   np.dtype(np.float64): "TYPE_FP64", np.dtype(np.int64): "TYPE_INT64",
-                   np.dtype(np.int32): "TYPE_INT32", np.dtype(np.uint8): "TYPE_UINT8", np.dtype(np.bool_): "TYPE_BOOL"}
+NUMPY_TO_TRITON = {
+    np.dtype(np.float32): "TYPE_FP32",
+    np.dtype(np.float16): "TYPE_FP16",
+    np.dtype(np.float64): "TYPE_FP64",
+    np.dtype(np.int64): "TYPE_INT64",
+    np.dtype(np.int32): "TYPE_INT32",
+    np.dtype(np.uint8): "TYPE_UINT8",
+    np.dtype(np.bool_): "TYPE_BOOL",
+}
 
 
 def _model_config_class():
-    fdp = descriptor_pb2.FileDescriptorProto(name="triton_model_config_subset.proto", package="inference",
-                                             syntax="proto3")
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="triton_model_config_subset.proto", package="inference", syntax="proto3"
+    )
     enum = fdp.enum_type.add(name="DataType")
     for number, name in enumerate(TRITON_DATA_TYPES):
         enum.value.add(name=name, number=number)
@@ -52,25 +73,48 @@ def _model_config_class():
 
     one, many = F.LABEL_OPTIONAL, F.LABEL_REPEATED
     message("ModelTensorReshape", [("shape", 1, F.TYPE_INT64, many, None)])
-    message("ModelInput", [("name", 1, F.TYPE_STRING, one, None),
-                           ("data_type", 2, F.TYPE_ENUM, one, ".inference.DataType"),
-                           ("dims", 4, F.TYPE_INT64, many, None),
-                           ("reshape", 5, F.TYPE_MESSAGE, one, ".inference.ModelTensorReshape"),
-                           ("is_shape_tensor", 6, F.TYPE_BOOL, one, None), ("optional", 8, F.TYPE_BOOL, one, None)])
-    message("ModelOutput", [("name", 1, F.TYPE_STRING, one, None),
-                            ("data_type", 2, F.TYPE_ENUM, one, ".inference.DataType"),
-                            ("dims", 3, F.TYPE_INT64, many, None), ("label_filename", 4, F.TYPE_STRING, one, None),
-                            ("reshape", 5, F.TYPE_MESSAGE, one, ".inference.ModelTensorReshape")])
-    message("ModelDynamicBatching", [("preferred_batch_size", 1, F.TYPE_INT32, many, None),
-                                     ("max_queue_delay_microseconds", 2, F.TYPE_UINT64, one, None),
-                                     ("preserve_ordering", 3, F.TYPE_BOOL, one, None)])
-    message("ModelConfig", [("name", 1, F.TYPE_STRING, one, None), ("platform", 2, F.TYPE_STRING, one, None),
-                            ("max_batch_size", 4, F.TYPE_INT32, one, None),
-                            ("input", 5, F.TYPE_MESSAGE, many, ".inference.ModelInput"),
-                            ("output", 6, F.TYPE_MESSAGE, many, ".inference.ModelOutput"),
-                            ("default_model_filename", 8, F.TYPE_STRING, one, None),
-                            ("dynamic_batching", 11, F.TYPE_MESSAGE, one, ".inference.ModelDynamicBatching"),
-                            ("backend", 17, F.TYPE_STRING, one, None)])
+    message(
+        "ModelInput",
+        [
+            ("name", 1, F.TYPE_STRING, one, None),
+            ("data_type", 2, F.TYPE_ENUM, one, ".inference.DataType"),
+            ("dims", 4, F.TYPE_INT64, many, None),
+            ("reshape", 5, F.TYPE_MESSAGE, one, ".inference.ModelTensorReshape"),
+            ("is_shape_tensor", 6, F.TYPE_BOOL, one, None),
+            ("optional", 8, F.TYPE_BOOL, one, None),
+        ],
+    )
+    message(
+        "ModelOutput",
+        [
+            ("name", 1, F.TYPE_STRING, one, None),
+            ("data_type", 2, F.TYPE_ENUM, one, ".inference.DataType"),
+            ("dims", 3, F.TYPE_INT64, many, None),
+            ("label_filename", 4, F.TYPE_STRING, one, None),
+            ("reshape", 5, F.TYPE_MESSAGE, one, ".inference.ModelTensorReshape"),
+        ],
+    )
+    message(
+        "ModelDynamicBatching",
+        [
+            ("preferred_batch_size", 1, F.TYPE_INT32, many, None),
+            ("max_queue_delay_microseconds", 2, F.TYPE_UINT64, one, None),
+            ("preserve_ordering", 3, F.TYPE_BOOL, one, None),
+        ],
+    )
+    message(
+        "ModelConfig",
+        [
+            ("name", 1, F.TYPE_STRING, one, None),
+            ("platform", 2, F.TYPE_STRING, one, None),
+            ("max_batch_size", 4, F.TYPE_INT32, one, None),
+            ("input", 5, F.TYPE_MESSAGE, many, ".inference.ModelInput"),
+            ("output", 6, F.TYPE_MESSAGE, many, ".inference.ModelOutput"),
+            ("default_model_filename", 8, F.TYPE_STRING, one, None),
+            ("dynamic_batching", 11, F.TYPE_MESSAGE, one, ".inference.ModelDynamicBatching"),
+            ("backend", 17, F.TYPE_STRING, one, None),
+        ],
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("inference.ModelConfig"))
@@ -92,8 +136,10 @@ def onnx_shape(v: onnx.ValueInfoProto) -> list:
 def check_against_onnx(config, model: onnx.ModelProto) -> None:
     """Every declared tensor is the ONNX tensor of that name, with its dtype and shape, batch axis as declared."""
     inits = {i.name for i in model.graph.initializer}
-    for declared, actual in ((config.input, [v for v in model.graph.input if v.name not in inits]),
-                             (config.output, list(model.graph.output))):
+    for declared, actual in (
+        (config.input, [v for v in model.graph.input if v.name not in inits]),
+        (config.output, list(model.graph.output)),
+    ):
         assert [t.name for t in declared] == [v.name for v in actual]
         for t, v in zip(declared, actual):
             np_type = onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)
@@ -129,12 +175,31 @@ def run_as_triton_would(folder, config, feeds: dict[str, np.ndarray]) -> dict[st
 
 def test_demo_repository_from_the_cli(tmp_path):
     repo = tmp_path / "repo"
-    proc = subprocess.run([sys.executable, "-m", "onnxcam", "export", str(demo.DEMO_MODEL), "--triton", str(repo),
-                           "--triton-name", "shapes", "--triton-max-batch", "8"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onnxcam",
+            "export",
+            str(demo.DEMO_MODEL),
+            "--triton",
+            str(repo),
+            "--triton-name",
+            "shapes",
+            "--triton-max-batch",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     folder = repo / "shapes"
     assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*")) == [
-        "shapes", "shapes/1", "shapes/1/model.onnx", "shapes/config.pbtxt"]
+        "shapes",
+        "shapes/1",
+        "shapes/1/model.onnx",
+        "shapes/config.pbtxt",
+    ]
     config = parse_config(folder / "config.pbtxt")
     assert config.name == "shapes" and config.backend == "onnxruntime" and config.max_batch_size == 8
     assert config.HasField("dynamic_batching") and config.dynamic_batching.max_queue_delay_microseconds > 0
@@ -154,7 +219,7 @@ def test_demo_repository_from_the_cli(tmp_path):
     assert outs["target"][0, 0] == top1.targets[0]
     np.testing.assert_allclose(outs["cam"][0], top1.cam[0], atol=1e-5)
     for row, cls in ((1, 2), (2, 5)):
-        np.testing.assert_allclose(outs["cam"][row], ex.explain(x[row:row + 1], target=cls).cam[0], atol=1e-5)
+        np.testing.assert_allclose(outs["cam"][row], ex.explain(x[row : row + 1], target=cls).cam[0], atol=1e-5)
 
 
 def test_fixed_batch_model_is_declared_without_batching(tmp_path):
@@ -174,8 +239,11 @@ def test_parser_rejects_what_triton_would(tmp_path):
     folder = write_triton_repository(Explainer(tiny_cnn()), tmp_path, name="tiny")
     text = (folder / "config.pbtxt").read_text()
     assert parse_config(folder / "config.pbtxt").max_batch_size == 16
-    for broken in (text.replace("max_batch_size", "max_batchsize"), text.replace("TYPE_FP32", "TYPE_FLOAT32"),
-                   text.replace("dims: [ 5 ]", 'dims: [ "5" ]')):
+    for broken in (
+        text.replace("max_batch_size", "max_batchsize"),
+        text.replace("TYPE_FP32", "TYPE_FLOAT32"),
+        text.replace("dims: [ 5 ]", 'dims: [ "5" ]'),
+    ):
         (folder / "config.pbtxt").write_text(broken)
         with pytest.raises(text_format.ParseError):
             parse_config(folder / "config.pbtxt")

@@ -23,7 +23,15 @@ import onnxcam
 from onnxcam.errors import ImageError, ModelLoadError, OnnxcamError, PreprocessError
 from onnxcam.graph.load import load_model
 from onnxcam.preprocess import derive_spec, load_image
-from onnxcam.trust import MAX_LABELS, MAX_NESTING
+from onnxcam.trust import (
+    MAX_JSON_CHARS,
+    MAX_LABELS,
+    MAX_LITERAL_CHARS,
+    MAX_NESTING,
+    parse_json,
+    parse_literal,
+    parse_toml,
+)
 from tests.tiny_models import tiny_cnn
 
 SECRET = "onnxcam-test-secret-6f1d"
@@ -59,8 +67,13 @@ def spec_quietly(path, **kw):
 @pytest.mark.parametrize("where", ["relative", "absolute", "symlink", "environ", "zero"])
 def test_metadata_labels_path_cannot_leave_the_model_folder(folders, where):
     models, secret = folders
-    location = {"relative": "../secret.txt", "absolute": str(secret), "symlink": "link.txt",
-                "environ": "/proc/self/environ", "zero": "/dev/zero"}[where]
+    location = {
+        "relative": "../secret.txt",
+        "absolute": str(secret),
+        "symlink": "link.txt",
+        "environ": "/proc/self/environ",
+        "zero": "/dev/zero",
+    }[where]
     path = save_with_metadata(models, {"onnxcam.preprocess": json.dumps({"labels": location})})
     spec, messages = spec_quietly(path)
     assert spec.labels is None
@@ -100,10 +113,16 @@ def test_labels_from_the_cli_never_publish_a_secret(folders, tmp_path):
     path = save_with_metadata(models, {"onnxcam.preprocess": json.dumps({"labels": "/proc/self/environ"})})
     photo = tmp_path / "p.png"
     from PIL import Image
+
     Image.fromarray(np.full((20, 24, 3), 90, np.uint8)).save(photo)
     env = {**os.environ, "ONNXCAM_TEST_SECRET": SECRET}
-    run = subprocess.run([sys.executable, "-m", "onnxcam", "explain", str(path), str(photo), "-o", str(tmp_path / "o")],
-                         capture_output=True, text=True, env=env, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "onnxcam", "explain", str(path), str(photo), "-o", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr
     assert SECRET not in (tmp_path / "o" / "summary.json").read_text()
@@ -116,12 +135,17 @@ def test_huge_input_size_from_metadata_is_refused_before_any_allocation(tmp_path
     onnx.save(model, path)
     with pytest.raises(PreprocessError, match="30000x30000 from metadata.*--max-pixels"):
         derive_spec(path)
-    assert derive_spec(path, max_pixels=10 ** 9).size == (30000, 30000)  # a user who trusts the model says so
+    assert derive_spec(path, max_pixels=10**9).size == (30000, 30000)  # a user who trusts the model says so
     photo = tmp_path / "p.png"
     from PIL import Image
+
     Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(photo)
-    run = subprocess.run([sys.executable, "-m", "onnxcam", "explain", str(path), str(photo), "-o", str(tmp_path / "o")],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "onnxcam", "explain", str(path), str(photo), "-o", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 1
     assert "Traceback" not in run.stderr and "MemoryError" not in run.stderr
     assert "--max-pixels" in run.stderr
@@ -140,14 +164,17 @@ def test_huge_input_size_from_a_settings_file_and_the_user_option(tmp_path):
     assert derive_spec(path, max_pixels=40_000).size == (224, 224)  # the built-in default is never refused
 
 
-@pytest.mark.parametrize("key,value", [
-    ("onnxcam.preprocess", "[" * 5000 + "]" * 5000),
-    ("onnxcam.preprocess", '{"labels": ' + "[" * (MAX_NESTING + 5) + '"x"' + "]" * (MAX_NESTING + 5) + "}"),
-    ("onnxcam.labels", json.dumps(["x"] * (MAX_LABELS + 1))),
-    ("onnxcam.labels", json.dumps(["x" * 5000])),
-    ("names", "{0: " + "[" * 3000 + "]" * 3000 + "}"),
-    ("names", "{0: 'a'} " + "(" * 500),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("onnxcam.preprocess", "[" * 5000 + "]" * 5000),
+        ("onnxcam.preprocess", '{"labels": ' + "[" * (MAX_NESTING + 5) + '"x"' + "]" * (MAX_NESTING + 5) + "}"),
+        ("onnxcam.labels", json.dumps(["x"] * (MAX_LABELS + 1))),
+        ("onnxcam.labels", json.dumps(["x" * 5000])),
+        ("names", "{0: " + "[" * 3000 + "]" * 3000 + "}"),
+        ("names", "{0: 'a'} " + "(" * 500),
+    ],
+)
 def test_hostile_metadata_values_are_ignored_with_a_warning(tmp_path, key, value):
     props = {key: value}
     if key == "names":
@@ -166,6 +193,35 @@ def test_deeply_nested_settings_files_are_clear_errors(tmp_path):
     (tmp_path / "m.onnxcam.toml").write_text("labels = " + "[" * 100_000 + "]" * 100_000 + "\n")
     with pytest.raises(PreprocessError, match="nest|TOML"):
         derive_spec(path)
+
+
+@pytest.mark.parametrize(
+    "parse,limit,deep",
+    [
+        (parse_json, MAX_JSON_CHARS, "[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1)),
+        (parse_literal, MAX_LITERAL_CHARS, "(" * (MAX_NESTING + 1) + ")" * (MAX_NESTING + 1)),
+        (parse_toml, MAX_JSON_CHARS, "a = " + "[" * MAX_NESTING + "]" * MAX_NESTING),  # the table is a level too
+    ],
+)
+def test_every_parser_of_untrusted_text_bounds_size_and_nesting_alike(parse, limit, deep):
+    with pytest.raises(PreprocessError, match=f"^x has {limit + 1} characters, more than the {limit} onnxcam parses$"):
+        parse(" " * (limit + 1), "x", PreprocessError)
+    with pytest.raises(PreprocessError, match=f"^x nests .* more than {MAX_NESTING} levels deep$"):
+        parse(deep, "x", PreprocessError)
+    with pytest.raises(PreprocessError, match="^x is not (valid JSON|valid TOML|a Python literal): "):
+        parse("[1,", "x", PreprocessError)
+
+
+def test_a_nul_byte_in_a_labels_path_is_the_same_clear_error_whoever_names_it(tmp_path):
+    path = save_with_metadata(tmp_path, {})
+    with pytest.raises(PreprocessError) as given:
+        derive_spec(path, labels="names\0.txt")
+    (tmp_path / "m.onnxcam.json").write_text(json.dumps({"labels": "names\0.txt"}))
+    with pytest.raises(PreprocessError) as named:
+        derive_spec(path)
+    suffix = "'names\\x00.txt' contains a NUL byte, which no file name can hold; correct the name where it is given"
+    assert str(given.value) == f"labels file (from option) {suffix}"
+    assert str(named.value) == f"labels file (from settings file {tmp_path / 'm.onnxcam.json'}) {suffix}"
 
 
 def test_oversized_settings_file_is_not_read(tmp_path):
@@ -197,14 +253,17 @@ def _model_with_external_wf(folder, location="w.bin", offset=0, length=None):
     return path
 
 
-@pytest.mark.parametrize("location,offset,length,message", [
-    ("w\x00.bin", 0, None, "NUL byte"),
-    ("w.bin", 0, 10 ** 12, "truncated"),
-    ("w.bin", 10 ** 9, 4, "truncated"),
-    ("w.bin", -1, 4, "malformed"),
-    ("w.bin", 0, 4, "do not match"),  # 4 bytes for a (5, 8) float tensor
-    (".", 0, 4, "not a regular file"),
-])
+@pytest.mark.parametrize(
+    "location,offset,length,message",
+    [
+        ("w\x00.bin", 0, None, "NUL byte"),
+        ("w.bin", 0, 10**12, "truncated"),
+        ("w.bin", 10**9, 4, "truncated"),
+        ("w.bin", -1, 4, "malformed"),
+        ("w.bin", 0, 4, "do not match"),  # 4 bytes for a (5, 8) float tensor
+        (".", 0, 4, "not a regular file"),
+    ],
+)
 def test_hostile_external_data_entries(tmp_path, location, offset, length, message):
     path = _model_with_external_wf(tmp_path, location, offset, length)
     with pytest.raises(ModelLoadError, match=message):
@@ -221,7 +280,8 @@ def test_external_data_of_sparse_initializers_and_subgraphs_is_read(tmp_path):
     (tmp_path / "sparse.bin").write_bytes(values.raw_data)
     _external(values, "sparse.bin", 0, len(values.raw_data))
     model.graph.sparse_initializer.append(
-        helper.make_sparse_tensor(values, numpy_helper.from_array(flat_index, "wf_index"), list(dense.shape)))
+        helper.make_sparse_tensor(values, numpy_helper.from_array(flat_index, "wf_index"), list(dense.shape))
+    )
     path = tmp_path / "sparse.onnx"
     onnx.save(model, path)
     x = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
@@ -234,8 +294,12 @@ def test_external_data_of_sparse_initializers_and_subgraphs_is_read(tmp_path):
     branch_value = numpy_helper.from_array(np.arange(4, dtype=np.float32), "k")
     (tmp_path / "branch.bin").write_bytes(branch_value.raw_data)
     _external(branch_value, "branch.bin", 0, 16)
-    then = helper.make_graph([helper.make_node("Constant", [], ["k_out"], value=branch_value)], "then", [],
-                             [helper.make_tensor_value_info("k_out", TensorProto.FLOAT, [4])])
+    then = helper.make_graph(
+        [helper.make_node("Constant", [], ["k_out"], value=branch_value)],
+        "then",
+        [],
+        [helper.make_tensor_value_info("k_out", TensorProto.FLOAT, [4])],
+    )
     outer = tiny_cnn()
     outer.graph.node.append(helper.make_node("If", ["cond"], ["branch"], then_branch=then, else_branch=then))
     path = tmp_path / "branch.onnx"
@@ -258,8 +322,10 @@ def test_export_never_writes_over_a_file_the_model_reads(tmp_path):
 
 # -- images --------------------------------------------------------------------------------------
 
-EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
-       b"0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n")
+EPS = (
+    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
+    b"0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n"
+)
 
 
 @pytest.mark.parametrize("data", [EPS, b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"])
@@ -298,8 +364,9 @@ def test_a_labels_option_naming_a_folder_or_device_is_a_clear_error(tmp_path):
 def test_integers_too_long_for_python_are_clear_errors(tmp_path):
     """Python refuses int() of more than 4,300 digits with a plain ValueError, inside json and tomllib."""
     digits = "1" * 5000
-    path = save_with_metadata(tmp_path, {"onnxcam.preprocess": '{"size": ' + digits + "}",
-                                         "onnxcam.labels": "[" + digits + "]"})
+    path = save_with_metadata(
+        tmp_path, {"onnxcam.preprocess": '{"size": ' + digits + "}", "onnxcam.labels": "[" + digits + "]"}
+    )
     spec, messages = spec_quietly(path)
     assert spec.labels is None and len(messages) == 2, messages
     for suffix, text in ((".onnxcam.json", '{"scale": ' + digits + "}"), (".onnxcam.toml", "scale = " + digits)):

@@ -13,8 +13,7 @@ from model_zoo.zoo import MANIFEST_NAME, load_manifest
 
 def test_missing_framework_is_recorded_as_skipped_with_the_reason(tmp_path, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
     lines = []
     entries = zoo_build.build(tmp_path, only=["tflite_shapes"], log=lines.append)
     # tflite_shapes reads keras_shapes' .keras file, so both are attempted, in that order

@@ -141,8 +141,9 @@ def break_pool_ties(model: onnx.ModelProto, feeds: dict, rel: float = 1e-4) -> o
             name = f"{node.input[0]}__tie_offset"
             m.graph.initializer.append(numpy_helper.from_array(offset, name))
             nodes.append(helper.make_node("Add", [node.input[0], name], [f"{name}_sum"]))
-            m.graph.value_info.append(helper.make_tensor_value_info(
-                f"{name}_sum", helper.np_dtype_to_tensor_dtype(v.dtype), v.shape))
+            m.graph.value_info.append(
+                helper.make_tensor_value_info(f"{name}_sum", helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+            )
             node.input[0] = f"{name}_sum"
         nodes.append(node)
     del m.graph.node[:]
@@ -160,13 +161,13 @@ def check_against_finite_differences(ex: onnxcam.Explainer, x: np.ndarray) -> st
     would make the comparison vacuous; the check then explains the
     lowest-scoring class.
     """
-    index = ex._index
+    index = ex.index
     feeds = {index.inputs[0]: x}
-    full = break_pool_ties(freeze_shape_ops(ex._weights.materialize(index.model), feeds), feeds)
-    ex = onnxcam.Explainer(full, layer=ex.layer, output=ex._score.output, providers=["CPUExecutionProvider"])
+    full = break_pool_ties(freeze_shape_ops(ex.index.weights.materialize(index.model), feeds), feeds)
+    ex = onnxcam.Explainer(full, layer=ex.layer, output=ex.score_spec.output, providers=["CPUExecutionProvider"])
     res = ex.explain(x)
     layer = next(c for c in ex.candidates if c.name == ex.layer)
-    score = ex._score.tensor
+    score = ex.score_spec.tensor
     vals = run_with_intermediates(full, feeds, [ex.layer, score])
     for attempt in ("top-1", "lowest class"):
         seed = np.zeros(vals[score].shape, np.float64)
@@ -179,8 +180,10 @@ def check_against_finite_differences(ex: onnxcam.Explainer, x: np.ndarray) -> st
     assert np.abs(want).max() > 0, f"{ex.layer}: the reference map is all zero, the check would prove nothing"
     err = rel_l2(res.cam_lowres, want)
     assert err < REL_TOL, f"{ex.layer}: cam_lowres differs from the float64 finite-difference oracle by {err:.2e}"
-    return (f"finite differences ({attempt}, step {check['step']:g}): tail rel {check['rel_error']:.1e}, "
-            f"cam rel L2 {err:.1e}")
+    return (
+        f"finite differences ({attempt}, step {check['step']:g}): tail rel {check['rel_error']:.1e}, "
+        f"cam rel L2 {err:.1e}"
+    )
 
 
 def check_against_torch(arch: str, path, layer: str, res, x: np.ndarray) -> str:
@@ -230,8 +233,9 @@ def test_zoo_model_explains_and_matches_oracle(name, zoo):
         h, w = (x.shape[a] for a in ((2, 3) if entry.layout == "NCHW" else (1, 2)))
         assert res.cam.shape == (len(x), h, w) and res.cam.dtype == np.float32
         assert np.isfinite(res.cam).all() and np.isfinite(res.cam_lowres).all()
-        assert res.cam_lowres.shape[1:] == tuple(x if isinstance(x, int) else res.cam_lowres.shape[1 + i]
-                                                 for i, x in enumerate(cand.spatial_size))
+        assert res.cam_lowres.shape[1:] == tuple(
+            x if isinstance(x, int) else res.cam_lowres.shape[1 + i] for i, x in enumerate(cand.spatial_size)
+        )
         if entry.base:
             report.append(f"{which} {ex.layer}: explained ({entry.precision}; oracle in test_zoo_precision)")
         elif entry.torch_source:

@@ -41,8 +41,10 @@ def demo_images() -> np.ndarray:
 def _agreements(zoo, name, images):
     entry, path = zoo(name)
     base, base_path = zoo(entry.base)
-    return [measure(base_path, path, layer, images, name, label)
-            for label, layer in (("auto", base.suggested_layer), ("earlier", base.earlier_layer))]
+    return [
+        measure(base_path, path, layer, images, name, label)
+        for label, layer in (("auto", base.suggested_layer), ("earlier", base.earlier_layer))
+    ]
 
 
 def test_float16_heatmaps_match_float32(zoo, demo_images):
@@ -70,18 +72,28 @@ def _qdq_cnn() -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
     fc = rng.standard_normal((8, 4)).astype(np.float32)
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(fc, "fc"),
-             numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(np.int8(-128), "z"),
-             numpy_helper.from_array(np.array([-1, 8], np.int64), "flat")]
-    nodes = [helper.make_node("Conv", ["image", "w"], ["conv"], pads=[1, 1, 1, 1]),
-             helper.make_node("QuantizeLinear", ["conv", "s", "z"], ["q"]),
-             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
-             helper.make_node("GlobalAveragePool", ["dq"], ["pool"]),
-             helper.make_node("Reshape", ["pool", "flat"], ["vec"]),
-             helper.make_node("Gemm", ["vec", "fc"], ["logits"])]
-    graph = helper.make_graph(nodes, "qdq_cnn", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
-                                                                               [None, 3, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 4])], inits)
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(fc, "fc"),
+        numpy_helper.from_array(np.float32(0.05), "s"),
+        numpy_helper.from_array(np.int8(-128), "z"),
+        numpy_helper.from_array(np.array([-1, 8], np.int64), "flat"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["conv", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+        helper.make_node("GlobalAveragePool", ["dq"], ["pool"]),
+        helper.make_node("Reshape", ["pool", "flat"], ["vec"]),
+        helper.make_node("Gemm", ["vec", "fc"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qdq_cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 4])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model

@@ -14,8 +14,14 @@ def tiny_cnn(classes: int = 5, size: int = 16, batch="N", opset: int = 17, seed:
     def init(name, *shape):
         return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.5, name)
 
-    inits = [init("w1", 8, 3, 3, 3), init("b1", 8), init("w2", 8, 8, 3, 3), init("b2", 8),
-             init("wf", classes, 8), init("bf", classes)]
+    inits = [
+        init("w1", 8, 3, 3, 3),
+        init("b1", 8),
+        init("w2", 8, 8, 3, 3),
+        init("b2", 8),
+        init("wf", classes, 8),
+        init("bf", classes),
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
@@ -27,7 +33,8 @@ def tiny_cnn(classes: int = 5, size: int = 16, batch="N", opset: int = 17, seed:
         helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "tiny_cnn",
+        nodes,
+        "tiny_cnn",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, size, size])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, classes])],
         inits,

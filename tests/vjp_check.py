@@ -31,9 +31,18 @@ def _as(arr: np.ndarray, dtype) -> np.ndarray:
     return arr.astype(dtype) if np.issubdtype(arr.dtype, np.floating) else arr
 
 
-def build_single_node(op_type: str, inputs: dict[str, np.ndarray], wrt: Sequence[str], attrs: dict,
-                      n_outputs: int, dtype, opset: int, domain: str = "",
-                      float_outputs: Sequence[int] | None = None, keep_dtype: Sequence[str] = ()):
+def build_single_node(
+    op_type: str,
+    inputs: dict[str, np.ndarray],
+    wrt: Sequence[str],
+    attrs: dict,
+    n_outputs: int,
+    dtype,
+    opset: int,
+    domain: str = "",
+    float_outputs: Sequence[int] | None = None,
+    keep_dtype: Sequence[str] = (),
+):
     """Model ``wrt`` -> node -> outputs; non-``wrt`` inputs become initializers. Returns (model, out names).
 
     Float inputs take ``dtype`` except those named in ``keep_dtype`` (e.g. Resize's float32 scales).
@@ -80,8 +89,14 @@ def ort_session(model: onnx.ModelProto):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def ort_grad_vs_torch(sess, inputs: dict[str, np.ndarray], seed_name: str, torch_fn: Callable,
-                      rng: np.random.Generator, check_forward: bool = True) -> None:
+def ort_grad_vs_torch(
+    sess,
+    inputs: dict[str, np.ndarray],
+    seed_name: str,
+    torch_fn: Callable,
+    rng: np.random.Generator,
+    check_forward: bool = True,
+) -> None:
     """Run a gradient model (outputs: y, then d/d each input) in onnxruntime against torch autograd.
 
     ``inputs`` (float64, fed to onnxruntime as float32) are all differentiated, in order; the
@@ -132,16 +147,27 @@ def gradient_model(model: onnx.ModelProto, wrt: Sequence[str], seeded: Sequence[
     return m, seeds, [grads[w] for w in wrt]
 
 
-def check_vjp(op_type: str, inputs: dict[str, np.ndarray], wrt: Sequence[str], attrs: dict | None = None,
-              torch_fn: Callable | None = None, n_outputs: int = 1, seeded: Sequence[int] = (0,),
-              fd: bool = True, opset: int = WORKING_OPSET, rng_seed: int = 0,
-              fd_eps: float = 1e-6, atol: float = 1e-6, ort: bool = True, rules=None,
-              keep_dtype: Sequence[str] = ()) -> None:
+def check_vjp(
+    op_type: str,
+    inputs: dict[str, np.ndarray],
+    wrt: Sequence[str],
+    attrs: dict | None = None,
+    torch_fn: Callable | None = None,
+    n_outputs: int = 1,
+    seeded: Sequence[int] = (0,),
+    fd: bool = True,
+    opset: int = WORKING_OPSET,
+    rng_seed: int = 0,
+    fd_eps: float = 1e-6,
+    atol: float = 1e-6,
+    ort: bool = True,
+    rules=None,
+    keep_dtype: Sequence[str] = (),
+) -> None:
     """Assert that the engine's gradient of ``op_type`` matches finite differences, torch and ORT."""
     attrs = attrs or {}
     rng = np.random.default_rng(rng_seed)
-    model64, outs = build_single_node(op_type, inputs, wrt, attrs, n_outputs, np.float64, opset,
-                                      keep_dtype=keep_dtype)
+    model64, outs = build_single_node(op_type, inputs, wrt, attrs, n_outputs, np.float64, opset, keep_dtype=keep_dtype)
     seeded_names = [outs[i] for i in seeded]
     gm64, seeds, grad_names = gradient_model(model64, wrt, seeded_names, rules=rules)
 
@@ -149,7 +175,7 @@ def check_vjp(op_type: str, inputs: dict[str, np.ndarray], wrt: Sequence[str], a
     fwd = ReferenceEvaluator(model64).run(None, feeds)
     seed_vals = {seeds[outs[i]]: rng.standard_normal(np.shape(fwd[i])) for i in seeded}
     res = ReferenceEvaluator(gm64).run(None, {**feeds, **seed_vals})
-    grads64 = res[len(seeded_names):]
+    grads64 = res[len(seeded_names) :]
     for w, g in zip(wrt, grads64):
         assert g.shape == feeds[w].shape, f"gradient of {w} has shape {g.shape}, input has {feeds[w].shape}"
 
@@ -168,18 +194,28 @@ def check_vjp(op_type: str, inputs: dict[str, np.ndarray], wrt: Sequence[str], a
                 xp, xm = flat.copy(), flat.copy()
                 xp[k] += fd_eps
                 xm[k] -= fd_eps
-                num.reshape(-1)[k] = (score({**feeds, w: xp.reshape(x.shape)}) -
-                                      score({**feeds, w: xm.reshape(x.shape)})) / (2 * fd_eps)
-            np.testing.assert_allclose(g, num, rtol=1e-5, atol=atol * max(1.0, np.abs(num).max()),
-                                       err_msg=f"{op_type}: d/d{w} differs from finite differences")
+                num.reshape(-1)[k] = (
+                    score({**feeds, w: xp.reshape(x.shape)}) - score({**feeds, w: xm.reshape(x.shape)})
+                ) / (2 * fd_eps)
+            np.testing.assert_allclose(
+                g,
+                num,
+                rtol=1e-5,
+                atol=atol * max(1.0, np.abs(num).max()),
+                err_msg=f"{op_type}: d/d{w} differs from finite differences",
+            )
 
     if torch_fn is not None:
         import torch
 
-        tin = {k: (torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=k in wrt)
-                   if v is not None and np.issubdtype(np.asarray(v).dtype, np.floating)
-                   else (torch.tensor(np.asarray(v)) if v is not None else None))
-               for k, v in inputs.items()}
+        tin = {
+            k: (
+                torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=k in wrt)
+                if v is not None and np.issubdtype(np.asarray(v).dtype, np.floating)
+                else (torch.tensor(np.asarray(v)) if v is not None else None)
+            )
+            for k, v in inputs.items()
+        }
         touts = torch_fn(**tin)
         if not isinstance(touts, (tuple, list)):
             touts = (touts,)
@@ -188,18 +224,23 @@ def check_vjp(op_type: str, inputs: dict[str, np.ndarray], wrt: Sequence[str], a
         tgrads = torch.autograd.grad(ys, [tin[w] for w in wrt], gs, allow_unused=True)
         for w, g, tg in zip(wrt, grads64, tgrads):
             tg = np.zeros_like(g) if tg is None else tg.detach().numpy()
-            np.testing.assert_allclose(g, tg, rtol=1e-7, atol=1e-9 * max(1.0, np.abs(tg).max()),
-                                       err_msg=f"{op_type}: d/d{w} differs from torch autograd")
+            np.testing.assert_allclose(
+                g,
+                tg,
+                rtol=1e-7,
+                atol=1e-9 * max(1.0, np.abs(tg).max()),
+                err_msg=f"{op_type}: d/d{w} differs from torch autograd",
+            )
 
     if ort:
-        model32, _ = build_single_node(op_type, inputs, wrt, attrs, n_outputs, np.float32, opset,
-                                       keep_dtype=keep_dtype)
+        model32, _ = build_single_node(op_type, inputs, wrt, attrs, n_outputs, np.float32, opset, keep_dtype=keep_dtype)
         gm32, seeds32, _ = gradient_model(model32, wrt, seeded_names, rules=rules)
         sess = ort_session(gm32)
         feeds32 = {w: feeds[w].astype(np.float32) for w in wrt}
         feeds32.update({seeds32[o]: seed_vals[seeds[o]].astype(np.float32) for o in seeded_names})
-        out32 = sess.run(None, feeds32)[len(seeded_names):]
+        out32 = sess.run(None, feeds32)[len(seeded_names) :]
         for w, g32, g64 in zip(wrt, out32, grads64):
             scale = max(1.0, float(np.abs(g64).max()))
-            np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-4 * scale,
-                                       err_msg=f"{op_type}: onnxruntime float32 gradient of {w} is off")
+            np.testing.assert_allclose(
+                g32, g64, rtol=1e-4, atol=1e-4 * scale, err_msg=f"{op_type}: onnxruntime float32 gradient of {w} is off"
+            )

@@ -38,7 +38,7 @@ def main() -> None:
         print(f"    # {SOURCES[name]}")
         print(f"    {name!r}: (")
         for i in range(0, len(hexes), 96):  # 16 colours per line
-            print(f'        "{hexes[i:i + 96]}"')
+            print(f'        "{hexes[i : i + 96]}"')
         print("    ),")
     print("}")
 

@@ -45,6 +45,7 @@ CLIENTS = (1, 4, 16)
 #: How long a client may take to warm up before the round is abandoned.
 BARRIER_TIMEOUT_S = 300.0
 
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc; NaN elsewhere).
 
@@ -68,8 +69,9 @@ def batch_counters(client: httpx.Client) -> tuple[float, float]:
     return values.get("onnxcam_batch_size_count", 0.0), values.get("onnxcam_batch_size_sum", 0.0)
 
 
-def run_round(server: ServerProcess, images: list[bytes], clients: int, max_requests: int, duration_s: float,
-              warmup: int) -> dict:
+def run_round(
+    server: ServerProcess, images: list[bytes], clients: int, max_requests: int, duration_s: float, warmup: int
+) -> dict:
     """``clients`` threads, each on its own connection, until ``max_requests`` answers or ``duration_s``."""
     url = server.url
     lock = threading.Lock()
@@ -126,30 +128,42 @@ def run_round(server: ServerProcess, images: list[bytes], clients: int, max_requ
         except threading.BrokenBarrierError:
             for t in threads:
                 t.join(timeout=BARRIER_TIMEOUT_S)
-            raise SystemExit(f"load_test: a client failed before the timed part of the {clients}-client round: "
-                             f"{failures[0] if failures else f'no answer within {BARRIER_TIMEOUT_S:g} s'}") from None
+            raise SystemExit(
+                f"load_test: a client failed before the timed part of the {clients}-client round: "
+                f"{failures[0] if failures else f'no answer within {BARRIER_TIMEOUT_S:g} s'}"
+            ) from None
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - t0
         cpu = cpu_seconds(server.pid) - cpu0
         batches1, images1 = batch_counters(probe)
-    return {"latencies": latencies, "failures": failures, "seconds": elapsed,
-            "throughput": len(latencies) / elapsed if elapsed > 0 else 0.0,
-            "batches": batches1 - batches0, "images": images1 - images0, "cpu_s": cpu}
+    return {
+        "latencies": latencies,
+        "failures": failures,
+        "seconds": elapsed,
+        "throughput": len(latencies) / elapsed if elapsed > 0 else 0.0,
+        "batches": batches1 - batches0,
+        "images": images1 - images0,
+        "cpu_s": cpu,
+    }
 
 
 def summarize(clients: int, rounds: list[dict]) -> dict:
     lat = np.concatenate([r["latencies"] for r in rounds]) * 1000.0
     failures = [f for r in rounds for f in r["failures"]]
     batches, images = sum(r["batches"] for r in rounds), sum(r["images"] for r in rounds)
-    return {"clients": clients, "answers": int(lat.size), "failures": len(failures),
-            "first_failure": failures[0] if failures else None,
-            "round_throughputs": [r["throughput"] for r in rounds],
-            "throughput": float(np.median([r["throughput"] for r in rounds])),
-            "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
-            "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
-            "mean_batch": images / batches if batches else float("nan"),
-            "cpu_ms_per_answer": 1000.0 * sum(r["cpu_s"] for r in rounds) / lat.size if lat.size else float("nan")}
+    return {
+        "clients": clients,
+        "answers": int(lat.size),
+        "failures": len(failures),
+        "first_failure": failures[0] if failures else None,
+        "round_throughputs": [r["throughput"] for r in rounds],
+        "throughput": float(np.median([r["throughput"] for r in rounds])),
+        "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+        "mean_batch": images / batches if batches else float("nan"),
+        "cpu_ms_per_answer": 1000.0 * sum(r["cpu_s"] for r in rounds) / lat.size if lat.size else float("nan"),
+    }
 
 
 def model_cost(model: Path, images: list[bytes], batch_sizes: tuple[int, ...], repeats: int = 10) -> dict[int, float]:
@@ -179,10 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="the .onnx to serve (default: the bundled demo model)")
     p.add_argument("--image", action="append", help="image(s) to upload (default: the demo images)")
     p.add_argument("--serve-arg", action="append", default=[], help="extra `onnxcam serve` argument (repeatable)")
-    p.add_argument("--requests", type=int, default=400, help="answers per client count and server, at most "
-                                                             "(default 400)")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds per client count and server, at most "
-                                                               "(default 20)")
+    p.add_argument(
+        "--requests", type=int, default=400, help="answers per client count and server, at most (default 400)"
+    )
+    p.add_argument(
+        "--duration", type=float, default=20.0, help="seconds per client count and server, at most (default 20)"
+    )
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds per client count (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="requests per client before timing (default 2)")
     p.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS), help="client counts (default 1 4 16)")
@@ -200,33 +216,58 @@ def main(argv: list[str] | None = None) -> int:
         for clients in args.clients:
             rounds: dict[str, list[dict]] = {name: [] for name in servers}
             for k in range(args.rounds):
-                for name in (("batched", "single") if k % 2 == 0 else ("single", "batched")):
-                    rounds[name].append(run_round(servers[name], images, clients, args.requests // args.rounds,
-                                                  args.duration / args.rounds, args.warmup if k < 2 else 0))
+                for name in ("batched", "single") if k % 2 == 0 else ("single", "batched"):
+                    rounds[name].append(
+                        run_round(
+                            servers[name],
+                            images,
+                            clients,
+                            args.requests // args.rounds,
+                            args.duration / args.rounds,
+                            args.warmup if k < 2 else 0,
+                        )
+                    )
             cell = {name: summarize(clients, rounds[name]) for name in servers}
-            cell["gain"] = float(np.median([b["throughput"] / s["throughput"]
-                                            for b, s in zip(rounds["batched"], rounds["single"]) if s["throughput"]]))
+            cell["gain"] = float(
+                np.median(
+                    [
+                        b["throughput"] / s["throughput"]
+                        for b, s in zip(rounds["batched"], rounds["single"])
+                        if s["throughput"]
+                    ]
+                )
+            )
             for name in servers:
                 r = cell[name]
-                print(f"{name:8s} clients={clients:2d}: {r['answers']} answers, rounds "
-                      + ", ".join(f"{t:.0f}" for t in r["round_throughputs"]) + f" req/s, p50 {r['p50_ms']:.1f} ms, "
-                      f"p99 {r['p99_ms']:.1f} ms, mean batch {r['mean_batch']:.2f}, "
-                      f"server CPU {r['cpu_ms_per_answer']:.1f} ms/answer"
-                      + (f", {r['failures']} failed ({r['first_failure']})" if r["failures"] else ""), file=sys.stderr)
+                print(
+                    f"{name:8s} clients={clients:2d}: {r['answers']} answers, rounds "
+                    + ", ".join(f"{t:.0f}" for t in r["round_throughputs"])
+                    + f" req/s, p50 {r['p50_ms']:.1f} ms, "
+                    f"p99 {r['p99_ms']:.1f} ms, mean batch {r['mean_batch']:.2f}, "
+                    f"server CPU {r['cpu_ms_per_answer']:.1f} ms/answer"
+                    + (f", {r['failures']} failed ({r['first_failure']})" if r["failures"] else ""),
+                    file=sys.stderr,
+                )
             rows.append(cell)
 
-    print("| clients | batching: req/s | p50 | p99 | mean batch | CPU/answer | no batching: req/s | p50 | p99 | "
-          "CPU/answer | batching gain: req/s | CPU |")
+    print(
+        "| clients | batching: req/s | p50 | p99 | mean batch | CPU/answer | no batching: req/s | p50 | p99 | "
+        "CPU/answer | batching gain: req/s | CPU |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for cell in rows:
         b, s, gain = cell["batched"], cell["single"], cell["gain"]
-        print(f"| {b['clients']} | {b['throughput']:.1f} | {b['p50_ms']:.1f} ms | {b['p99_ms']:.1f} ms | "
-              f"{b['mean_batch']:.2f} | {b['cpu_ms_per_answer']:.1f} ms | {s['throughput']:.1f} | "
-              f"{s['p50_ms']:.1f} ms | {s['p99_ms']:.1f} ms | {s['cpu_ms_per_answer']:.1f} ms | {gain:.2f}x | "
-              f"{s['cpu_ms_per_answer'] / b['cpu_ms_per_answer']:.2f}x |")
+        print(
+            f"| {b['clients']} | {b['throughput']:.1f} | {b['p50_ms']:.1f} ms | {b['p99_ms']:.1f} ms | "
+            f"{b['mean_batch']:.2f} | {b['cpu_ms_per_answer']:.1f} ms | {s['throughput']:.1f} | "
+            f"{s['p50_ms']:.1f} ms | {s['p99_ms']:.1f} ms | {s['cpu_ms_per_answer']:.1f} ms | {gain:.2f}x | "
+            f"{s['cpu_ms_per_answer'] / b['cpu_ms_per_answer']:.2f}x |"
+        )
     cost = model_cost(Path(args.model) if args.model else demo.DEMO_MODEL, images, (1, 4, 16))
-    print("\nexplain alone, per image (median of 10 calls): "
-          + ", ".join(f"batch {n}: {ms:.2f} ms" for n, ms in cost.items()))
+    print(
+        "\nexplain alone, per image (median of 10 calls): "
+        + ", ".join(f"batch {n}: {ms:.2f} ms" for n, ms in cost.items())
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "explain_ms_per_image": cost}, indent=2) + "\n")
     return 1 if any(c[k]["failures"] for c in rows for k in ("batched", "single")) else 0

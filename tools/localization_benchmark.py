@@ -74,34 +74,52 @@ def main(argv: list[str] | None = None) -> None:
     if issues:
         raise SystemExit(f"unexpected bad entries in the generated set: {issues[:3]}")
     t_data = time.monotonic() - t0
-    evaluation = Evaluation(demo.DEMO_MODEL, EvalData.from_samples(samples),
-                            settings=EvalSettings(metrics=METRICS, batch_size=args.batch_size))
+    evaluation = Evaluation(
+        demo.DEMO_MODEL,
+        EvalData.from_samples(samples),
+        settings=EvalSettings(metrics=METRICS, batch_size=args.batch_size),
+    )
     accuracy = float(np.mean(evaluation.predicted == np.array([s.label for s in samples])))
     rows = {}
     for method in methods:
         res = evaluation.run(method, keep_maps=True)
         summary = dict(res.summary)
-        summary["loc_accuracy_50"] = float(np.mean([localization_iou(c, b, 0.5) >= IOU_CORRECT
-                                                    for c, b in zip(res.maps, evaluation.data.boxes)]))
+        summary["loc_accuracy_50"] = float(
+            np.mean([localization_iou(c, b, 0.5) >= IOU_CORRECT for c, b in zip(res.maps, evaluation.data.boxes)])
+        )
         summary["pointing_0px"] = float(np.mean([r["peak_box_distance"] <= 0 for r in res.per_sample]))
         summary["seconds"] = res.seconds
         rows[method] = summary
         print(f"{method}: {res.seconds:.1f} s", file=sys.stderr)
     total = time.monotonic() - t0
 
-    print(f"\n{len(samples)} held-out images (seed {args.seed}), model accuracy {accuracy:.3f}, "
-          f"layer {evaluation.layer}; {evaluation.scorer.images_scored} forward passes, {total:.0f} s in all "
-          f"({t_data:.0f} s writing and reading the set)\n")
+    print(
+        f"\n{len(samples)} held-out images (seed {args.seed}), model accuracy {accuracy:.3f}, "
+        f"layer {evaluation.layer}; {evaluation.scorer.images_scored} forward passes, {total:.0f} s in all "
+        f"({t_data:.0f} s writing and reading the set)\n"
+    )
     print("| method | " + " | ".join(h for h, _, _ in TABLE) + " | seconds |")
     print("|---|" + "---|" * (len(TABLE) + 1))
     for method, summary in rows.items():
-        cells = [fmt.format(summary[key]) if not math.isnan(summary.get(key, math.nan)) else "n/a"
-                 for _, key, fmt in TABLE]
+        cells = [
+            fmt.format(summary[key]) if not math.isnan(summary.get(key, math.nan)) else "n/a" for _, key, fmt in TABLE
+        ]
         print(f"| {method} | " + " | ".join(cells) + f" | {summary['seconds']:.0f} |")
     if args.json:
-        args.json.write_text(json.dumps({"n": len(samples), "seed": args.seed, "accuracy": accuracy,
-                                         "layer": evaluation.layer, "seconds": total, "methods": rows},
-                                        indent=1) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "n": len(samples),
+                    "seed": args.seed,
+                    "accuracy": accuracy,
+                    "layer": evaluation.layer,
+                    "seconds": total,
+                    "methods": rows,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,10 @@ def ensure_venv(venv: Path, log=print) -> Path:
     done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PACKAGES], capture_output=True, text=True)
     if done.returncode != 0 or not _has_builder(python):
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
-        raise OracleError(f"could not install {PACKAGES[0]} into {venv} "
-                          f"(Python {sys.version_info.major}.{sys.version_info.minor}):\n{tail}")
+        raise OracleError(
+            f"could not install {PACKAGES[0]} into {venv} "
+            f"(Python {sys.version_info.major}.{sys.version_info.minor}):\n{tail}"
+        )
     return python
 
 
@@ -99,8 +101,14 @@ def loss_model(tail, score: str, score_shape: tuple[int, ...]):
     return m
 
 
-def check(model: str, layer: str = "auto", image: str | None = None, target: int | None = None,
-          venv: Path | None = None, seed: int = 0) -> dict:
+def check(
+    model: str,
+    layer: str = "auto",
+    image: str | None = None,
+    target: int | None = None,
+    venv: Path | None = None,
+    seed: int = 0,
+) -> dict:
     """Every figure the tool reports (runs the worker in the venv)."""
     import onnx
 
@@ -113,29 +121,44 @@ def check(model: str, layer: str = "auto", image: str | None = None, target: int
         tmp = Path(tmp)
         onnx.save(tail, str(tmp / "tail.onnx"))
         others = [i.name for i in tail.graph.input if i.name not in (sample.layer, SEED)]  # read past the layer
-        np.savez(tmp / "inputs.npz", names=np.array(json.dumps([sample.layer, SEED, *others])),
-                 **{f"input_{k}": v for k, v in enumerate([sample.activation, sample.seed,
-                                                           *(sample.model_inputs[n] for n in others)])})
-        done = subprocess.run([str(python), __file__, "_worker", str(tmp), sample.layer],
-                              capture_output=True, text=True)
+        np.savez(
+            tmp / "inputs.npz",
+            names=np.array(json.dumps([sample.layer, SEED, *others])),
+            **{
+                f"input_{k}": v
+                for k, v in enumerate([sample.activation, sample.seed, *(sample.model_inputs[n] for n in others)])
+            },
+        )
+        done = subprocess.run(
+            [str(python), __file__, "_worker", str(tmp), sample.layer], capture_output=True, text=True
+        )
         if done.returncode != 0:
             missing = _NO_BUILDER.search(done.stderr)
             if missing:
-                raise OracleError(f"onnxruntime-training {PACKAGES[0].split('==')[1]} has no gradient for "
-                                  f"{missing[1]} (node {missing[2].strip()}) between the layer and the score; "
-                                  "check this layer with tools/fd_tail_oracle.py instead")
-            raise OracleError("the onnxruntime-training worker failed:\n"
-                              + "\n".join(done.stderr.strip().splitlines()[-8:]))
+                raise OracleError(
+                    f"onnxruntime-training {PACKAGES[0].split('==')[1]} has no gradient for "
+                    f"{missing[1]} (node {missing[2].strip()}) between the layer and the score; "
+                    "check this layer with tools/fd_tail_oracle.py instead"
+                )
+            raise OracleError(
+                "the onnxruntime-training worker failed:\n" + "\n".join(done.stderr.strip().splitlines()[-8:])
+            )
         with np.load(tmp / "gradient.npz") as out:
             reference = out["gradient"].astype(np.float64)
             info = json.loads(str(out["info"]))
     g = sample.gradient.astype(np.float64)
     diff = np.abs(g - reference)
-    return {"model": str(model), "layer": sample.layer, "score": sample.score, "target": int(sample.targets[0]),
-            "activation_shape": list(g.shape), "onnxruntime_training": info["version"],
-            "gradient_ops": info["gradient_ops"],
-            "max_rel_error": float(diff.max() / max(np.abs(reference).max(), 1e-30)),
-            "rel_l2_error": float(np.linalg.norm(g - reference) / max(np.linalg.norm(reference), 1e-30))}
+    return {
+        "model": str(model),
+        "layer": sample.layer,
+        "score": sample.score,
+        "target": int(sample.targets[0]),
+        "activation_shape": list(g.shape),
+        "onnxruntime_training": info["version"],
+        "gradient_ops": info["gradient_ops"],
+        "max_rel_error": float(diff.max() / max(np.abs(reference).max(), 1e-30)),
+        "rel_l2_error": float(np.linalg.norm(g - reference) / max(np.linalg.norm(reference), 1e-30)),
+    }
 
 
 def worker(folder: str, layer: str) -> None:
@@ -156,8 +179,12 @@ def worker(folder: str, layer: str) -> None:
         gradient = session.run([name], {n: data[f"input_{k}"] for k, n in enumerate(names)})[0]
     import onnx  # installed with onnxruntime-training; used only to list the gradient graph's op types
 
-    ops = sorted({f"{n.domain + '.' if n.domain else ''}{n.op_type}"
-                  for n in onnx.load(str(folder_path / "gradient.onnx")).graph.node})
+    ops = sorted(
+        {
+            f"{n.domain + '.' if n.domain else ''}{n.op_type}"
+            for n in onnx.load(str(folder_path / "gradient.onnx")).graph.node
+        }
+    )
     info = json.dumps({"version": ort.__version__, "gradient_ops": ops})
     np.savez(folder_path / "gradient.npz", gradient=gradient, info=np.array(info))
 
@@ -167,18 +194,25 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["_worker"]:
         worker(*argv[1:3])
         return 0
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("model", nargs="?", help="the .onnx file")
     p.add_argument("--layer", default="auto", help="tensor or node name (default: auto)")
     p.add_argument("--image", help="an image file (default: random pixels through the model's preprocessing)")
     p.add_argument("--target", type=int, help="class to differentiate (default: the top-1)")
-    p.add_argument("--venv", help=f"virtual environment for onnxruntime-training (default ${VENV_ENV} or "
-                                  f"{DEFAULT_VENV})")
+    p.add_argument(
+        "--venv", help=f"virtual environment for onnxruntime-training (default ${VENV_ENV} or {DEFAULT_VENV})"
+    )
     p.add_argument("--setup", action="store_true", help="create the virtual environment and exit")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help=f"largest max relative error that passes (default {DEFAULT_TOLERANCE:g})")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help=f"largest max relative error that passes (default {DEFAULT_TOLERANCE:g})",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     args = p.parse_args(argv)
     if args.setup:
@@ -198,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OnnxcamError, OracleError) as e:
         print(f"ort_training_oracle: error: {e}", file=sys.stderr)
         return 1
-    details = [f"  onnxruntime-training {report['onnxruntime_training']} GradientGraphBuilder vs onnxcam: "
-               f"max |diff| / max |g| = {report['max_rel_error']:.2e}, relative L2 {report['rel_l2_error']:.2e}"]
+    details = [
+        f"  onnxruntime-training {report['onnxruntime_training']} GradientGraphBuilder vs onnxcam: "
+        f"max |diff| / max |g| = {report['max_rel_error']:.2e}, relative L2 {report['rel_l2_error']:.2e}"
+    ]
     text, code = judge(report, report["max_rel_error"], args.tolerance, details, args.json)
     print(text)
     return code

@@ -39,14 +39,11 @@ def forward_reachable(index: GraphIndex, sources: Sequence[str]) -> set[str]:
 
 def backward_reachable(index: GraphIndex, sinks: Sequence[str], differentiable: bool = False) -> set[str]:
     """Tensors that any of ``sinks`` depends on (only through gradient-carrying edges if ``differentiable``)."""
-    needed = set(sinks)
-    for node in reversed(index.nodes):
-        outs = [o for o in node.output if o in needed]
-        if differentiable:
-            outs = [o for o in outs if carries_gradient(index, node, o)]
-        if outs:
-            needed.update(i for i in node.input if i and (not differentiable or _input_is_float(index, i, node)))
-    return needed
+    if not differentiable:
+        return index.upstream(sinks)
+    return index.upstream(
+        sinks, lambda node, o: carries_gradient(index, node, o), lambda node, i: _input_is_float(index, i, node)
+    )
 
 
 def active_nodes(index: GraphIndex, wrt: Sequence[str], sinks: Sequence[str]) -> list[onnx.NodeProto]:
@@ -54,13 +51,15 @@ def active_nodes(index: GraphIndex, wrt: Sequence[str], sinks: Sequence[str]) ->
     fwd = forward_reachable(index, wrt)
     bwd = backward_reachable(index, sinks)
     return [
-        n for n in index.nodes
+        n
+        for n in index.nodes
         if any(o in fwd and o in bwd for o in n.output if o) and any(i in fwd for i in n.input if i)
     ]
 
 
 def describe_path(index: GraphIndex, start: str, through: onnx.NodeProto, sinks: Sequence[str]) -> str:
     """Op types on one path ``start`` -> ``through`` -> sink, for error messages."""
+
     def chain(src: str, dst_nodes: set[int]) -> list[onnx.NodeProto]:
         parent: dict[str, tuple[str, onnx.NodeProto] | None] = {src: None}
         for node in index.nodes:
@@ -70,11 +69,11 @@ def describe_path(index: GraphIndex, start: str, through: onnx.NodeProto, sinks:
             for o in node.output:
                 parent.setdefault(o, (hit, node))
             if id(node) in dst_nodes:
-                path, cur = [], node.output[0]
-                while parent.get(cur):
-                    prev, n = parent[cur]
+                path, step = [], parent.get(node.output[0])
+                while step:
+                    prev, n = step
                     path.append(n)
-                    cur = prev
+                    step = parent.get(prev)
                 return path[::-1]
         return []
 
@@ -85,9 +84,14 @@ def describe_path(index: GraphIndex, start: str, through: onnx.NodeProto, sinks:
     return " -> ".join(ops) if ops else through.op_type
 
 
-def build_vjp(index: GraphIndex, builder: GraphBuilder, wrt: Sequence[str], cotangents: Mapping[str, str],
-              rules: Mapping[str, VJPRule] | None = None, one_hot: Mapping[str, str] | None = None
-              ) -> dict[str, str]:
+def build_vjp(
+    index: GraphIndex,
+    builder: GraphBuilder,
+    wrt: Sequence[str],
+    cotangents: Mapping[str, str],
+    rules: Mapping[str, VJPRule] | None = None,
+    one_hot: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """Emit nodes computing ``d(sum_t <cotangents[t], t>) / d w`` for every ``w`` in ``wrt``.
 
     ``cotangents`` maps forward tensors (the score's inputs, e.g. logits) to

@@ -19,13 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import onnx
+from numpy.typing import ArrayLike, NDArray
 from onnx import helper
 
+from onnxcam.errors import UnsupportedModelError
 from onnxcam.graph.builder import GraphBuilder
-from onnxcam.graph.index import GraphIndex
+from onnxcam.graph.index import GraphIndex, Shape
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -66,39 +71,87 @@ class VJPContext:
         g = self.grads_out[i]
         return self.one_hot.get(g) if g else None
 
-    def attr(self, name: str, default=None):
+    def attr(self, name: str, default: object = None) -> object:
+        """The value of attribute ``name`` as ONNX stores it (int, float, bytes, a list, a proto), else ``default``.
+
+        Rules read attributes through the typed :meth:`attr_int`, :meth:`attr_float`,
+        :meth:`attr_ints` and :meth:`attr_str`.
+        """
         for a in self.node.attribute:
             if a.name == name:
                 return helper.get_attribute_value(a)
         return default
 
-    def attr_str(self, name: str, default: str) -> str:
-        v = self.attr(name, None)
-        return default if v is None else (v.decode() if isinstance(v, bytes) else v)
+    def attr_int(self, name: str, default: int | None = None) -> int:
+        """An int attribute; ``default`` when it is absent (required when there is no default)."""
+        return self._attr_as(name, int, "an int", default)
 
-    def shape(self, name: str) -> tuple | None:
+    def attr_float(self, name: str, default: float) -> float:
+        """A float attribute; ``default`` when it is absent."""
+        return float(self._attr_as(name, (int, float), "a float", default))
+
+    @overload
+    def attr_ints(self, name: str) -> list[int] | None: ...
+
+    @overload
+    def attr_ints(self, name: str, default: list[int]) -> list[int]: ...
+
+    def attr_ints(self, name: str, default: list[int] | None = None) -> list[int] | None:
+        """An ints attribute (an empty list if it is given empty); ``default`` when it is absent."""
+        if self.attr(name) is None:
+            return default
+        v = self._attr_as(name, list, "a list of ints", None)
+        if not all(isinstance(i, int) for i in v):
+            raise self._bad_attr(name, "a list of ints", v)
+        return [int(i) for i in v]
+
+    def attr_str(self, name: str, default: str) -> str:
+        """A string attribute (ONNX stores bytes), decoded; ``default`` when it is absent."""
+        if self.attr(name) is None:
+            return default
+        return self._attr_as(name, bytes, "a string", None).decode()
+
+    def _attr_as(self, name: str, kind: type[_T] | tuple[type[_T], ...], expected: str, default: _T | None) -> _T:
+        """Attribute ``name`` if it is a ``kind``; ``default`` when it is absent; else raise, naming ``expected``."""
+        v = self.attr(name)
+        if v is None and default is not None:
+            return default
+        if not isinstance(v, kind):
+            raise self._bad_attr(name, expected, v)
+        return v
+
+    def _bad_attr(self, name: str, expected: str, value: object) -> UnsupportedModelError:
+        what = "is missing" if value is None else f"is {value!r}"
+        return UnsupportedModelError(
+            f"{self.node.op_type} node {self.node.name!r}: attribute {name!r} {what}, "
+            f"where ONNX has {expected}; the model is invalid, re-export it"
+        )
+
+    def shape(self, name: str) -> Shape | None:
         return self.index.shape(name)
 
     def rank(self, name: str) -> int | None:
         s = self.index.shape(name)
         return None if s is None else len(s)
 
-    def require_rank(self, name: str) -> int:
-        r = self.rank(name)
-        if r is None:
-            from onnxcam.errors import UnsupportedModelError
-
+    def require_shape(self, name: str) -> Shape:
+        """The shape of ``name`` (dims may be symbolic); raise when not even its rank is known."""
+        s = self.index.shape(name)
+        if s is None:
             raise UnsupportedModelError(
                 f"the rank of tensor {name!r} (input of {self.node.op_type} node {self.node.name!r}) is unknown "
                 "after shape inference; re-export the model with static ranks"
             )
-        return r
+        return s
 
-    def dtype(self, name: str) -> np.dtype:
+    def require_rank(self, name: str) -> int:
+        return len(self.require_shape(name))
+
+    def dtype(self, name: str) -> np.dtype[Any]:
         t = self.index.type_of(name)
         return np.dtype(np.float32) if t is None else t.np_dtype
 
-    def const(self, value, like: str) -> str:
+    def const(self, value: ArrayLike, like: str) -> str:
         """A constant with the element type of tensor ``like`` (fp16 graphs stay fp16)."""
         return self.b.const(value, self.dtype(like))
 
@@ -108,7 +161,7 @@ class VJPContext:
     def one(self, like: str) -> str:
         return self.const(1.0, like)
 
-    def constant_value(self, name: str) -> np.ndarray | None:
+    def constant_value(self, name: str) -> NDArray[Any] | None:
         return self.index.constant_value(name) if name else None
 
 
@@ -119,12 +172,42 @@ VJP_RULES: dict[str, VJPRule] = {}
 
 #: Ops whose outputs carry no gradient (index arithmetic, shapes, comparisons,
 #: and piecewise-constant functions whose derivative is zero almost everywhere).
-NON_DIFFERENTIABLE_OPS: frozenset[str] = frozenset({
-    "Shape", "Size", "Constant", "ConstantOfShape", "Range", "EyeLike", "OneHot", "NonZero",
-    "ArgMax", "ArgMin", "TopK_indices", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual",
-    "Not", "And", "Or", "Xor", "IsNaN", "IsInf", "Sign", "Floor", "Ceil", "Round",
-    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
-})
+NON_DIFFERENTIABLE_OPS: frozenset[str] = frozenset(
+    {
+        "Shape",
+        "Size",
+        "Constant",
+        "ConstantOfShape",
+        "Range",
+        "EyeLike",
+        "OneHot",
+        "NonZero",
+        "ArgMax",
+        "ArgMin",
+        "TopK_indices",
+        "Equal",
+        "Greater",
+        "GreaterOrEqual",
+        "Less",
+        "LessOrEqual",
+        "Not",
+        "And",
+        "Or",
+        "Xor",
+        "IsNaN",
+        "IsInf",
+        "Sign",
+        "Floor",
+        "Ceil",
+        "Round",
+        "RandomNormal",
+        "RandomUniform",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+    }
+)
 
 #: Ops whose integer outputs/inputs still carry a (straight-through) gradient:
 #: the engine lets a gradient flow along the int8/uint8 tensor between a

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, Protocol
 
+from onnxcam.cli.batch_command import BatchCommand
 from onnxcam.cli.compare_command import CompareCommand
 from onnxcam.cli.eval_command import EvalCommand
 from onnxcam.cli.explain_files import (
@@ -15,7 +18,6 @@ from onnxcam.cli.explain_files import (
     explain_files,
     load_extra_inputs,
     output_folder,
-    protected_paths,
 )
 from onnxcam.cli.options import (
     EXIT_STATUS_HELP,
@@ -32,17 +34,31 @@ from onnxcam.cli.options import (
 from onnxcam.cli.serve_command import ServeCommand
 from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import ALL_METHODS, Explainer
-from onnxcam.methods import CAM_METHODS
+from onnxcam.methods import method_names
 from onnxcam.preprocess import derive_spec
+
+
+class Command(Protocol):
+    """A subcommand: ``register`` adds its parser to ``sub`` (with ``run`` as its default), ``run`` does the work."""
+
+    name: str
+
+    def register(self, sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
 
 
 class LayersCommand:
     name = "layers"
 
     def register(self, sub, common) -> None:
-        p = sub.add_parser(self.name, parents=[common], help="list the spatial feature maps a CAM can use",
-                           description="List the candidate layers of MODEL (4-D feature maps with height and width "
-                                       "above 1, in graph order) and mark the one layer='auto' picks.")
+        p = sub.add_parser(
+            self.name,
+            parents=[common],
+            help="list the spatial feature maps a CAM can use",
+            description="List the candidate layers of MODEL (4-D feature maps with height and width "
+            "above 1, in graph order) and mark the one layer='auto' picks.",
+        )
         p.add_argument("model", help="path to the .onnx file")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         add_model_output_option(p)
@@ -50,8 +66,16 @@ class LayersCommand:
 
     def run(self, args) -> int:
         ex = Explainer(args.model, output=model_output(args))
-        rows = [{"name": c.name, "op": c.op_type, "shape": [d if isinstance(d, int) else str(d) for d in c.shape],
-                 "channel_axis": c.channel_axis, "auto": c.name == ex.layer} for c in ex.candidates]
+        rows: list[dict[str, Any]] = [
+            {
+                "name": c.name,
+                "op": c.op_type,
+                "shape": [d if isinstance(d, int) else str(d) for d in c.shape],
+                "channel_axis": c.channel_axis,
+                "auto": c.name == ex.layer,
+            }
+            for c in ex.candidates
+        ]
         if args.json:
             print(json.dumps({"layers": rows, "auto": ex.layer, "reason": ex.layer_reason}, indent=2))
             return 0
@@ -71,22 +95,41 @@ class ExportCommand:
     name = "export"
 
     def register(self, sub, common) -> None:
-        p = sub.add_parser(self.name, parents=[common], help="write the standalone explainer .onnx",
-                           description="Write one ONNX file computing the model's outputs plus the heatmap "
-                                       "(inputs: the model's inputs and target_class; outputs: the model's "
-                                       "outputs, cam, cam_lowres, target). Any ONNX runtime can serve it.")
+        p = sub.add_parser(
+            self.name,
+            parents=[common],
+            help="write the standalone explainer .onnx",
+            description="Write one ONNX file computing the model's outputs plus the heatmap "
+            "(inputs: the model's inputs and target_class; outputs: the model's "
+            "outputs, cam, cam_lowres, target). Any ONNX runtime can serve it.",
+        )
         p.add_argument("model", help="path to the .onnx file (never modified)")
         p.add_argument("-o", "--output", help="where to write the explainer .onnx")
-        p.add_argument("--triton", metavar="REPO_DIR", help="also (or instead) write a Triton model repository: "
-                                                            "REPO_DIR/<name>/1/model.onnx and config.pbtxt")
+        p.add_argument(
+            "--triton",
+            metavar="REPO_DIR",
+            help="also (or instead) write a Triton model repository: REPO_DIR/<name>/1/model.onnx and config.pbtxt",
+        )
         p.add_argument("--triton-name", help="the model's name in the repository (default: <model stem>_explainer)")
-        p.add_argument("--triton-max-batch", type=int, default=16,
-                       help="Triton's max_batch_size (default 16; 0 disables Triton's dynamic batching)")
+        p.add_argument(
+            "--triton-max-batch",
+            type=int,
+            default=16,
+            help="Triton's max_batch_size (default 16; 0 disables Triton's dynamic batching)",
+        )
         p.add_argument("--layer", default="auto", help="tensor or node name (default: auto)")
-        p.add_argument("--method", default="gradcam", choices=sorted(CAM_METHODS), help="CAM method")
-        p.add_argument("--score", default="logit", choices=["logit", "probability"],
-                       help="explain the logit before a final Softmax/Sigmoid (default, as in the paper) "
-                            "or the probability")
+        p.add_argument(
+            "--method",
+            default="gradcam",
+            choices=method_names("gradient"),
+            help="CAM method (the ones computed in the graph)",
+        )
+        p.add_argument(
+            "--score",
+            default="logit",
+            choices=["logit", "probability"],
+            help="explain the logit before a final Softmax/Sigmoid (default, as in the paper) or the probability",
+        )
         add_model_output_option(p)
         p.set_defaults(run=self.run)
 
@@ -105,8 +148,10 @@ class ExportCommand:
             from onnxcam.server.triton import write_triton_repository
 
             folder = write_triton_repository(ex, args.triton, args.triton_name, args.triton_max_batch)
-            print(f"wrote Triton model {folder.name!r}: {folder / 'config.pbtxt'} and {folder / '1' / 'model.onnx'}",
-                  file=sys.stderr)
+            print(
+                f"wrote Triton model {folder.name!r}: {folder / 'config.pbtxt'} and {folder / '1' / 'model.onnx'}",
+                file=sys.stderr,
+            )
         return 0
 
 
@@ -122,32 +167,56 @@ class ExplainCommand:
     name = "explain"
 
     def register(self, sub, common) -> None:
-        p = sub.add_parser(self.name, parents=[common], help="explain images: PNG panels + JSON summary",
-                           description="Explain each image (folders are walked recursively) with Grad-CAM and "
-                                       "write one PNG panel per image (original, heatmap, overlay) plus "
-                                       "summary.json. Preprocessing comes from the options below, else a settings "
-                                       "file beside the model (<stem>.onnxcam.toml/.json), else the model's "
-                                       "metadata, else the imagenet preset.",
-                           epilog=EXIT_STATUS_HELP)
+        p = sub.add_parser(
+            self.name,
+            parents=[common],
+            help="explain images: PNG panels + JSON summary",
+            description="Explain each image (folders are walked recursively) with Grad-CAM and "
+            "write one PNG panel per image (original, heatmap, overlay) plus "
+            "summary.json. Preprocessing comes from the options below, else a settings "
+            "file beside the model (<stem>.onnxcam.toml/.json), else the model's "
+            "metadata, else the imagenet preset.",
+            epilog=EXIT_STATUS_HELP,
+        )
         p.add_argument("model", help="path to the .onnx file")
         p.add_argument("images", nargs="+", metavar="IMAGE|DIR", help="image files or folders")
-        p.add_argument("--layer", nargs="+", default=["auto"],
-                       help="tensor or node name (default: auto; see `onnxcam layers`); several names give a "
-                            "layer-wise panel, shallow to deep")
-        p.add_argument("--method", default="gradcam", choices=sorted(ALL_METHODS),
-                       help="CAM method (see the README's table); guided methods add the guided pictures to the panel")
+        p.add_argument(
+            "--layer",
+            nargs="+",
+            default=["auto"],
+            help="tensor or node name (default: auto; see `onnxcam layers`); several names give a "
+            "layer-wise panel, shallow to deep",
+        )
+        p.add_argument(
+            "--method",
+            default="gradcam",
+            choices=ALL_METHODS,
+            help="CAM method (see the README's table); guided methods add the guided pictures to the panel",
+        )
         add_method_options(p)
         which = p.add_mutually_exclusive_group()
         which.add_argument("--target", type=int, nargs="+", metavar="K", help="class id(s) to explain")
-        which.add_argument("--top", type=int, default=1, metavar="K",
-                           help="explain each image's top K classes (in one batched run)")
-        which.add_argument("--multilabel", type=float, nargs="?", const=0.5, metavar="THRESHOLD",
-                           help="multi-label (sigmoid) outputs: explain every class whose probability is at least "
-                                "THRESHOLD (default 0.5)")
+        which.add_argument(
+            "--top", type=int, default=1, metavar="K", help="explain each image's top K classes (in one batched run)"
+        )
+        which.add_argument(
+            "--multilabel",
+            type=float,
+            nargs="?",
+            const=0.5,
+            metavar="THRESHOLD",
+            help="multi-label (sigmoid) outputs: explain every class whose probability is at least "
+            "THRESHOLD (default 0.5)",
+        )
         add_model_output_option(p)
-        p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                       help="a value for a model input besides the image (metadata, a mask...): one row, saved "
-                            "with numpy.save, fed with every image; repeat for several inputs")
+        p.add_argument(
+            "--input",
+            action="append",
+            default=[],
+            metavar="NAME=FILE.npy",
+            help="a value for a model input besides the image (metadata, a mask...): one row, saved "
+            "with numpy.save, fed with every image; repeat for several inputs",
+        )
         add_preprocess_options(p)
         add_render_options(p)
         add_run_options(p)
@@ -169,10 +238,19 @@ class ExplainCommand:
             raise OnnxcamError("no images found in " + ", ".join(args.images))
         out = Path(args.output)
         with output_folder(out):
-            report = explain_files(ex, spec, images, out, targets=args.target, top=args.top,
-                                   render=render_options(args), multilabel=args.multilabel,
-                                   batch_size=max(1, args.batch_size), max_pixels=args.max_pixels,
-                                   extra_inputs=extra_inputs, protected=protected_paths(ex, images, args.labels))
+            report = explain_files(
+                ex,
+                spec,
+                images,
+                out,
+                targets=args.target,
+                top=args.top,
+                render=render_options(args),
+                multilabel=args.multilabel,
+                batch_size=max(1, args.batch_size),
+                max_pixels=args.max_pixels,
+                extra_inputs=extra_inputs,
+            )
         return finish_run(report, out)
 
 
@@ -180,10 +258,14 @@ class DemoCommand:
     name = "demo"
 
     def register(self, sub, common) -> None:
-        p = sub.add_parser(self.name, parents=[common], help="explain the bundled demo images (no arguments)",
-                           description="Run Grad-CAM with the small model shipped inside onnxcam on its sample "
-                                       "images of shapes on cluttered backgrounds, and write the panels.",
-                           epilog=EXIT_STATUS_HELP)
+        p = sub.add_parser(
+            self.name,
+            parents=[common],
+            help="explain the bundled demo images (no arguments)",
+            description="Run Grad-CAM with the small model shipped inside onnxcam on its sample "
+            "images of shapes on cluttered backgrounds, and write the panels.",
+            epilog=EXIT_STATUS_HELP,
+        )
         add_render_options(p)
         p.add_argument("-o", "--output", default="onnxcam-demo", help="output folder (default ./onnxcam-demo)")
         p.set_defaults(run=self.run)
@@ -200,6 +282,13 @@ class DemoCommand:
         return finish_run(report, out)
 
 
-COMMANDS = [LayersCommand(), ExplainCommand(), ExportCommand(), DemoCommand(), ServeCommand(), EvalCommand(),
-            CompareCommand()]
-
+COMMANDS: list[Command] = [
+    LayersCommand(),
+    ExplainCommand(),
+    ExportCommand(),
+    DemoCommand(),
+    ServeCommand(),
+    EvalCommand(),
+    CompareCommand(),
+    BatchCommand(),
+]

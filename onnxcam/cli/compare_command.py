@@ -58,24 +58,34 @@ class CompareCommand:
     name = "compare"
 
     def register(self, sub, common) -> None:
-        p = sub.add_parser(self.name, parents=[common], help="compare two models' heatmaps on the same images",
-                           description="Explain each image with MODEL_A and MODEL_B (each with its own "
-                                       "preprocessing) for the same class, map both heatmaps onto the image, and "
-                                       "report their agreement: Spearman rank correlation, IoU of the top-15% "
-                                       "regions, distance between the peaks in pixels. Writes one side-by-side "
-                                       "panel per image, compare.csv and compare.json.",
-                           epilog=EXIT_STATUS_HELP)
+        p = sub.add_parser(
+            self.name,
+            parents=[common],
+            help="compare two models' heatmaps on the same images",
+            description="Explain each image with MODEL_A and MODEL_B (each with its own "
+            "preprocessing) for the same class, map both heatmaps onto the image, and "
+            "report their agreement: Spearman rank correlation, IoU of the top-15% "
+            "regions, distance between the peaks in pixels. Writes one side-by-side "
+            "panel per image, compare.csv and compare.json.",
+            epilog=EXIT_STATUS_HELP,
+        )
         p.add_argument("model_a", metavar="MODEL_A", help="the reference .onnx file")
         p.add_argument("model_b", metavar="MODEL_B", help="the .onnx file compared with it")
         p.add_argument("images", nargs="+", metavar="IMAGE|DIR", help="image files or folders")
         p.add_argument("--layer-a", default="auto", help="layer of model A (default: auto)")
         p.add_argument("--layer-b", default="auto", help="layer of model B (default: auto)")
-        p.add_argument("--method", default="gradcam", choices=sorted(ALL_METHODS),
-                       help="CAM method, the same for both")
-        p.add_argument("--target", type=int, metavar="K",
-                       help="class to explain in both models (default: model A's top-1 for each image)")
-        p.add_argument("--labels", help="class names for both models: a .txt file (one per line) or .json list "
-                                        "(default: from each model's settings file or metadata)")
+        p.add_argument("--method", default="gradcam", choices=ALL_METHODS, help="CAM method, the same for both")
+        p.add_argument(
+            "--target",
+            type=int,
+            metavar="K",
+            help="class to explain in both models (default: model A's top-1 for each image)",
+        )
+        p.add_argument(
+            "--labels",
+            help="class names for both models: a .txt file (one per line) or .json list "
+            "(default: from each model's settings file or metadata)",
+        )
         for side in ("a", "b"):
             _add_side_preprocessing(p, side)
         add_render_options(p)
@@ -91,17 +101,22 @@ class CompareCommand:
         if not images:
             raise OnnxcamError("no images found in " + ", ".join(args.images))
         out = Path(args.output)
-        protected = protected_paths([side.explainer for side in sides], images, args.labels)
+        protected = protected_paths(
+            [side.explainer for side in sides], images, [side.spec.labels_file for side in sides]
+        )
         for name in RESULT_FILES:  # before any work: without its tables the run is not worth doing
             protected.check(out / name)
         with output_folder(out):
-            records, failures = [], []
+            records: list[dict] = []
+            failures: list[ImageFailure] = []
             try:
                 self._compare(args, sides, images, out, protected, records, failures)
             except KeyboardInterrupt:
                 _write_results(out, _header(args, sides, interrupted=True), records, failures)
-                raise KeyboardInterrupt(f"{out / 'compare.json'} holds the {len(records) + len(failures)} of "
-                                        f"{len(images)} image(s) done before it") from None
+                raise KeyboardInterrupt(
+                    f"{out / 'compare.json'} holds the {len(records) + len(failures)} of "
+                    f"{len(images)} image(s) done before it"
+                ) from None
             _write_results(out, _header(args, sides, interrupted=False), records, failures)
         print(f"A: {sides[0].name} (layer {sides[0].explainer.layer})")
         print(f"B: {sides[1].name} (layer {sides[1].explainer.layer})")
@@ -114,22 +129,44 @@ class CompareCommand:
         return 1 if failures else 0
 
     @staticmethod
-    def _compare(args, sides: list[ModelSide], images, out: Path, protected: ProtectedPaths, records: list,
-                 failures: list) -> None:
+    def _compare(
+        args,
+        sides: list[ModelSide],
+        images,
+        out: Path,
+        protected: ProtectedPaths,
+        records: list[dict],
+        failures: list[ImageFailure],
+    ) -> None:
         """Compare every image, drawing its panel; append to ``records`` and ``failures`` as each one is done."""
         style = render_options(args)
         names = PanelNames(COMPARE_SUFFIX)
         with Progress(len(images), "comparing") as bar:
-            for item in compare_images(*sides, images, target=args.target, batch_size=max(1, args.batch_size),
-                                       max_pixels=args.max_pixels):
+            for item in compare_images(
+                sides[0],
+                sides[1],
+                images,
+                target=args.target,
+                batch_size=max(1, args.batch_size),
+                max_pixels=args.max_pixels,
+            ):
                 if isinstance(item, ImageFailure):
                     failures.append(item)
                     bar.advance()
                     continue
                 panel = out / names.claim(item.relative)
-                error = protected.refusal(panel) or save_panel(panel, render_comparison(
-                    item, sides[0].name, sides[1].name, style.colormap, style.alpha, contour=style.contour,
-                    box=style.box))
+                error = protected.refusal(panel) or save_panel(
+                    panel,
+                    render_comparison(
+                        item,
+                        sides[0].name,
+                        sides[1].name,
+                        style.colormap,
+                        style.alpha,
+                        contour=style.contour,
+                        box=style.box,
+                    ),
+                )
                 if error is None:
                     records.append(record(item, panel))
                 else:
@@ -138,13 +175,13 @@ class CompareCommand:
 
 
 def _header(args, sides: list[ModelSide], interrupted: bool) -> dict:
-    return {"model_a": {"path": args.model_a, "layer": sides[0].explainer.layer,
-                        "preprocess": sides[0].spec.describe()},
-            "model_b": {"path": args.model_b, "layer": sides[1].explainer.layer,
-                        "preprocess": sides[1].spec.describe()},
-            "method": args.method,
-            "target": args.target if args.target is not None else "model A's top-1",
-            "interrupted": interrupted}
+    return {
+        "model_a": {"path": args.model_a, "layer": sides[0].explainer.layer, "preprocess": sides[0].spec.describe()},
+        "model_b": {"path": args.model_b, "layer": sides[1].explainer.layer, "preprocess": sides[1].spec.describe()},
+        "method": args.method,
+        "target": args.target if args.target is not None else "model A's top-1",
+        "interrupted": interrupted,
+    }
 
 
 def _write_results(out: Path, header: dict, records: list[dict], failures: list[ImageFailure]) -> None:
@@ -159,11 +196,17 @@ def _write_results(out: Path, header: dict, records: list[dict], failures: list[
 
 
 def _add_side_preprocessing(p: argparse.ArgumentParser, side: str) -> None:
-    g = p.add_argument_group(f"preprocessing of model {side.upper()}",
-                             "as `onnxcam explain`'s flags; unset fields come from the model's settings file "
-                             "(<stem>.onnxcam.toml/.json), then its metadata, then the imagenet preset")
-    g.add_argument(f"--preprocess-{side}", choices=sorted([*PRESETS, *PRESET_ALIASES]), metavar="PRESET",
-                   help="imagenet, inception/tf, caffe, raw01, raw255")
+    g = p.add_argument_group(
+        f"preprocessing of model {side.upper()}",
+        "as `onnxcam explain`'s flags; unset fields come from the model's settings file "
+        "(<stem>.onnxcam.toml/.json), then its metadata, then the imagenet preset",
+    )
+    g.add_argument(
+        f"--preprocess-{side}",
+        choices=sorted([*PRESETS, *PRESET_ALIASES]),
+        metavar="PRESET",
+        help="imagenet, inception/tf, caffe, raw01, raw255",
+    )
     g.add_argument(f"--size-{side}", type=int, nargs="+", metavar="N", help="H W (or one N)")
     g.add_argument(f"--mean-{side}", type=parse_list, metavar="M", help="e.g. 0.5,0.5,0.5")
     g.add_argument(f"--std-{side}", type=parse_list, metavar="S", help="e.g. 0.5,0.5,0.5")
@@ -193,5 +236,8 @@ def _display_name(model_a: str, model_b: str, side: str) -> str:
 def _warn_if_classes_differ(a: ModelSide, b: ModelSide) -> None:
     ka, kb = a.explainer.num_classes, b.explainer.num_classes
     if ka is not None and kb is not None and ka != kb:
-        print(f"onnxcam: warning: model A has {ka} classes and model B {kb}; the same class id may not mean "
-              "the same thing in both", file=sys.stderr)
+        print(
+            f"onnxcam: warning: model A has {ka} classes and model B {kb}; the same class id may not mean "
+            "the same thing in both",
+            file=sys.stderr,
+        )

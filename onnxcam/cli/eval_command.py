@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import sys
+import textwrap
 from pathlib import Path
 
 from onnxcam.cli.explain_files import (
@@ -24,7 +25,7 @@ from onnxcam.cli.explain_files import (
     protected_paths,
     replacing,
 )
-from onnxcam.cli.options import add_preprocess_options, preprocess_spec
+from onnxcam.cli.options import EXIT_STATUS_HELP, add_preprocess_options, preprocess_spec
 from onnxcam.cli.progress import Progress
 from onnxcam.data import load_samples, read_dataset
 from onnxcam.strict_json import finite_json
@@ -65,56 +66,97 @@ metrics (lower/higher is better):
   sanity        cascading weight randomisation: Spearman with the original maps after the top layer and
                 after all layers (lower: the maps depend on the weights)
 
-exit status: 0 done; 1 failed, or some entries were skipped (each is listed); 2 bad usage; 130 interrupted by
-Ctrl-C, SIGTERM or SIGHUP, after writing the results of the methods done, marked "interrupted": true
-"""
+""" + textwrap.fill(EXIT_STATUS_HELP, 110, break_on_hyphens=False)
 
 
 class EvalCommand:
     name = "eval"
 
     def register(self, sub, common) -> None:
-        p = sub.add_parser(self.name, parents=[common], help="score CAM methods on images with ground-truth boxes",
-                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DATA_HELP,
-                           description="Measure how well each method's heatmaps localise and explain: pointing "
-                                       "game, localisation, deletion/insertion, average drop, ROAD, faithfulness "
-                                       "and the randomisation sanity check.")
+        p = sub.add_parser(
+            self.name,
+            parents=[common],
+            help="score CAM methods on images with ground-truth boxes",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=DATA_HELP,
+            description="Measure how well each method's heatmaps localise and explain: pointing "
+            "game, localisation, deletion/insertion, average drop, ROAD, faithfulness "
+            "and the randomisation sanity check.",
+        )
         p.add_argument("model", help="path to the .onnx file (never modified)")
         p.add_argument("data", help="annotation file (.json, .csv, VOC .xml) or a folder holding one")
-        p.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), metavar="M",
-                       help=f"methods to compare (default: {' '.join(DEFAULT_METHODS)}); any of "
-                            f"{', '.join([*ALL_METHODS, *BASELINES])}")
+        p.add_argument(
+            "--method",
+            nargs="+",
+            default=list(DEFAULT_METHODS),
+            metavar="M",
+            help=f"methods to compare (default: {' '.join(DEFAULT_METHODS)}); any of "
+            f"{', '.join([*ALL_METHODS, *BASELINES])}",
+        )
         p.add_argument("--layer", default="auto", help="tensor or node name (default: auto)")
-        p.add_argument("--metric", nargs="+", default=list(DEFAULT_METRICS), choices=[*METRICS, "all"],
-                       metavar="METRIC", help=f"metrics (default: {' '.join(DEFAULT_METRICS)}); 'all' adds road, "
-                                              "faithfulness and sanity, which cost many more forward passes")
+        p.add_argument(
+            "--metric",
+            nargs="+",
+            default=list(DEFAULT_METRICS),
+            choices=[*METRICS, "all"],
+            metavar="METRIC",
+            help=f"metrics (default: {' '.join(DEFAULT_METRICS)}); 'all' adds road, "
+            "faithfulness and sanity, which cost many more forward passes",
+        )
         p.add_argument("-o", "--output", default="onnxcam-eval", help="output folder (default ./onnxcam-eval)")
-        p.add_argument("--batch-size", type=int, default=64,
-                       help="images per ONNX Runtime call, perturbed copies included (default 64)")
+        p.add_argument(
+            "--batch-size",
+            type=int,
+            default=64,
+            help="images per ONNX Runtime call, perturbed copies included (default 64)",
+        )
         k = p.add_argument_group("metric settings")
-        k.add_argument("--tolerance", type=float, default=15.0, help="pointing-game tolerance in input pixels "
-                                                                     "(default 15, Zhang et al.)")
-        k.add_argument("--threshold", type=float, default=0.15,
-                       help="localisation keeps the map above this fraction of its maximum (default 0.15, as in "
-                            "the Grad-CAM paper)")
+        k.add_argument(
+            "--tolerance",
+            type=float,
+            default=15.0,
+            help="pointing-game tolerance in input pixels (default 15, Zhang et al.)",
+        )
+        k.add_argument(
+            "--threshold",
+            type=float,
+            default=0.15,
+            help="localisation keeps the map above this fraction of its maximum (default 0.15, as in "
+            "the Grad-CAM paper)",
+        )
         k.add_argument("--steps", type=int, default=32, help="deletion/insertion steps (default 32)")
-        k.add_argument("--deletion-baseline", choices=["zeros", "blur"], default="zeros",
-                       help="what deleted pixels become (default zeros, in the model's input space)")
-        k.add_argument("--sanity-images", type=int, default=16, help="images re-explained per randomisation "
-                                                                     "step (default 16)")
+        k.add_argument(
+            "--deletion-baseline",
+            choices=["zeros", "blur"],
+            default="zeros",
+            help="what deleted pixels become (default zeros, in the model's input space)",
+        )
+        k.add_argument(
+            "--sanity-images", type=int, default=16, help="images re-explained per randomisation step (default 16)"
+        )
         k.add_argument("--seed", type=int, default=0, help="seed of the random baseline and ROAD's noise")
-        p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                       help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
+        p.add_argument(
+            "--max-pixels",
+            type=int,
+            default=DEFAULT_MAX_PIXELS,
+            help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})",
+        )
         add_preprocess_options(p)
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
         methods = check_methods(args.method)
         metrics = list(METRICS) if "all" in args.metric else list(dict.fromkeys(args.metric))
-        settings = EvalSettings(metrics=metrics, batch_size=args.batch_size, pointing_tolerance=args.tolerance,
-                                threshold=args.threshold,
-                                steps=args.steps, deletion_baseline=args.deletion_baseline,
-                                sanity_images=args.sanity_images, seed=args.seed)
+        settings = EvalSettings(
+            metrics=metrics,
+            batch_size=args.batch_size,
+            pointing_tolerance=args.tolerance,
+            threshold=args.threshold,
+            steps=args.steps,
+            deletion_baseline=args.deletion_baseline,
+            sanity_images=args.sanity_images,
+            seed=args.seed,
+        )
         ex = Explainer(args.model, layer=args.layer)
         spec = preprocess_spec(ex, args.model, args)
         check_labels(spec.labels, ex)
@@ -125,12 +167,13 @@ class EvalCommand:
         if not samples:
             raise OnnxcamError(f"no usable entries in {args.data} ({len(issues)} skipped)")
         out = Path(args.output)
-        protected = _protected_paths(ex, dataset, args.labels)
+        protected = _protected_paths(ex, dataset, spec.labels_file)
         for name in RESULT_FILES:  # before any work: without its tables the run is not worth doing
             protected.check(out / name)
         with output_folder(out):
-            evaluation = Evaluation(args.model, EvalData.from_samples(samples), layer=ex.layer, settings=settings,
-                                    layout=spec.layout)
+            evaluation = Evaluation(
+                args.model, EvalData.from_samples(samples), layer=ex.layer, settings=settings, layout=spec.layout
+            )
             del ex
             print(f"{len(samples)} sample(s) from {dataset.source} ({dataset.format}), layer {evaluation.layer}")
             results = []
@@ -142,8 +185,9 @@ class EvalCommand:
                     print(method_table(result))
             except KeyboardInterrupt:
                 write_results(out, results, evaluation, issues, args, interrupted=True)
-                raise KeyboardInterrupt(f"{out / 'metrics.json'} holds the {len(results)} of {len(methods)} "
-                                        "method(s) done before it") from None
+                raise KeyboardInterrupt(
+                    f"{out / 'metrics.json'} holds the {len(results)} of {len(methods)} method(s) done before it"
+                ) from None
             if len(results) > 1:
                 print(comparison_table(results))
             write_results(out, results, evaluation, issues, args)
@@ -151,9 +195,9 @@ class EvalCommand:
         return 1 if issues else 0
 
 
-def _protected_paths(explainer: Explainer, dataset, labels_file: str | None) -> ProtectedPaths:
+def _protected_paths(explainer: Explainer, dataset, labels_file: Path | None) -> ProtectedPaths:
     """The model's files, the annotation file and its images: ``-o`` may well be the data set's own folder."""
-    protected = protected_paths(explainer, [(entry.image, entry.image) for entry in dataset.images], labels_file)
+    protected = protected_paths(explainer, [(entry.image, entry.image) for entry in dataset.images], [labels_file])
     if Path(dataset.source).is_file():
         protected.add([dataset.source], "it is the annotation file")
     return protected
@@ -183,13 +227,15 @@ def comparison_table(results: list[MethodResult]) -> str:
     cols = _columns(results)
     head = "| method | " + " | ".join(cols) + " |"
     rule = "|---|" + "---|" * len(cols)
-    rows = ["| " + r.method + " | " + " | ".join(_fmt(r.summary.get(c, math.nan)) for c in cols) + " |"
-            for r in results]
+    rows = [
+        "| " + r.method + " | " + " | ".join(_fmt(r.summary.get(c, math.nan)) for c in cols) + " |" for r in results
+    ]
     return "\n".join(["", head, rule, *rows])
 
 
-def write_results(out: Path, results: list[MethodResult], evaluation: Evaluation, issues, args,
-                  interrupted: bool = False) -> None:
+def write_results(
+    out: Path, results: list[MethodResult], evaluation: Evaluation, issues, args, interrupted: bool = False
+) -> None:
     """metrics.csv, samples.csv and metrics.json, each written whole or not at all (see :func:`replacing`)."""
     cols = _columns(results)
     try:
@@ -197,23 +243,40 @@ def write_results(out: Path, results: list[MethodResult], evaluation: Evaluation
             w = csv.writer(fh)
             w.writerow(["method", "layer", "samples", *cols, "seconds"])
             for r in results:
-                w.writerow([r.method, evaluation.layer if r.method not in BASELINES else "", len(r.per_sample),
-                            *[r.summary.get(c, "") for c in cols], round(r.seconds, 2)])
+                w.writerow(
+                    [
+                        r.method,
+                        evaluation.layer if r.method not in BASELINES else "",
+                        len(r.per_sample),
+                        *[r.summary.get(c, "") for c in cols],
+                        round(r.seconds, 2),
+                    ]
+                )
         keys = list(dict.fromkeys(k for r in results for row in r.per_sample for k in row))
         with replacing(out / "samples.csv") as temporary, open(temporary, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["method", *keys])
-            w.writeheader()
+            dw = csv.DictWriter(fh, fieldnames=["method", *keys])
+            dw.writeheader()
             for r in results:
                 for row in r.per_sample:
-                    w.writerow({"method": r.method, **row})
+                    dw.writerow({"method": r.method, **row})
         doc = {
-            "model": str(args.model), "data": str(args.data), "layer": evaluation.layer,
+            "model": str(args.model),
+            "data": str(args.data),
+            "layer": evaluation.layer,
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(evaluation.settings).items()},
             "interrupted": interrupted,
-            "methods": [{"method": r.method, "summary": r.summary, "seconds": r.seconds,
-                         "sanity": None if r.sanity is None else [
-                             {"randomized": s.layers, "mean_spearman": s.mean_correlation} for s in r.sanity.steps],
-                         "samples": r.per_sample} for r in results],
+            "methods": [
+                {
+                    "method": r.method,
+                    "summary": r.summary,
+                    "seconds": r.seconds,
+                    "sanity": None
+                    if r.sanity is None
+                    else [{"randomized": s.layers, "mean_spearman": s.mean_correlation} for s in r.sanity.steps],
+                    "samples": r.per_sample,
+                }
+                for r in results
+            ],
             "skipped": [{"entry": i.where, "error": i.error} for i in issues],
         }
         with replacing(out / "metrics.json") as temporary:

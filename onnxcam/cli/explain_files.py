@@ -26,8 +26,14 @@ from onnxcam.preprocess import PreprocessSpec, cam_to_image, load_image, point_t
 from onnxcam.preprocess.spec import find_settings_file
 from onnxcam.strict_json import finite_json
 from onnxcam.render import (
-    format_caption, guided_to_unit, render_class_panels, render_guided_panel, render_layer_panel, render_panel,
-    resize_cam, unit_to_rgb,
+    format_caption,
+    guided_to_unit,
+    render_class_panels,
+    render_guided_panel,
+    render_layer_panel,
+    render_panel,
+    resize_cam,
+    unit_to_rgb,
 )
 from onnxcam.targets import MultiLabelTarget, TopK
 
@@ -156,16 +162,23 @@ class ProtectedPaths:
             raise OnnxcamError(refusal)
 
 
-def protected_paths(explainers: Explainer | Iterable[Explainer], images: Iterable[tuple[Path, Path]],
-                    labels_file: str | os.PathLike[str] | None = None) -> ProtectedPaths:
-    """Every file a run reads: its images, each model with its external data and settings file, the --labels file."""
+def protected_paths(
+    explainers: Explainer | Iterable[Explainer],
+    images: Iterable[tuple[Path, Path]],
+    labels_files: Iterable[str | os.PathLike[str] | None] = (),
+) -> ProtectedPaths:
+    """Every file a run reads: its images, each model with its external data and settings file, the labels files.
+
+    ``labels_files``: each :attr:`PreprocessSpec.labels_file <onnxcam.preprocess.PreprocessSpec.labels_file>`,
+    the file named by ``--labels``, a settings file or the model's metadata (None where there is none).
+    """
     protected = ProtectedPaths()
     for explainer in [explainers] if isinstance(explainers, Explainer) else explainers:
         protected.add(explainer.source_files, "the model reads that file")
         settings = find_settings_file(explainer.source) if explainer.source is not None else None
         protected.add([settings] if settings is not None else [], "it is the model's settings file")
     protected.add([path for path, _ in images], "it is one of the input images")
-    protected.add([labels_file] if labels_file is not None else [], "it is the labels file")
+    protected.add([path for path in labels_files if path is not None], "it is the labels file")
     return protected
 
 
@@ -261,26 +274,38 @@ def write_json(path: Path, doc: dict) -> None:
 def check_labels(labels: tuple[str, ...] | None, explainer: Explainer) -> None:
     classes = explainer.num_classes
     if labels is not None and classes is not None and len(labels) != classes:
-        raise OnnxcamError(f"the labels list has {len(labels)} names but the model has {classes} classes; "
-                           "pass a labels file with one name per class, in class-id order")
+        raise OnnxcamError(
+            f"the labels list has {len(labels)} names but the model has {classes} classes; "
+            "pass a labels file with one name per class, in class-id order"
+        )
 
 
-def explain_files(explainer: Explainer, spec: PreprocessSpec, images: list[tuple[Path, Path]], out: Path,
-                  targets: list[int] | None = None, top: int = 1, render: RenderOptions | None = None,
-                  batch_size: int = 8, max_pixels: int | None = None, multilabel: float | None = None,
-                  extra_inputs: dict[str, np.ndarray] | None = None,
-                  protected: ProtectedPaths | None = None) -> RunReport:
+def explain_files(
+    explainer: Explainer,
+    spec: PreprocessSpec,
+    images: list[tuple[Path, Path]],
+    out: Path,
+    targets: list[int] | None = None,
+    top: int = 1,
+    render: RenderOptions | None = None,
+    batch_size: int = 8,
+    max_pixels: int | None = None,
+    multilabel: float | None = None,
+    extra_inputs: dict[str, np.ndarray] | None = None,
+    protected: ProtectedPaths | None = None,
+) -> RunReport:
     """Explain every image; write ``<name>.cam.png`` panels and ``summary.json`` into ``out``.
 
     ``targets``: class ids for every image; else each image's ``top`` classes, or with ``multilabel`` every
     class whose sigmoid probability reaches that threshold (an image with none gets a summary note, no panel).
     ``extra_inputs``: the model's other inputs, one row each (see :func:`load_extra_inputs`), fed with every image.
-    ``protected``: files never written (default: the images and the model's files, see :func:`protected_paths`).
+    ``protected``: files never written (default: the images, the model's files and the labels file, see
+    :func:`protected_paths`).
 
     Interrupted (Ctrl-C, or SIGTERM/SIGHUP under ``onnxcam.cli.main``), it writes ``summary.json`` for the images
     done, with ``"interrupted": true``, and raises KeyboardInterrupt again with a line saying so.
     """
-    protected = protected or protected_paths(explainer, images)
+    protected = protected or protected_paths(explainer, images, [spec.labels_file])
     summary = out / SUMMARY_NAME
     protected.check(summary)  # before any work: without its summary the run is not worth doing
     names = PanelNames(PANEL_SUFFIX)
@@ -290,21 +315,32 @@ def explain_files(explainer: Explainer, spec: PreprocessSpec, images: list[tuple
         with Progress(len(images), "explaining") as bar:
             run = _FileRun(explainer, spec, out, protected, render or RenderOptions(), report, bar)
             for start in range(0, len(jobs), batch_size):
-                run.batch(jobs[start:start + batch_size], targets, top, multilabel, extra_inputs or {}, max_pixels)
+                run.batch(jobs[start : start + batch_size], targets, top, multilabel, extra_inputs or {}, max_pixels)
     except KeyboardInterrupt:
         _write_summary(summary, explainer, spec, report, interrupted=True)
-        raise KeyboardInterrupt(f"{summary} lists the {report.images_done} of {len(images)} image(s) done "
-                                "before it") from None
+        raise KeyboardInterrupt(
+            f"{summary} lists the {report.images_done} of {len(images)} image(s) done before it"
+        ) from None
     _write_summary(summary, explainer, spec, report, interrupted=False)
     return report
 
 
-def _write_summary(path: Path, explainer: Explainer, spec: PreprocessSpec, report: RunReport,
-                   interrupted: bool) -> None:
-    write_json(path, {"model": str(explainer.source or ""), "layer": explainer.layer,
-                      "layer_reason": explainer.layer_reason, "method": explainer.method,
-                      "preprocess": spec.describe(), "interrupted": interrupted, "results": report.records,
-                      "failures": report.failures})
+def _write_summary(
+    path: Path, explainer: Explainer, spec: PreprocessSpec, report: RunReport, interrupted: bool
+) -> None:
+    write_json(
+        path,
+        {
+            "model": str(explainer.source or ""),
+            "layer": explainer.layer,
+            "layer_reason": explainer.layer_reason,
+            "method": explainer.method,
+            "preprocess": spec.describe(),
+            "interrupted": interrupted,
+            "results": report.records,
+            "failures": report.failures,
+        },
+    )
     report.written.append(path)
 
 
@@ -336,9 +372,14 @@ class _FileRun:
         if not loaded:
             return
         batch = np.stack([item[3] for item in loaded])
-        feeds = batch if self.spec.input_name is None and not extra_inputs else {
-            self.spec.input_name or self.explainer.index.inputs[0]: batch,
-            **{name: np.repeat(row, len(batch), axis=0) for name, row in extra_inputs.items()}}
+        feeds = (
+            batch
+            if self.spec.input_name is None and not extra_inputs
+            else {
+                self.spec.input_name or self.explainer.index.inputs[0]: batch,
+                **{name: np.repeat(row, len(batch), axis=0) for name, row in extra_inputs.items()},
+            }
+        )
         try:
             per_target = _explain_targets(self.explainer, feeds, len(loaded), targets, top, multilabel)
         except TargetError:
@@ -352,8 +393,9 @@ class _FileRun:
             if per_target[i]:
                 self._explained(path, panel, img, geometry, per_target[i], title)
             else:
-                self.report.records.append({"image": str(path), "target": None,
-                                            "note": f"no class with probability >= {multilabel}"})
+                self.report.records.append(
+                    {"image": str(path), "target": None, "note": f"no class with probability >= {multilabel}"}
+                )
                 self._done()
 
     def _explained(self, path: Path, target: Path, img, geometry, picks, title: str | None) -> None:
@@ -369,10 +411,25 @@ class _FileRun:
             score = float(self.explainer.class_scores(res)[i][cls])
             name = labels[cls] if labels and 0 <= cls < len(labels) else None
             captions.append(format_caption(label=name, score=score, layer=_short(self.explainer.layer), class_id=cls))
-            records.append({"image": str(path), "target": cls, "class_name": name, "score": score,
-                            "layer": self.explainer.layer, "peak": _peak(res.cam[i], geometry), "panel": None})
-        error = self.protected.refusal(target) or _not_finite(cams) or save_panel(target, _render(
-            self.explainer, self.spec, path, img, geometry, picks, cams, captions, self.render, title))
+            records.append(
+                {
+                    "image": str(path),
+                    "target": cls,
+                    "class_name": name,
+                    "score": score,
+                    "layer": self.explainer.layer,
+                    "peak": _peak(res.cam[i], geometry),
+                    "panel": None,
+                }
+            )
+        error = (
+            self.protected.refusal(target)
+            or _not_finite(cams)
+            or save_panel(
+                target,
+                _render(self.explainer, self.spec, path, img, geometry, picks, cams, captions, self.render, title),
+            )
+        )
         if error is None:
             for record in records:
                 record["panel"] = target.relative_to(self.out).as_posix()
@@ -396,8 +453,10 @@ def _not_finite(cams: list[np.ndarray]) -> str | None:
     """Why no panel can be drawn from maps holding NaN or infinity (a broken model's numbers), else None."""
     if all(np.isfinite(cam).all() for cam in cams):
         return None
-    return ("its heatmap holds NaN or infinite values: the model computes non-finite numbers for this image; "
-            "check the model (and its preprocessing) with plain inference")
+    return (
+        "its heatmap holds NaN or infinite values: the model computes non-finite numbers for this image; "
+        "check the model (and its preprocessing) with plain inference"
+    )
 
 
 def save_panel(target: Path, panel) -> str | None:
@@ -424,41 +483,55 @@ def load_extra_inputs(explainer: Explainer, image_input: str | None, given: list
         if not sep or not name or not file:
             raise OnnxcamError(f"--input takes NAME=FILE.npy, not {item!r}")
         if name not in explainer.index.inputs:
-            raise OnnxcamError(f"--input {name}: the model has no input {name!r}; its inputs are "
-                               f"{explainer.index.inputs}")
+            raise OnnxcamError(
+                f"--input {name}: the model has no input {name!r}; its inputs are {explainer.index.inputs}"
+            )
         if name == image_input:
             raise OnnxcamError(f"--input {name}: that is the image input, fed from the image files")
         try:
             value = np.load(file, allow_pickle=False)
         except (OSError, ValueError) as e:
-            raise OnnxcamError(f"--input {name}: cannot read {file} as a .npy array ({e}); "
-                               "save it with numpy.save") from None
+            raise OnnxcamError(
+                f"--input {name}: cannot read {file} as a .npy array ({e}); save it with numpy.save"
+            ) from None
         shape, kind = explainer.index.shape(name), explainer.index.type_of(name)
         if shape is not None and value.ndim == len(shape) - 1:
             value = value[None]
-        if shape is not None and (value.ndim != len(shape) or value.shape[0] != 1 or any(
-                isinstance(want, int) and want > 0 and have != want for have, want in zip(value.shape[1:], shape[1:]))):
-            raise OnnxcamError(f"--input {name}: {file} has shape {value.shape}; pass one row for input {name!r} "
-                               f"of shape {tuple(shape)}, with or without its batch axis of 1")
+        if shape is not None and (
+            value.ndim != len(shape)
+            or value.shape[0] != 1
+            or any(
+                isinstance(want, int) and want > 0 and have != want for have, want in zip(value.shape[1:], shape[1:])
+            )
+        ):
+            raise OnnxcamError(
+                f"--input {name}: {file} has shape {value.shape}; pass one row for input {name!r} "
+                f"of shape {tuple(shape)}, with or without its batch axis of 1"
+            )
         if kind is not None and value.dtype.kind not in ("f" if kind.is_float else "iub"):
-            raise OnnxcamError(f"--input {name}: {file} holds {value.dtype} values; input {name!r} takes "
-                               f"{kind.np_dtype}")
+            raise OnnxcamError(
+                f"--input {name}: {file} holds {value.dtype} values; input {name!r} takes {kind.np_dtype}"
+            )
         values[name] = value.astype(kind.np_dtype) if kind is not None else value
     missing = [n for n in explainer.index.inputs if n != image_input and n not in values]
     if missing:
-        raise OnnxcamError(f"the model has inputs besides the image {image_input!r}: {missing}; pass a value for "
-                           f"each with --input NAME=FILE.npy (one row, used for every image)")
+        raise OnnxcamError(
+            f"the model has inputs besides the image {image_input!r}: {missing}; pass a value for "
+            f"each with --input NAME=FILE.npy (one row, used for every image)"
+        )
     return values
 
 
-def _explain_targets(explainer: Explainer, feeds, n: int, targets: list[int] | None, top: int,
-                     multilabel: float | None):
+def _explain_targets(
+    explainer: Explainer, feeds, n: int, targets: list[int] | None, top: int, multilabel: float | None
+):
     """Per image, a list of (class id, ExplainResult, its row in that result) in display order.
 
     Several classes per image (given ids, top k, multi-label) are explained in one batched run, one row each.
     """
     if targets:  # each image repeated once per class, image-major, as TopK lays its rows out
         k = len(targets)
+        repeated: np.ndarray | dict[str, np.ndarray]
         if isinstance(feeds, dict):
             repeated = {name: np.repeat(value, k, axis=0) for name, value in feeds.items()}
         else:
@@ -470,7 +543,8 @@ def _explain_targets(explainer: Explainer, feeds, n: int, targets: list[int] | N
     else:
         res = explainer.explain(feeds, target=TopK(min(top, explainer.num_classes or top)))
     picks: list[list] = [[] for _ in range(n)]
-    for row, (image, cls) in enumerate(zip(res.image_index, res.targets)):
+    rows = res.image_index if res.image_index is not None else np.arange(len(res.cam))  # None: row i is image i
+    for row, (image, cls) in enumerate(zip(rows, res.targets)):
         picks[int(image)].append((int(cls), res, row))
     return picks
 
@@ -493,8 +567,8 @@ def _peak(cam: np.ndarray, geometry) -> dict | None:
     finite = np.isfinite(cam)
     if not finite.any():
         return None
-    peak_in = np.unravel_index(int(np.argmax(np.where(finite, cam, -np.inf))), cam.shape)
-    py, px = point_to_image(peak_in, geometry)
+    peak_y, peak_x = np.unravel_index(int(np.argmax(np.where(finite, cam, -np.inf))), cam.shape)
+    py, px = point_to_image((float(peak_y), float(peak_x)), geometry)
     return {"x": int(round(px)), "y": int(round(py))}
 
 
@@ -502,20 +576,42 @@ def _render(explainer, spec, path, img, geometry, picks, cams, captions, render,
     """The panel picture: per layer, guided, one class, or several classes side by side."""
     if not isinstance(explainer.layer, str):
         _, res, i = picks[0]
-        return render_layer_panel(img, _layer_cams(explainer, res, i, geometry), render.colormap, render.alpha,
-                                  caption=captions[0].split(" | layer")[0] + " | per layer, shallow to deep",
-                                  contour=render.contour, box=render.box)
+        return render_layer_panel(
+            img,
+            _layer_cams(explainer, res, i, geometry),
+            render.colormap,
+            render.alpha,
+            caption=captions[0].split(" | layer")[0] + " | per layer, shallow to deep",
+            contour=render.contour,
+            box=render.box,
+        )
     if len(cams) == 1 and picks[0][1].guided is not None:
         _, res, i = picks[0]
         pictures = [_guided_picture(g[i], spec, geometry) for g in (res.guided, res.guided_gradcam)]
-        return render_guided_panel(img, cams[0], *pictures, f"{captions[0]} | {explainer.method}", render.colormap,
-                                   render.alpha, contour=render.contour, box=render.box)
+        return render_guided_panel(
+            img,
+            cams[0],
+            *pictures,
+            f"{captions[0]} | {explainer.method}",
+            render.colormap,
+            render.alpha,
+            contour=render.contour,
+            box=render.box,
+        )
     if len(cams) == 1:
-        return render_panel(img, cams[0], captions[0], render.colormap, render.alpha,
-                            contour=render.contour, box=render.box)
-    return render_class_panels(img, cams, captions, render.colormap, render.alpha,
-                               caption=f"{path.name}: {title or f'top {len(cams)}'}", contour=render.contour,
-                               box=render.box)
+        return render_panel(
+            img, cams[0], captions[0], render.colormap, render.alpha, contour=render.contour, box=render.box
+        )
+    return render_class_panels(
+        img,
+        cams,
+        captions,
+        render.colormap,
+        render.alpha,
+        caption=f"{path.name}: {title or f'top {len(cams)}'}",
+        contour=render.contour,
+        box=render.box,
+    )
 
 
 def _guided_picture(gradient: np.ndarray, spec: PreprocessSpec, geometry) -> np.ndarray:

@@ -15,15 +15,18 @@ from onnxcam.cli.pass_progress import PassProgress
 from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import Explainer
 from onnxcam.graph.layers import image_input
-from onnxcam.methods.perturbation import DEFAULT_BATCH, PERTURBATION_METHODS
+from onnxcam.methods import method_spec
+from onnxcam.methods.perturbation import DEFAULT_BATCH
 from onnxcam.preprocess import DEFAULT_MAX_PIXELS, PRESETS, PreprocessSpec, derive_spec
 from onnxcam.preprocess.presets import ALIASES as PRESET_ALIASES
 from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP
 
-#: How every command ends; shown under ``onnxcam --help`` and the help of the commands that write image results.
-EXIT_STATUS_HELP = ("exit status: 0 done; 1 failed, or some images were skipped (each is listed); 2 bad usage; "
-                    "130 interrupted by Ctrl-C, SIGTERM or SIGHUP, after writing the results of the work done "
-                    '(summary.json, compare.json, metrics.json) marked "interrupted": true')
+#: How every command ends; shown under ``onnxcam --help`` and the help of the commands that write results.
+EXIT_STATUS_HELP = (
+    "exit status: 0 done; 1 failed, or some images (or data set entries) were skipped, each "
+    "listed; 2 bad usage; 130 interrupted by Ctrl-C, SIGTERM or SIGHUP, after writing the results "
+    'of the work done (summary.json, compare.json, metrics.json) marked "interrupted": true'
+)
 
 
 def parse_list(text: str) -> list[float]:
@@ -36,9 +39,13 @@ def parse_list(text: str) -> list[float]:
 
 def add_render_options(p) -> None:
     g = p.add_argument_group("rendering")
-    g.add_argument("--colormap", default=DEFAULT_COLORMAP, choices=list(COLORMAPS),
-                   help=f"heatmap colours (default {DEFAULT_COLORMAP}: colour-blind safe, readable in greyscale; "
-                        "jet matches other tools)")
+    g.add_argument(
+        "--colormap",
+        default=DEFAULT_COLORMAP,
+        choices=list(COLORMAPS),
+        help=f"heatmap colours (default {DEFAULT_COLORMAP}: colour-blind safe, readable in greyscale; "
+        "jet matches other tools)",
+    )
     g.add_argument("--alpha", type=float, default=0.5, help="overlay opacity, 0..1 (default 0.5)")
     g.add_argument("--contour", action="store_true", help="outline the region above 15%% of the map's maximum")
     g.add_argument("--box", action="store_true", help="box the largest region above 15%% of the maximum")
@@ -50,9 +57,13 @@ def render_options(args) -> RenderOptions:
 
 
 def add_model_output_option(p) -> None:
-    p.add_argument("--model-output", metavar="NAME|INDEX", default="0",
-                   help="which model output to explain: its name or position (default 0, the first); e.g. a face "
-                        "detector's probability output rather than its boxes")
+    p.add_argument(
+        "--model-output",
+        metavar="NAME|INDEX",
+        default="0",
+        help="which model output to explain: its name or position (default 0, the first); e.g. a face "
+        "detector's probability output rather than its boxes",
+    )
 
 
 def model_output(args) -> str | int:
@@ -63,16 +74,22 @@ def model_output(args) -> str | int:
 
 def add_preprocess_options(p) -> None:
     pre = p.add_argument_group("preprocessing")
-    pre.add_argument("--preprocess", choices=sorted([*PRESETS, *PRESET_ALIASES]),
-                     help="preset (default: from settings/metadata, else imagenet)")
+    pre.add_argument(
+        "--preprocess",
+        choices=sorted([*PRESETS, *PRESET_ALIASES]),
+        help="preset (default: from settings/metadata, else imagenet)",
+    )
     pre.add_argument("--size", type=int, nargs="+", metavar="N", help="H W (or one N) for dynamic-size models")
     pre.add_argument("--mean", type=parse_list, help="per-channel mean after scaling, e.g. 0.5,0.5,0.5")
     pre.add_argument("--std", type=parse_list, help="per-channel std, e.g. 0.5,0.5,0.5")
     pre.add_argument("--scale", type=float, help="multiply 0..255 pixels by this first (e.g. 0.00392157)")
     pre.add_argument("--bgr", action="store_true", default=None, help="feed channels in B, G, R order")
     pre.add_argument("--layout", choices=["NCHW", "NHWC"], help="only where the graph does not pin it down")
-    pre.add_argument("--resize", choices=["squash", "crop"], help="squash to the input size, or resize the "
-                                                                 "shorter side and centre-crop")
+    pre.add_argument(
+        "--resize",
+        choices=["squash", "crop"],
+        help="squash to the input size, or resize the shorter side and centre-crop",
+    )
     p.add_argument("--labels", help="class names: a .txt file (one per line) or .json list")
 
 
@@ -88,10 +105,21 @@ def preprocess_spec(ex: Explainer, model, args) -> PreprocessSpec:
         if len(args.size) not in (1, 2):
             raise OnnxcamError("--size takes one number or two (H W)")
         size = args.size * 2 if len(args.size) == 1 else args.size
-    return derive_spec(ex.index, model_path=model, input_name=explained_image_input(ex), preset=args.preprocess,
-                       size=size, mean=args.mean, std=args.std, scale=args.scale, bgr=args.bgr, layout=args.layout,
-                       resize=args.resize, labels=args.labels,
-                       max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS))
+    return derive_spec(
+        ex.index,
+        model_path=model,
+        input_name=explained_image_input(ex),
+        preset=args.preprocess,
+        size=size,
+        mean=args.mean,
+        std=args.std,
+        scale=args.scale,
+        bgr=args.bgr,
+        layout=args.layout,
+        resize=args.resize,
+        labels=args.labels,
+        max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS),
+    )
 
 
 def explained_image_input(ex: Explainer) -> str:
@@ -102,27 +130,45 @@ def explained_image_input(ex: Explainer) -> str:
 
 def add_method_options(p) -> None:
     g = p.add_argument_group("method options")
-    g.add_argument("--aug-smooth", action="store_true",
-                   help="average the maps of flipped and shifted copies of each image (6 passes)")
-    g.add_argument("--eigen-smooth", action="store_true",
-                   help="first principal component of the per-channel contributions instead of their sum")
-    g.add_argument("--perturbation-batch", type=int, default=DEFAULT_BATCH, metavar="N",
-                   help=f"masked or ablated copies per ONNX Runtime call for scorecam and ablationcam "
-                        f"(default {DEFAULT_BATCH})")
+    g.add_argument(
+        "--aug-smooth",
+        action="store_true",
+        help="average the maps of flipped and shifted copies of each image (6 passes)",
+    )
+    g.add_argument(
+        "--eigen-smooth",
+        action="store_true",
+        help="first principal component of the per-channel contributions instead of their sum",
+    )
+    g.add_argument(
+        "--perturbation-batch",
+        type=int,
+        default=DEFAULT_BATCH,
+        metavar="N",
+        help=f"masked or ablated copies per ONNX Runtime call for scorecam and ablationcam (default {DEFAULT_BATCH})",
+    )
 
 
 def method_options(args) -> dict:
     """Explainer keyword arguments from :func:`add_method_options` (a passes bar for perturbation methods)."""
     if args.perturbation_batch < 1:
         raise OnnxcamError("--perturbation-batch must be at least 1")
-    progress = PassProgress(args.method) if args.method in PERTURBATION_METHODS else None
-    return {"aug_smooth": args.aug_smooth, "eigen_smooth": args.eigen_smooth,
-            "perturbation_batch": args.perturbation_batch, "progress": progress}
+    progress = PassProgress(args.method) if method_spec(args.method).kind == "perturbation" else None
+    return {
+        "aug_smooth": args.aug_smooth,
+        "eigen_smooth": args.eigen_smooth,
+        "perturbation_batch": args.perturbation_batch,
+        "progress": progress,
+    }
 
 
 def add_run_options(p) -> None:
     p.add_argument("-o", "--output", default="onnxcam-out", help="output folder (default ./onnxcam-out)")
     p.add_argument("--batch-size", type=int, default=8, help="images per ONNX Runtime call (default 8)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS}, "
-                        "a guard against decompression bombs)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS}, "
+        "a guard against decompression bombs)",
+    )

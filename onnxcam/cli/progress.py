@@ -53,8 +53,15 @@ class Progress:
     at least :data:`LOG_EVERY_S` seconds passed since the last one, and the end.
     """
 
-    def __init__(self, total: int, label: str, stream: TextIO | None = None, enabled: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic, unit: str = "img"):
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        unit: str = "img",
+    ):
         self.total, self.label, self.unit, self.done = total, label, unit, 0
         self.stream = stream or sys.stderr
         self.enabled = total >= QUIET_BELOW if enabled is None else enabled

@@ -11,6 +11,18 @@ from onnxcam.compare.panel import render_comparison, render_difference
 from onnxcam.compare.report import aggregate, record, summary_lines, write_csv, write_json
 from onnxcam.compare.run import ImageComparison, ImageFailure, ModelSide, SideResult, compare_images, probabilities
 
-__all__ = ["compare_images", "ModelSide", "ImageComparison", "ImageFailure", "SideResult", "probabilities",
-           "render_comparison", "render_difference", "aggregate", "record", "summary_lines", "write_csv",
-           "write_json"]
+__all__ = [
+    "compare_images",
+    "ModelSide",
+    "ImageComparison",
+    "ImageFailure",
+    "SideResult",
+    "probabilities",
+    "render_comparison",
+    "render_difference",
+    "aggregate",
+    "record",
+    "summary_lines",
+    "write_csv",
+    "write_json",
+]

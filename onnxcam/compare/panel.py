@@ -33,25 +33,39 @@ def render_difference(photo: Image.Image, cam_a: np.ndarray, cam_b: np.ndarray) 
     return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
 
 
-def render_comparison(item: ImageComparison, name_a: str, name_b: str, colormap: str = DEFAULT_COLORMAP,
-                      alpha: float = 0.5, contour: bool = False, box: bool = False,
-                      tile_size: int = TILE_SIZE) -> Image.Image:
+def render_comparison(
+    item: ImageComparison,
+    name_a: str,
+    name_b: str,
+    colormap: str = DEFAULT_COLORMAP,
+    alpha: float = 0.5,
+    contour: bool = False,
+    box: bool = False,
+    tile_size: int = TILE_SIZE,
+) -> Image.Image:
     """Four tiles under a caption with the agreement numbers, each overlay labelled with its model's prediction."""
     photo = item.photo.convert("RGB")
     w, h = fit_size(photo.width, photo.height, tile_size)
     if (w, h) != photo.size:
         photo = photo.resize((w, h), Image.Resampling.LANCZOS if w < photo.width else Image.Resampling.BICUBIC)
     cam_a, cam_b = resize_cam(item.a.cam, (w, h)), resize_cam(item.b.cam, (w, h))
-    tiles = [photo,
-             render_overlay(photo, cam_a, colormap, alpha, contour=contour, box=box),
-             render_overlay(photo, cam_b, colormap, alpha, contour=contour, box=box),
-             render_difference(photo, cam_a, cam_b)]
-    labels = [item.image.name, f"A: {name_a}\n{_prediction(item.a)}", f"B: {name_b}\n{_prediction(item.b)}",
-              f"A - B (largest gap {np.abs(item.a.cam - item.b.cam).max():.2f}): orange where A is higher, "
-              "purple where B is"]
+    tiles = [
+        photo,
+        render_overlay(photo, cam_a, colormap, alpha, contour=contour, box=box),
+        render_overlay(photo, cam_b, colormap, alpha, contour=contour, box=box),
+        render_difference(photo, cam_a, cam_b),
+    ]
+    labels = [
+        item.image.name,
+        f"A: {name_a}\n{_prediction(item.a)}",
+        f"B: {name_b}\n{_prediction(item.b)}",
+        f"A - B (largest gap {np.abs(item.a.cam - item.b.cam).max():.2f}): orange where A is higher, purple where B is",
+    ]
     target = f"{item.target_label} ({item.target})" if item.target_label else f"class {item.target}"
-    caption = (f"explaining {target}, {item.target_source}  |  Spearman {_fmt(item.spearman, 3)}  |  "
-               f"top-15% IoU {_fmt(item.top_iou, 2)}  |  peak distance {_fmt(item.peak_distance, 1)} px")
+    caption = (
+        f"explaining {target}, {item.target_source}  |  Spearman {_fmt(item.spearman, 3)}  |  "
+        f"top-15% IoU {_fmt(item.top_iou, 2)}  |  peak distance {_fmt(item.peak_distance, 1)} px"
+    )
     if item.note:
         caption += f"\n{item.note}"
     return compose(tiles, labels, caption=caption, colormap=colormap, columns=4, size=font_size_for(max(w, h)))

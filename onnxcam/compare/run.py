@@ -89,13 +89,18 @@ def probabilities(explainer: Explainer, result: ExplainResult) -> np.ndarray:
     """(N, K) class probabilities: the output itself after a Softmax/Sigmoid, else the softmax of the logits."""
     values = explainer.class_scores(result).astype(np.float64)
     squashed = explainer.score_tensor not in result.outputs  # the score is a logit inside the graph
-    is_distribution = (values.min() >= 0 and values.max() <= 1
-                       and np.allclose(values.sum(axis=1), 1.0, atol=1e-3))
+    is_distribution = values.min() >= 0 and values.max() <= 1 and np.allclose(values.sum(axis=1), 1.0, atol=1e-3)
     return values if squashed or is_distribution else softmax_probabilities(values)
 
 
-def compare_images(a: ModelSide, b: ModelSide, images: list[tuple[Path, Path]], target: int | None = None,
-                   batch_size: int = 8, max_pixels: int | None = None) -> Iterator[ImageComparison | ImageFailure]:
+def compare_images(
+    a: ModelSide,
+    b: ModelSide,
+    images: list[tuple[Path, Path]],
+    target: int | None = None,
+    batch_size: int = 8,
+    max_pixels: int | None = None,
+) -> Iterator[ImageComparison | ImageFailure]:
     """One :class:`ImageComparison` per photo, in order; a photo either model cannot take is an :class:`ImageFailure`.
 
     ``images`` are ``(path, name relative to its source)`` pairs as
@@ -105,7 +110,7 @@ def compare_images(a: ModelSide, b: ModelSide, images: list[tuple[Path, Path]], 
     batch_size = max(1, int(batch_size))
     for start in range(0, len(images), batch_size):
         loaded: list[_Loaded] = []
-        for path, rel in images[start:start + batch_size]:
+        for path, rel in images[start : start + batch_size]:
             try:
                 photo, _ = load_image(path, max_pixels=max_pixels)
                 item = _Loaded(Path(path), Path(rel), photo)
@@ -135,28 +140,42 @@ def _compare_batch(a: ModelSide, b: ModelSide, loaded: list[_Loaded], target: in
     targets = [int(t) for t in res_a.targets]
     classes_b = b.explainer.num_classes
     if classes_b is not None and max(targets) >= classes_b:
-        raise TargetError(f"class {max(targets)} is out of range for model B ({b.name}, {classes_b} classes); "
-                           "compare models with the same classes, or pass --target")
+        raise TargetError(
+            f"class {max(targets)} is out of range for model B ({b.name}, {classes_b} classes); "
+            "compare models with the same classes, or pass --target"
+        )
     res_b = _run(b, loaded, 1, targets)
     prob_a, prob_b = probabilities(a.explainer, res_a), probabilities(b.explainer, res_b)
     source = "model A's top-1" if target is None else "--target"
     for i, item in enumerate(loaded):
         t = targets[i]
-        sides = [_side_result(side, res, prob, i, t, item.inputs[k][1])
-                 for k, (side, res, prob) in enumerate(((a, res_a, prob_a), (b, res_b, prob_b)))]
+        sides = [
+            _side_result(side, res, prob, i, t, item.inputs[k][1])
+            for k, (side, res, prob) in enumerate(((a, res_a, prob_a), (b, res_b, prob_b)))
+        ]
         flat = [name for name, s in zip("AB", sides) if s.peak is None]
+        note = None
         if flat:
-            numbers = dict(spearman=math.nan, top_iou=math.nan, peak_distance=math.nan,
-                           note=f"model {' and '.join(flat)}'s map is flat (all zero): no evidence for this class "
-                                "at that layer")
+            rho = iou = distance = math.nan
+            note = f"model {' and '.join(flat)}'s map is flat (all zero): no evidence for this class at that layer"
         else:
             ma, mb = _metric_maps(sides[0].cam, sides[1].cam)
-            numbers = dict(spearman=spearman(ma, mb), top_iou=top_region_iou(ma, mb, TOP_FRACTION),
-                           peak_distance=peak_distance(sides[0].cam, sides[1].cam))
+            rho, iou = spearman(ma, mb), top_region_iou(ma, mb, TOP_FRACTION)
+            distance = peak_distance(sides[0].cam, sides[1].cam)
         yield ImageComparison(
-            image=item.path, relative=item.relative, photo=item.photo, target=t,
-            target_label=_label(a.spec, t) or _label(b.spec, t), target_source=source, a=sides[0], b=sides[1],
-            **numbers)
+            image=item.path,
+            relative=item.relative,
+            photo=item.photo,
+            target=t,
+            target_label=_label(a.spec, t) or _label(b.spec, t),
+            target_source=source,
+            a=sides[0],
+            b=sides[1],
+            spearman=rho,
+            top_iou=iou,
+            peak_distance=distance,
+            note=note,
+        )
 
 
 def _side_result(side: ModelSide, res: ExplainResult, prob: np.ndarray, i: int, target: int, geometry) -> SideResult:

@@ -15,5 +15,16 @@ from onnxcam.data.annotations import (
 )
 from onnxcam.data.samples import Sample, box_to_input, load_samples, resolve_label
 
-__all__ = ["AnnotatedImage", "AnnotatedObject", "DataError", "DataIssue", "Dataset", "parse_box", "read_dataset",
-           "Sample", "box_to_input", "load_samples", "resolve_label"]
+__all__ = [
+    "AnnotatedImage",
+    "AnnotatedObject",
+    "DataError",
+    "DataIssue",
+    "Dataset",
+    "parse_box",
+    "read_dataset",
+    "Sample",
+    "box_to_input",
+    "load_samples",
+    "resolve_label",
+]

@@ -92,8 +92,10 @@ def parse_box(value, where: str = "box") -> Box:
     if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
         raise OnnxcamError(f"{where} has a non-finite coordinate: {value!r}")
     if x0 < 0 or y0 < 0 or x1 <= x0 or y1 <= y0:
-        raise OnnxcamError(f"{where} {[x0, y0, x1, y1]} is empty or negative; boxes are x0, y0, x1, y1 with "
-                           "0 <= x0 < x1 and 0 <= y0 < y1 (end-exclusive pixels)")
+        raise OnnxcamError(
+            f"{where} {[x0, y0, x1, y1]} is empty or negative; boxes are x0, y0, x1, y1 with "
+            "0 <= x0 < x1 and 0 <= y0 < y1 (end-exclusive pixels)"
+        )
     return (x0, y0, x1, y1)
 
 
@@ -142,8 +144,10 @@ def _read_folder(folder: Path) -> Dataset:
     others = sorted([*folder.glob("*.json"), *folder.glob("*.csv")])
     if len(others) == 1:
         return read_dataset(others[0])
-    raise DataError(f"no annotations found in {folder}: expected {', '.join(ANNOTATION_NAMES)}, VOC .xml files or "
-                    "an Annotations/ folder (see `onnxcam eval --help`)")
+    raise DataError(
+        f"no annotations found in {folder}: expected {', '.join(ANNOTATION_NAMES)}, VOC .xml files or "
+        "an Annotations/ folder (see `onnxcam eval --help`)"
+    )
 
 
 def _entry(ds: Dataset, base: Path, file, objects: list, where: str) -> None:
@@ -169,20 +173,23 @@ def read_json(path: Path) -> Dataset:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: [[[[...
         raise DataError(f"cannot read {path} as JSON: {e}") from None
-    entries = doc if isinstance(doc, list) else (doc.get("images", doc.get("samples")) if isinstance(doc, dict)
-                                                   else None)
+    entries = (
+        doc if isinstance(doc, list) else (doc.get("images", doc.get("samples")) if isinstance(doc, dict) else None)
+    )
     if not isinstance(entries, list):
-        raise DataError(f"{path}: expected a list of image entries under \"images\" (see `onnxcam eval --help`)")
+        raise DataError(f'{path}: expected a list of image entries under "images" (see `onnxcam eval --help`)')
     ds = Dataset(path, "json")
-    for i, e in enumerate(entries):
+    for i, entry in enumerate(entries):
         where = f"{path.name} entry {i}"
-        if not isinstance(e, dict):
-            ds.issues.append(DataIssue(where, f"expected an object with 'file' and boxes, got {e!r}"))
+        if not isinstance(entry, dict):
+            ds.issues.append(DataIssue(where, f"expected an object with 'file' and boxes, got {entry!r}"))
             continue
-        objects = e.get("objects")
-        if objects is None and "box" in e:
-            objects = [{"box": e["box"], "label": e.get("label")}]
-        _entry(ds, path.parent, e.get("file", e.get("image")), objects if isinstance(objects, list) else [], where)
+        objects = entry.get("objects")
+        if objects is None and "box" in entry:
+            objects = [{"box": entry["box"], "label": entry.get("label")}]
+        _entry(
+            ds, path.parent, entry.get("file", entry.get("image")), objects if isinstance(objects, list) else [], where
+        )
     return ds
 
 
@@ -201,8 +208,9 @@ def read_csv(path: Path) -> Dataset:
     ds = Dataset(path, "csv")
     for file, items in grouped.items():
         lines = ", ".join(str(line) for line, _ in items)
-        objects = [{"box": [row.get(k) for k in ("x0", "y0", "x1", "y1")], "label": row.get("label")}
-                   for _, row in items]
+        objects = [
+            {"box": [row.get(k) for k in ("x0", "y0", "x1", "y1")], "label": row.get("label")} for _, row in items
+        ]
         _entry(ds, path.parent, file, objects, f"{path.name} line {lines}")
     return ds
 
@@ -219,10 +227,11 @@ def read_voc(files: list[Path], source: Path) -> Dataset:
         for obj in root.iter("object"):
             bb = obj.find("bndbox")
             coords = [bb.findtext(k) if bb is not None else None for k in ("xmin", "ymin", "xmax", "ymax")]
-            try:
-                xmin, ymin, xmax, ymax = (float(c) for c in coords)
-                box = [xmin - 1, ymin - 1, xmax, ymax]  # 1-based inclusive -> 0-based end-exclusive
-            except (TypeError, ValueError):
+            try:  # ValueError: a coordinate is not a number, or one is missing (too few values to unpack)
+                xmin, ymin, xmax, ymax = (float(c) for c in coords if c is not None)
+                # 1-based inclusive -> 0-based end-exclusive
+                box: list[float] | list[str | None] = [xmin - 1, ymin - 1, xmax, ymax]
+            except ValueError:
                 box = coords
             objects.append({"box": box, "label": (obj.findtext("name") or "").strip() or None})
         folder = xml.parent

@@ -67,19 +67,25 @@ def resolve_label(label: int | str | None, class_names: Sequence[str] | None, nu
             raise OnnxcamError(f"class id {label} is out of range (the model has {num_classes} classes)")
         return label
     if not class_names:
-        raise OnnxcamError(f"label {label!r} is a class name but the model has no class names; pass --labels "
-                           "or use class ids")
+        raise OnnxcamError(
+            f"label {label!r} is a class name but the model has no class names; pass --labels or use class ids"
+        )
     if label in class_names:
         return list(class_names).index(label)
     lower = [c.lower() for c in class_names]
     if label.lower() in lower:
         return lower.index(label.lower())
-    raise OnnxcamError(f"unknown class name {label!r}; the model's classes are {', '.join(class_names[:8])}"
-                       + (", ..." if len(class_names) > 8 else ""))
+    raise OnnxcamError(
+        f"unknown class name {label!r}; the model's classes are {', '.join(class_names[:8])}"
+        + (", ..." if len(class_names) > 8 else "")
+    )
 
 
-def _labelled_objects(entry: AnnotatedImage, class_names, num_classes,
-                      ) -> tuple[list[tuple[AnnotatedObject, int | None]], list[DataIssue]]:
+def _labelled_objects(
+    entry: AnnotatedImage,
+    class_names,
+    num_classes,
+) -> tuple[list[tuple[AnnotatedObject, int | None]], list[DataIssue]]:
     """Each object with its class id; an unknown label is an issue of that box alone, not of the whole image.
 
     One misspelt label among an image's boxes should not take the image's other, good boxes out of the evaluation.
@@ -93,8 +99,9 @@ def _labelled_objects(entry: AnnotatedImage, class_names, num_classes,
     return labelled, issues
 
 
-def _samples_of(entry: AnnotatedImage, labelled: list[tuple[AnnotatedObject, int | None]], spec: PreprocessSpec,
-                max_pixels) -> list[Sample]:
+def _samples_of(
+    entry: AnnotatedImage, labelled: list[tuple[AnnotatedObject, int | None]], spec: PreprocessSpec, max_pixels
+) -> list[Sample]:
     by_label: dict[int | None, list[Box]] = {}
     img, _ = load_image(entry.image, max_pixels=max_pixels)
     for obj, _label in labelled:
@@ -105,17 +112,25 @@ def _samples_of(entry: AnnotatedImage, labelled: list[tuple[AnnotatedObject, int
     for obj, label in labelled:
         box = box_to_input(obj.box, g)
         if box is None:
-            raise OnnxcamError(f"box {list(obj.box)} lies outside the part of the image the model sees "
-                               "(centre crop); use --resize squash")
+            raise OnnxcamError(
+                f"box {list(obj.box)} lies outside the part of the image the model sees "
+                "(centre crop); use --resize squash"
+            )
         by_label.setdefault(label, []).append(box)
     several = len(by_label) > 1
-    return [Sample(f"{entry.image}#{label}" if several else str(entry.image), entry.image, x, boxes, label)
-            for label, boxes in by_label.items()]
+    return [
+        Sample(f"{entry.image}#{label}" if several else str(entry.image), entry.image, x, boxes, label)
+        for label, boxes in by_label.items()
+    ]
 
 
-def load_samples(dataset: Dataset, spec: PreprocessSpec, class_names: Sequence[str] | None = None,
-                 num_classes: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 ) -> tuple[list[Sample], list[DataIssue]]:
+def load_samples(
+    dataset: Dataset,
+    spec: PreprocessSpec,
+    class_names: Sequence[str] | None = None,
+    num_classes: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[list[Sample], list[DataIssue]]:
     """Read and preprocess every image; a missing image or bad box skips that entry, an unknown label that box only."""
     samples, issues = [], list(dataset.issues)
     for entry in dataset.images:

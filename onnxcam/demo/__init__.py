@@ -37,8 +37,17 @@ INPUT_NAME = "image"
 INPUT_SIZE = (96, 96)  # (height, width)
 PREPROCESS = {"preset": "raw01", "size": list(INPUT_SIZE), "layout": "NCHW", "resize": "squash"}
 
-__all__ = ["DEMO_MODEL", "DEMO_IMAGES", "DEMO_LABELS", "DEMO_SAMPLES", "INPUT_NAME", "INPUT_SIZE", "PREPROCESS",
-           "preprocess", "load_image"]
+__all__ = [
+    "DEMO_MODEL",
+    "DEMO_IMAGES",
+    "DEMO_LABELS",
+    "DEMO_SAMPLES",
+    "INPUT_NAME",
+    "INPUT_SIZE",
+    "PREPROCESS",
+    "preprocess",
+    "load_image",
+]
 
 
 def preprocess(images: np.ndarray) -> np.ndarray:
@@ -49,8 +58,10 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     if a.ndim != 4 or a.shape[-1] != 3:
         raise ValueError(f"expected (H, W, 3) or (N, H, W, 3) RGB, got shape {a.shape}")
     if a.shape[1:3] != INPUT_SIZE:
-        raise ValueError(f"expected {INPUT_SIZE[0]}x{INPUT_SIZE[1]} images, got {a.shape[1]}x{a.shape[2]}; "
-                         "use load_image() to resize")
+        raise ValueError(
+            f"expected {INPUT_SIZE[0]}x{INPUT_SIZE[1]} images, got {a.shape[1]}x{a.shape[2]}; "
+            "use load_image() to resize"
+        )
     return np.ascontiguousarray(a.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
 
 
@@ -61,5 +72,5 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     with Image.open(path) as im:
         im = im.convert("RGB")
         if im.size != (INPUT_SIZE[1], INPUT_SIZE[0]):
-            im = im.resize((INPUT_SIZE[1], INPUT_SIZE[0]), Image.BILINEAR)
+            im = im.resize((INPUT_SIZE[1], INPUT_SIZE[0]), Image.Resampling.BILINEAR)
         return preprocess(np.asarray(im, dtype=np.uint8))

@@ -23,11 +23,11 @@ from onnx import TensorProto, helper
 from onnxcam.autodiff import build_vjp
 from onnxcam.graph.builder import GraphBuilder
 from onnxcam.errors import OnnxcamError, TargetError
-from onnxcam.graph.index import GraphIndex
-from onnxcam.graph.layers import CandidateLayer, image_input, input_spatial_axes
+from onnxcam.graph.index import Dim, GraphIndex, static_dims
+from onnxcam.graph.layers import CandidateLayer, image_axes, image_input, image_size
 from onnxcam.graph.load import default_opset
 from onnxcam.graph.prepare import emitted_ir_version
-from onnxcam.methods import CAM_METHODS, channel_sum
+from onnxcam.methods import channel_sum, method_spec
 from onnxcam.methods.guided import GUIDED_RULES
 from onnxcam.methods.upsampling import extreme_samples, fits_matrices, interpolation_matrix
 
@@ -58,8 +58,9 @@ def resolve_score(index: GraphIndex, output: str | int, use_logit: bool = True) 
     """Find the tensor to seed for ``output`` (a name or position among the model outputs)."""
     if isinstance(output, (int, np.integer)):
         if not 0 <= int(output) < len(index.outputs):
-            raise TargetError(f"output index {output} is out of range: the model has {len(index.outputs)} "
-                              f"output(s): {index.outputs}")
+            raise TargetError(
+                f"output index {output} is out of range: the model has {len(index.outputs)} output(s): {index.outputs}"
+            )
         name = index.outputs[int(output)]
     else:
         if output not in index.outputs:
@@ -70,7 +71,7 @@ def resolve_score(index: GraphIndex, output: str | int, use_logit: bool = True) 
     while node is not None and node.op_type in _PASS_THROUGH:
         node = index.producer.get(node.input[0])
     squash = node.op_type if node is not None and node.op_type in _SQUASHING_OPS else None
-    if use_logit and squash is not None:
+    if use_logit and squash is not None and node is not None:
         tensor, from_logit = node.input[0], True
     t = index.type_of(tensor)
     if t is None or not t.is_float:
@@ -102,9 +103,15 @@ class ExplainerGraph:
     image: str = ""  # the model input the heatmap covers (see image_input)
 
 
-def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: ScoreSpec,
-                    method: str = "gradcam", mode: str = "class", guided: bool = False,
-                    expose: bool = False) -> ExplainerGraph:
+def build_explainer(
+    index: GraphIndex,
+    layers: Sequence[CandidateLayer],
+    score: ScoreSpec,
+    method: str = "gradcam",
+    mode: str = "class",
+    guided: bool = False,
+    expose: bool = False,
+) -> ExplainerGraph:
     """Return a new model computing the original outputs plus ``cam``, ``cam_lowres`` and the target.
 
     ``mode`` says what the extra input is: "class", an int64 class id per
@@ -117,17 +124,19 @@ def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: 
     model shares ``index``'s external weights; the caller saves it beside them
     and runs the ONNX checker on the file.
     """
-    if method not in CAM_METHODS:
-        raise OnnxcamError(f"unknown method {method!r}; available: {', '.join(sorted(CAM_METHODS))}")
+    if method_spec(method).formula is None:
+        raise OnnxcamError(f"method {method!r} has no in-graph formula; build {method_spec(method).graph_method!r}")
     if mode in _CLASS_MODES and score.class_axis is None:
-        raise TargetError(f"{score.describe()} has shape {index.shape(score.tensor)}, not (batch, classes); "
-                          "explain one element of it with onnxcam.OutputTarget(output, index) instead")
+        raise TargetError(
+            f"{score.describe()} has shape {index.shape(score.tensor)}, not (batch, classes); "
+            "explain one element of it with onnxcam.OutputTarget(output, index) instead"
+        )
     opset = max(default_opset(index.model), 17)
     b = GraphBuilder(opset, taken_names=index.names | set(index.outputs))
     image = image_input(index, layers)
     batch_dim = (index.shape(image) or ("N",))[0]
     batch_dim = batch_dim if batch_dim is not None else "N"
-    score_type = index.type_of(score.tensor)
+    score_type = index.known_type(score.tensor)
     new_inputs, new_outputs = [], []
 
     one_hot: dict[str, str] = {}
@@ -169,7 +178,7 @@ def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: 
     grads = build_vjp(index, b, [layer.name for layer in layers], {score.tensor: seed}, one_hot=one_hot)
 
     hw = _input_hw(index, b, image)
-    H, W = in_hw = tuple(index.shape(image)[a] for a in input_spatial_axes(index, image))
+    H, W = in_hw = image_size(index, image)
     cam = b.reserve("cam")
     cams_lowres, cams = [], []
     exposed = []
@@ -196,9 +205,24 @@ def build_explainer(index: GraphIndex, layers: Sequence[CandidateLayer], score: 
     guided_names = _guided_outputs(index, b, image, score, seed, one_hot, cam, batch_dim, new_outputs) if guided else ()
 
     model = _assemble(index, b, new_inputs, new_outputs)
-    return ExplainerGraph(model, mode, list(index.inputs), target_input, list(index.outputs), cam, cams_lowres,
-                          target_output, list(layers), score, method, *guided_names, exposed=exposed,
-                          image=image)
+    guided_backprop, guided_gradcam = guided_names or (None, None)
+    return ExplainerGraph(
+        model,
+        mode,
+        list(index.inputs),
+        target_input,
+        list(index.outputs),
+        cam,
+        cams_lowres,
+        target_output,
+        list(layers),
+        score,
+        method,
+        guided_backprop,
+        guided_gradcam,
+        exposed=exposed,
+        image=image,
+    )
 
 
 def _ranked_class(b: GraphBuilder, flat: str, target: str, depth: str) -> str:
@@ -216,22 +240,32 @@ def _ranked_class(b: GraphBuilder, flat: str, target: str, depth: str) -> str:
     return b.op("Squeeze", picked, b.ints([1]), hint="ranked_class")
 
 
-def _guided_outputs(index: GraphIndex, b: GraphBuilder, image: str, score: ScoreSpec, seed: str,
-                    one_hot: dict[str, str], cam: str, batch_dim, new_outputs: list) -> tuple[str, str]:
+def _guided_outputs(
+    index: GraphIndex,
+    b: GraphBuilder,
+    image: str,
+    score: ScoreSpec,
+    seed: str,
+    one_hot: dict[str, str],
+    cam: str,
+    batch_dim: Dim,
+    new_outputs: list[onnx.ValueInfoProto],
+) -> tuple[str, str]:
     """Guided backprop down to the image input, and Guided Grad-CAM (its product with ``cam``)."""
     grad = build_vjp(index, b, [image], {score.tensor: seed}, rules=GUIDED_RULES, one_hot=one_hot)[image]
     guided = b.reserve("guided_backprop")
     b.op("Identity", _as_float32(index, b, grad, like=image), outputs=[guided])
-    channel_axis = 1 if input_spatial_axes(index, image) == (2, 3) else 3
+    channel_axis = 1 if image_axes(index, image) == (2, 3) else 3
     product = b.reserve("guided_gradcam")
     b.op("Mul", guided, b.op("Unsqueeze", cam, b.ints([channel_axis]), hint="cam_c"), outputs=[product])
-    shape = [batch_dim, *index.shape(image)[1:]]
+    shape = [batch_dim, *index.known_type(image).dims[1:]]
     for name in (guided, product):
         new_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [_dim(d) for d in shape]))
     return guided, product
 
 
-def _dim(d):
+def _dim(d: Dim) -> int | str | None:
+    """A dimension as a value-info shape takes it: an int or a symbol, None when unknown (0 included)."""
     return d if isinstance(d, (int, str)) and d != 0 else None
 
 
@@ -249,15 +283,20 @@ def _as_float32(index: GraphIndex, b: GraphBuilder, name: str, like: str | None 
 
 def _input_hw(index: GraphIndex, b: GraphBuilder, image: str) -> str | None:
     """int64 [H, W] of the image input read at run time; None when static (the head then needs no shape arithmetic)."""
-    axes = input_spatial_axes(index, image)  # image_input chose a 4-D image, so axes exist
-    dims = [index.shape(image)[a] for a in axes]
-    if all(isinstance(d, int) and d > 0 for d in dims):
+    if all(isinstance(d, int) and d > 0 for d in image_size(index, image)):
         return None
+    axes = image_axes(index, image)
     return b.op("Gather", b.shape_of(image), b.ints(list(axes)), axis=0, hint="input_hw")
 
 
-def _upsampled_cam(b: GraphBuilder, cam_lowres: str, low_hw: tuple, in_hw: tuple, hw: str | None,
-                   out: str | None = None) -> str:
+def _upsampled_cam(
+    b: GraphBuilder,
+    cam_lowres: str,
+    low_hw: tuple[Dim, ...],
+    in_hw: tuple[Dim, Dim],
+    hw: str | None,
+    out: str | None = None,
+) -> str:
     """``cam_lowres`` resized to the input's (H, W) (bilinear, half-pixel: cv2.resize's), then min-max normalised.
 
     Static sizes: the resize is ``R_h @ cam @ R_w^T`` with constant
@@ -271,21 +310,32 @@ def _upsampled_cam(b: GraphBuilder, cam_lowres: str, low_hw: tuple, in_hw: tuple
     few such passes. Dynamic sizes, and matrices too large to embed: a Resize to
     the input's [H, W], then the min-max over every pixel.
     """
-    if hw is None and all(isinstance(d, int) and d > 0 for d in low_hw) and fits_matrices(low_hw, in_hw):
-        rows, cols = (interpolation_matrix(n, size) for n, size in zip(low_hw, in_hw))
-        probe_rows = b.const(rows[extreme_samples(low_hw[0], in_hw[0])], np.float32)
-        probe_cols = b.const(cols[extreme_samples(low_hw[1], in_hw[1])].T, np.float32)
+    low, full = static_dims(low_hw), static_dims(in_hw)
+    if hw is None and low is not None and full is not None and fits_matrices(low, full):
+        rows, cols = (interpolation_matrix(n, size) for n, size in zip(low, full))
+        probe_rows = b.const(rows[extreme_samples(low[0], full[0])], np.float32)
+        probe_cols = b.const(cols[extreme_samples(low[1], full[1])].T, np.float32)
         probe = b.op("MatMul", probe_rows, b.op("MatMul", cam_lowres, probe_cols, hint="probe_cols"), hint="cam_probe")
         normalised = _normalise(b, cam_lowres, extremes_of=probe)
-        upsampled = b.op("MatMul", b.const(rows, np.float32),
-                         b.op("MatMul", normalised, b.const(cols.T, np.float32), hint="cam_cols"), hint="cam_hw")
-        return b.op("Clip", upsampled, b.const(0.0, np.float32), b.const(1.0, np.float32), hint="cam_norm",
-                    outputs=[out] if out else 1)
+        upsampled = b.op(
+            "MatMul",
+            b.const(rows, np.float32),
+            b.op("MatMul", normalised, b.const(cols.T, np.float32), hint="cam_cols"),
+            hint="cam_hw",
+        )
+        return b.op_outputs(
+            "Clip",
+            upsampled,
+            b.const(0.0, np.float32),
+            b.const(1.0, np.float32),
+            hint="cam_norm",
+            outputs=[out] if out else 1,
+        )[0]
     c4 = b.op("Unsqueeze", cam_lowres, b.ints([1]), hint="cam4")
-    hw = hw if hw is not None else b.ints(list(in_hw))
+    if hw is None:  # the input's size is static (see _input_hw), but the matrices would be too large
+        hw = b.ints([d for d in full or () if isinstance(d, int)])
     size = b.op("Concat", b.shape_of(c4, start=0, end=2), hw, axis=0, hint="cam_sizes")
-    up = b.op("Resize", c4, "", "", size, mode="linear", coordinate_transformation_mode="half_pixel",
-              hint="cam_up")
+    up = b.op("Resize", c4, "", "", size, mode="linear", coordinate_transformation_mode="half_pixel", hint="cam_up")
     return _normalise(b, b.op("Squeeze", up, b.ints([1]), hint="cam_hw"), out=out)
 
 
@@ -298,10 +348,12 @@ def _normalise(b: GraphBuilder, cam: str, out: str | None = None, extremes_of: s
     lo = b.reduce("ReduceMin", probe, [1, 2], keepdims=True, hint="cam_min")
     hi = b.reduce("ReduceMax", probe, [1, 2], keepdims=True, hint="cam_max")
     span = b.op("Max", b.op("Sub", hi, lo), b.const(1e-7, np.float32), hint="cam_span")
-    return b.op("Div", b.op("Sub", cam, lo), span, hint="cam_norm", outputs=[out] if out else 1)
+    return b.op_outputs("Div", b.op("Sub", cam, lo), span, hint="cam_norm", outputs=[out] if out else 1)[0]
 
 
-def _assemble(index: GraphIndex, b: GraphBuilder, new_inputs, new_outputs) -> onnx.ModelProto:
+def _assemble(
+    index: GraphIndex, b: GraphBuilder, new_inputs: list[onnx.ValueInfoProto], new_outputs: list[onnx.ValueInfoProto]
+) -> onnx.ModelProto:
     nodes, read = _read_nodes(b.nodes, {vi.name for vi in new_outputs})
     graph = onnx.GraphProto()
     graph.CopyFrom(index.graph)

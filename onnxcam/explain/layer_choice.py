@@ -6,13 +6,14 @@ autodiff layer rather than in ``graph/``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from onnxcam.autodiff.engine import backward_reachable, carries_gradient
-from onnxcam.errors import LayerError
+from onnxcam.errors import LayerError, UnsupportedOpError
 from onnxcam.explain.build import _PASS_THROUGH, _SQUASHING_OPS
 from onnxcam.graph.index import GraphIndex
-from onnxcam.graph.layers import CandidateLayer, candidate_layers
+from onnxcam.graph.layers import CandidateLayer, candidate_layers, resolve_layer
 
 
 #: Ops between a logit and the output that keep its shape: the squashing ops and pass-throughs of resolve_score.
@@ -43,11 +44,41 @@ def choose_layer(index: GraphIndex, score: str, candidates: list[CandidateLayer]
         )
     for cand in reversed(usable):
         if _is_cut(index, cand.name, score):
-            return LayerChoice(cand, f"auto: {cand.describe()} is the last spatial feature map on every path "
-                                     f"from the input to the score")
+            return LayerChoice(
+                cand,
+                f"auto: {cand.describe()} is the last spatial feature map on every path from the input to the score",
+            )
     cand = usable[-1]
-    return LayerChoice(cand, f"auto: {cand.describe()} is the last spatial feature map the score depends on "
-                             f"(no single feature map lies on every path from the input to the score)")
+    return LayerChoice(
+        cand,
+        f"auto: {cand.describe()} is the last spatial feature map the score depends on "
+        f"(no single feature map lies on every path from the input to the score)",
+    )
+
+
+def pick_layers(
+    index: GraphIndex, layer: str | Sequence[str], score: str, candidates: list[CandidateLayer]
+) -> tuple[list[CandidateLayer], str]:
+    """The layers ``layer`` asks for ("auto", a tensor or node name, or a list of those), and why them."""
+    if isinstance(layer, str) and layer == "auto":
+        choice = choose_layer(index, score, candidates)
+        return [choice.layer], choice.reason
+    if not isinstance(layer, (str, list, tuple)) or not all(isinstance(s, str) for s in layer):
+        raise LayerError(f"layer must be 'auto', a tensor or node name, or a list of names; got {layer!r}")
+    specs = [layer] if isinstance(layer, str) else list(layer)
+    if not specs:
+        raise LayerError("layer list is empty; pass 'auto', a tensor name, or a list of names")
+    chosen = [resolve_layer(index, s, candidates) for s in specs]
+    return chosen, "requested: " + ", ".join(c.describe() for c in chosen)
+
+
+def with_later_layers(
+    error: UnsupportedOpError, layers: Sequence[CandidateLayer], candidates: Sequence[CandidateLayer]
+) -> UnsupportedOpError:
+    """``error`` naming the candidate layers after ``layers``: a later layer's gradient tail may avoid the op."""
+    later = [c.name for c in candidates if c.position > max(layer.position for layer in layers)]
+    hint = f"; later candidate layers: {', '.join(map(repr, later[-3:]))}" if later else ""
+    return UnsupportedOpError(f"{error}{hint}")
 
 
 def _drop_score_maps(index: GraphIndex, usable: list[CandidateLayer], score: str) -> list[CandidateLayer]:

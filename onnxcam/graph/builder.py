@@ -8,9 +8,11 @@ of an op depends on the opset (``axes`` as attribute or input).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Literal, TypeAlias, overload
 
 import numpy as np
 import onnx
+from numpy.typing import ArrayLike, DTypeLike
 from onnx import helper, numpy_helper
 
 #: Reductions whose ``axes`` became an input at opset 18 (ReduceSum did at 13).
@@ -18,6 +20,20 @@ _AXES_INPUT_SINCE = {"ReduceSum": 13}
 _AXES_INPUT_DEFAULT = 18
 #: Reductions that return the value itself when every reduced element is the same.
 _IDEMPOTENT_REDUCTIONS = frozenset({"ReduceMean", "ReduceMax", "ReduceMin"})
+
+#: A node attribute as :func:`onnx.helper.make_node` takes it; None leaves the attribute out.
+AttrValue: TypeAlias = (
+    int
+    | float
+    | str
+    | bytes
+    | onnx.TensorProto
+    | onnx.GraphProto
+    | Sequence[float]
+    | Sequence[str]
+    | Sequence[onnx.TensorProto]
+    | None
+)
 
 
 class GraphBuilder:
@@ -30,7 +46,7 @@ class GraphBuilder:
         self.initializers: list[onnx.TensorProto] = []
         self._taken: set[str] = set(taken_names)
         self._counter = 0
-        self._const_cache: dict[tuple, str] = {}
+        self._const_cache: dict[tuple[str, tuple[int, ...], bytes], str] = {}
         self._broadcast_of: dict[str, tuple[str, frozenset[int]]] = {}  # expanded -> (source, constant axes)
 
     def fresh(self, hint: str) -> str:
@@ -51,18 +67,60 @@ class GraphBuilder:
         self._taken.add(candidate)
         return candidate
 
-    def op(self, op_type: str, *inputs: str, outputs: int | Sequence[str] = 1, hint: str | None = None,
-           domain: str = "", **attrs) -> str | list[str]:
-        """Append one node; return its output name (or names when ``outputs`` > 1)."""
-        base = hint or op_type.lower()
-        out_names = list(outputs) if not isinstance(outputs, int) else [self.fresh(base) for _ in range(outputs)]
-        attrs = {k: v for k, v in attrs.items() if v is not None}
-        node = helper.make_node(op_type, list(inputs), out_names, name=self.fresh(f"{op_type}"), domain=domain,
-                                **attrs)
-        self.nodes.append(node)
+    @overload
+    def op(
+        self,
+        op_type: str,
+        *inputs: str,
+        outputs: Literal[1] = 1,
+        hint: str | None = None,
+        domain: str = "",
+        **attrs: AttrValue,
+    ) -> str: ...
+
+    @overload
+    def op(
+        self,
+        op_type: str,
+        *inputs: str,
+        outputs: int | Sequence[str],
+        hint: str | None = None,
+        domain: str = "",
+        **attrs: AttrValue,
+    ) -> str | list[str]: ...
+
+    def op(
+        self,
+        op_type: str,
+        *inputs: str,
+        outputs: int | Sequence[str] = 1,
+        hint: str | None = None,
+        domain: str = "",
+        **attrs: AttrValue,
+    ) -> str | list[str]:
+        """Append one node; return its output name (or names when ``outputs`` > 1: see :meth:`op_outputs`)."""
+        out_names = self.op_outputs(op_type, *inputs, outputs=outputs, hint=hint, domain=domain, **attrs)
         return out_names[0] if len(out_names) == 1 else out_names
 
-    def const(self, value, dtype) -> str:
+    def op_outputs(
+        self,
+        op_type: str,
+        *inputs: str,
+        outputs: int | Sequence[str],
+        hint: str | None = None,
+        domain: str = "",
+        **attrs: AttrValue,
+    ) -> list[str]:
+        """Append one node; return the names of all its outputs (a list even when there is one)."""
+        base = hint or op_type.lower()
+        out_names = list(outputs) if not isinstance(outputs, int) else [self.fresh(base) for _ in range(outputs)]
+        node = helper.make_node(op_type, list(inputs), out_names, name=self.fresh(f"{op_type}"), domain=domain)
+        # the attributes as make_node(**attrs) adds them; passed apart so that none is taken for a node field
+        node.attribute.extend(helper.make_attribute(k, v) for k, v in sorted(attrs.items()) if v is not None)
+        self.nodes.append(node)
+        return out_names
+
+    def const(self, value: ArrayLike, dtype: DTypeLike) -> str:
         """An initializer holding ``value`` cast to ``dtype``; identical small constants are shared."""
         arr = np.asarray(value, dtype=dtype)
         key = (arr.dtype.str, arr.shape, arr.tobytes()) if arr.size <= 64 else None
@@ -78,16 +136,23 @@ class GraphBuilder:
         """An int64 constant, the type every shape/axes/index input wants."""
         return self.const(values, np.int64)
 
-    def reduce(self, op_type: str, x: str, axes: Sequence[int] | str | None, keepdims: bool = True,
-               hint: str | None = None) -> str:
+    def reduce(
+        self, op_type: str, x: str, axes: Sequence[int] | str | None, keepdims: bool = True, hint: str | None = None
+    ) -> str:
         """``op_type`` (ReduceSum, ReduceMean, ReduceMax, ...) over ``axes`` in this opset's form.
 
         ``axes`` may be a constant list or the name of a runtime int64 tensor
         (the latter only where the opset takes axes as an input).
         """
         source = self._broadcast_of.get(x)
-        if (source is not None and keepdims and op_type in _IDEMPOTENT_REDUCTIONS and not isinstance(axes, str)
-                and axes is not None and frozenset(axes) == source[1]):
+        if (
+            source is not None
+            and keepdims
+            and op_type in _IDEMPOTENT_REDUCTIONS
+            and not isinstance(axes, str)
+            and axes is not None
+            and frozenset(axes) == source[1]
+        ):
             return source[0]  # the mean (max, min) of copies is the value copied
         since = _AXES_INPUT_SINCE.get(op_type, _AXES_INPUT_DEFAULT)
         if axes is None:

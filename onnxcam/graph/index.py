@@ -7,35 +7,58 @@ shape inference's ``value_info``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
 import onnx
+from numpy.typing import NDArray
 from onnx import helper, numpy_helper
 
 from onnxcam.errors import UnsupportedModelError
 from onnxcam.graph.weights import WeightFolder
 
 #: A dimension: an int when static, a symbol name or None when dynamic.
-Dim = "int | str | None"
+Dim: TypeAlias = int | str | None
+#: A tensor's dims as shape inference gives them.
+Shape: TypeAlias = tuple[Dim, ...]
+
+
+def static_dims(dims: Sequence[Dim]) -> tuple[int, ...] | None:
+    """``dims`` if every one is a known positive int, else None."""
+    known = tuple(d for d in dims if isinstance(d, int) and d > 0)
+    return known if len(known) == len(dims) else None
 
 
 @dataclass(frozen=True)
 class TensorType:
     elem_type: int
-    shape: tuple | None  # tuple of int | str | None per dim, None if rank unknown
+    shape: Shape | None  # None if the rank is unknown
 
     @property
     def rank(self) -> int | None:
         return None if self.shape is None else len(self.shape)
 
     @property
-    def np_dtype(self) -> np.dtype:
+    def dims(self) -> Shape:
+        """The shape, for tensors whose rank is known by construction (an image input, a chosen layer)."""
+        if self.shape is None:
+            raise UnsupportedModelError(
+                "the rank of a tensor the explanation needs is unknown after shape "
+                "inference; re-export the model with static ranks"
+            )
+        return self.shape
+
+    @property
+    def np_dtype(self) -> np.dtype[Any]:
         try:
             return helper.tensor_dtype_to_np_dtype(self.elem_type)
         except KeyError:  # 0 (UNDEFINED) or a number no ONNX version defines
-            raise UnsupportedModelError(f"a tensor of the model has element type {self.elem_type}, which is no "
-                                        "ONNX data type; the file is damaged or not from an ONNX exporter") from None
+            raise UnsupportedModelError(
+                f"a tensor of the model has element type {self.elem_type}, which is no "
+                "ONNX data type; the file is damaged or not from an ONNX exporter"
+            ) from None
 
     @property
     def is_float(self) -> bool:
@@ -43,9 +66,7 @@ class TensorType:
 
     def static_shape(self) -> tuple[int, ...] | None:
         """The shape if every dim is a known positive int, else None."""
-        if self.shape is None or not all(isinstance(d, int) and d > 0 for d in self.shape):
-            return None
-        return tuple(self.shape)
+        return None if self.shape is None else static_dims(self.shape)
 
 
 _FLOAT_TYPES = {
@@ -62,7 +83,7 @@ def _tensor_type(type_proto: onnx.TypeProto) -> TensorType | None:
     tt = type_proto.tensor_type
     shape = None
     if tt.HasField("shape"):
-        dims = []
+        dims: list[Dim] = []
         for d in tt.shape.dim:
             if d.HasField("dim_value"):
                 dims.append(int(d.dim_value))
@@ -94,8 +115,8 @@ class GraphIndex:
                 if inp:
                     self.consumers.setdefault(inp, []).append(node)
         self.initializers: dict[str, onnx.TensorProto] = {t.name: t for t in self.graph.initializer}
-        self.inputs = [i.name for i in self.graph.input if i.name not in self.initializers]
-        self.outputs = [o.name for o in self.graph.output]
+        self.inputs: list[str] = [i.name for i in self.graph.input if i.name not in self.initializers]
+        self.outputs: list[str] = [o.name for o in self.graph.output]
         self.types: dict[str, TensorType] = {}
         for vi in [*self.graph.input, *self.graph.value_info, *self.graph.output]:
             t = _tensor_type(vi.type)
@@ -109,11 +130,21 @@ class GraphIndex:
     def type_of(self, name: str) -> TensorType | None:
         return self.types.get(name)
 
-    def shape(self, name: str) -> tuple | None:
+    def known_type(self, name: str) -> TensorType:
+        """The type of ``name``, for tensors whose element type is known by construction (a chosen layer, the score)."""
+        t = self.types.get(name)
+        if t is None:
+            raise UnsupportedModelError(
+                f"the type of tensor {name!r} is unknown after shape inference; re-export the "
+                "model with typed inputs and outputs"
+            )
+        return t
+
+    def shape(self, name: str) -> Shape | None:
         t = self.types.get(name)
         return None if t is None else t.shape
 
-    def constant_value(self, name: str) -> np.ndarray | None:
+    def constant_value(self, name: str) -> NDArray[Any] | None:
         """The value of ``name`` if it is an initializer or a ``Constant`` node output."""
         if name in self.initializers:
             tensor = self.initializers[name]
@@ -140,3 +171,21 @@ class GraphIndex:
 
     def node_by_name(self, name: str) -> onnx.NodeProto | None:
         return next((n for n in self.nodes if n.name == name), None)
+
+    def upstream(
+        self,
+        sinks: Iterable[str],
+        through_output: Callable[[onnx.NodeProto, str], bool] | None = None,
+        into_input: Callable[[onnx.NodeProto, str], bool] | None = None,
+    ) -> set[str]:
+        """``sinks`` and every tensor they are computed from, walking the graph backwards.
+
+        ``through_output(node, output)`` and ``into_input(node, input)``, where
+        given, limit the walk to the edges they accept (the gradient engine
+        follows only edges that carry a gradient).
+        """
+        needed = set(sinks)
+        for node in reversed(self.nodes):
+            if any(o in needed and (through_output is None or through_output(node, o)) for o in node.output):
+                needed.update(i for i in node.input if i and (into_input is None or into_input(node, i)))
+        return needed

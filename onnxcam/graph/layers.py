@@ -15,20 +15,73 @@ from dataclasses import dataclass
 import onnx
 
 from onnxcam.errors import LayerError, OnnxcamError
-from onnxcam.graph.index import GraphIndex
+from onnxcam.graph.index import Dim, GraphIndex, Shape
 
 #: Ops whose 4-D inputs and outputs are channels-first by the ONNX spec.
 _CHANNELS_FIRST_OPS = {
-    "Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",
-    "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "BatchNormalization", "InstanceNormalization",
-    "LRN", "DepthToSpace", "SpaceToDepth", "MaxRoiPool", "RoiAlign",
+    "Conv",
+    "ConvTranspose",
+    "ConvInteger",
+    "QLinearConv",
+    "MaxPool",
+    "AveragePool",
+    "LpPool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "GlobalLpPool",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "LRN",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "MaxRoiPool",
+    "RoiAlign",
 }
 #: Ops whose 4-D inputs and outputs all share one layout (broadcast operands included).
 _LAYOUT_PRESERVING_OPS = {
-    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish",
-    "Tanh", "Softplus", "Softsign", "Erf", "Gelu", "Mish", "Add", "Sub", "Mul", "Div", "Sum", "Mean", "Max",
-    "Min", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Identity", "Dropout", "Cast", "Concat", "Pad",
-    "Slice", "Split", "Resize", "Upsample", "QuantizeLinear", "DequantizeLinear", "Where", "Reciprocal",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Softplus",
+    "Softsign",
+    "Erf",
+    "Gelu",
+    "Mish",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Sum",
+    "Mean",
+    "Max",
+    "Min",
+    "Pow",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Neg",
+    "Abs",
+    "Identity",
+    "Dropout",
+    "Cast",
+    "Concat",
+    "Pad",
+    "Slice",
+    "Split",
+    "Resize",
+    "Upsample",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Where",
+    "Reciprocal",
 }
 
 
@@ -39,7 +92,7 @@ class CandidateLayer:
     name: str
     node_name: str
     op_type: str
-    shape: tuple
+    shape: Shape
     channel_axis: int
     position: int
 
@@ -48,11 +101,11 @@ class CandidateLayer:
         return (2, 3) if self.channel_axis == 1 else (1, 2)
 
     @property
-    def spatial_size(self) -> tuple:
+    def spatial_size(self) -> tuple[Dim, ...]:
         return tuple(self.shape[a] for a in self.spatial_axes)
 
     @property
-    def channels(self):
+    def channels(self) -> Dim:
         return self.shape[self.channel_axis]
 
     def describe(self) -> str:
@@ -80,7 +133,7 @@ def infer_channel_axes(index: GraphIndex) -> dict[str, int]:
             data_in = [i for i in node.input if i and rank4(i)]
             outs = [o for o in node.output if o and rank4(o)]
             if op in _CHANNELS_FIRST_OPS:
-                for t in (data_in[:1] + outs[:1]):
+                for t in data_in[:1] + outs[:1]:
                     axis.setdefault(t, 1)
             elif op == "Transpose":
                 perm = _perm(node)
@@ -100,6 +153,7 @@ def infer_channel_axes(index: GraphIndex) -> dict[str, int]:
                 # tf2onnx swaps NHWC<->NCHW with a Reshape when there is one channel
                 src, dst = data_in[0], outs[0]
                 s_src, s_dst = index.shape(src), index.shape(dst)
+                assert s_src is not None and s_dst is not None  # both rank 4
                 if dst in axis and src not in axis and axis[dst] == 1 and s_dst[1] == 1 and s_src[3] == 1:
                     axis[src] = 3
                 elif src in axis and dst not in axis and axis[src] == 3 and s_src[3] == 1 and s_dst[1] == 1:
@@ -133,9 +187,9 @@ def candidate_layers(index: GraphIndex) -> list[CandidateLayer]:
             learned.update(node.output)
         for out in node.output:
             t = index.type_of(out)
-            if not out or out not in axes or out not in learned or t is None or not t.is_float:
+            if not out or out not in axes or out not in learned or t is None or not t.is_float or t.shape is None:
                 continue
-            cand = CandidateLayer(out, node.name, node.op_type, tuple(t.shape), axes[out], pos)
+            cand = CandidateLayer(out, node.name, node.op_type, t.shape, axes[out], pos)
             if _spatial_above_one(cand):
                 found.append(cand)
     return found
@@ -158,6 +212,21 @@ def input_spatial_axes(index: GraphIndex, input_name: str) -> tuple[int, int] | 
     return (2, 3) if axis == 1 else (1, 2)
 
 
+def image_axes(index: GraphIndex, image: str) -> tuple[int, int]:
+    """The (height, width) axes of ``image``, an input :func:`image_input` picked (so it is 4-D)."""
+    axes = input_spatial_axes(index, image)
+    if axes is None:
+        raise OnnxcamError(f"input {image!r} is not a 4-D image, so it has no height and width to map a heatmap on")
+    return axes
+
+
+def image_size(index: GraphIndex, image: str) -> tuple[Dim, Dim]:
+    """The (height, width) of ``image``, an input :func:`image_input` picked: ints where static."""
+    shape = index.known_type(image).dims
+    height, width = image_axes(index, image)
+    return shape[height], shape[width]
+
+
 def image_input(index: GraphIndex, layers: Sequence[CandidateLayer | str] | None = None) -> str:
     """The model input the heatmap covers: the 4-D input the layers are computed from.
 
@@ -177,13 +246,21 @@ def image_input(index: GraphIndex, layers: Sequence[CandidateLayer | str] | None
     shown = ", ".join(map(repr, names))
     if not images:
         shapes = ", ".join(f"{n!r} {index.shape(n)}" for n in index.inputs)
-        raise OnnxcamError(f"layer {shown} is not computed from a 4-D image input (model inputs: {shapes}); "
-                           "onnxcam explains image models with NCHW or NHWC inputs")
-    sizes = {tuple(index.shape(n)[a] for a in input_spatial_axes(index, n)) for n in images}
+        raise OnnxcamError(
+            f"layer {shown} is not computed from a 4-D image input (model inputs: {shapes}); "
+            "onnxcam explains image models with NCHW or NHWC inputs"
+        )
+    sizes = set()
+    for n in images:
+        shape, spatial = index.shape(n), input_spatial_axes(index, n)
+        assert shape is not None and spatial is not None  # _image_inputs_of returns 4-D inputs only
+        sizes.add(tuple(shape[a] for a in spatial))
     if len(images) > 1 and (len(sizes) > 1 or not all(isinstance(d, int) and d > 0 for hw in sizes for d in hw)):
-        raise OnnxcamError(f"layer {shown} is computed from several image inputs of different or dynamic sizes "
-                           f"({', '.join(map(repr, images))}), so the heatmap has no single image to cover; "
-                           "choose a layer computed from one of them")
+        raise OnnxcamError(
+            f"layer {shown} is computed from several image inputs of different or dynamic sizes "
+            f"({', '.join(map(repr, images))}), so the heatmap has no single image to cover; "
+            "choose a layer computed from one of them"
+        )
     return images[0]
 
 
@@ -192,17 +269,13 @@ def _default_image_input(index: GraphIndex) -> str:
     images = _image_inputs_of(index, [c.name for c in candidate_layers(index)])
     images = images or [n for n in index.inputs if input_spatial_axes(index, n) is not None]
     if not images:
-        raise OnnxcamError(f"the model has no 4-D image input (inputs: "
-                           f"{[(n, index.shape(n)) for n in index.inputs]})")
+        raise OnnxcamError(f"the model has no 4-D image input (inputs: {[(n, index.shape(n)) for n in index.inputs]})")
     return images[0]
 
 
 def _image_inputs_of(index: GraphIndex, tensors: Sequence[str]) -> list[str]:
     """The 4-D model inputs that any of ``tensors`` is computed from, in input order."""
-    upstream = set(tensors)
-    for node in reversed(index.nodes):
-        if any(o in upstream for o in node.output):
-            upstream.update(i for i in node.input if i)
+    upstream = index.upstream(tensors)
     return [name for name in index.inputs if name in upstream and input_spatial_axes(index, name) is not None]
 
 
@@ -230,8 +303,9 @@ def resolve_layer(index: GraphIndex, spec: str, candidates: list[CandidateLayer]
             f"layer {spec!r} is not a spatial feature map (shape {shape}); "
             f"pick a 4-D activation with height and width above 1, e.g. {_examples(candidates)}"
         )
-    raise LayerError(f"layer {spec!r} is neither a tensor nor a node of the model; candidates include "
-                     f"{_examples(candidates)}")
+    raise LayerError(
+        f"layer {spec!r} is neither a tensor nor a node of the model; candidates include {_examples(candidates)}"
+    )
 
 
 def _examples(candidates: list[CandidateLayer]) -> str:

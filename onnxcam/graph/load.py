@@ -30,7 +30,6 @@ MAX_IR_VERSION = 14
 MIN_OPSET = 9
 
 
-
 def load_model(source: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
     """Return a fully materialised copy of ``source`` (path or ``ModelProto``); see :func:`read_model`."""
     return read_model(source)[0]
@@ -60,9 +59,7 @@ def read_model(source: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.M
     elif isinstance(source, (str, os.PathLike)):
         model, files = _load_path(Path(source))
     else:
-        raise ModelLoadError(
-            f"expected a path to an .onnx file or an onnx.ModelProto, got {type(source).__name__}"
-        )
+        raise ModelLoadError(f"expected a path to an .onnx file or an onnx.ModelProto, got {type(source).__name__}")
     _check_versions(model)
     return model, files
 
@@ -87,9 +84,7 @@ def _load_path(path: Path) -> tuple[onnx.ModelProto, tuple[Path, ...]]:
             "the file may be truncated or not an .onnx file at all: re-export or re-download it"
         ) from None
     if not model.HasField("graph") or not model.graph.node:
-        raise ModelLoadError(
-            f"{path} holds no ONNX graph (no nodes); it may be truncated or not an .onnx file"
-        )
+        raise ModelLoadError(f"{path} holds no ONNX graph (no nodes); it may be truncated or not an .onnx file")
     files = [path.resolve()]
     for tensor in _all_tensors(model.graph):
         if uses_external_data(tensor):
@@ -111,12 +106,16 @@ def _load_external(tensor: onnx.TensorProto, path: Path) -> Path:
     offset = info.offset or 0
     length = size - offset if info.length is None else info.length
     if offset < 0 or length < 0 or offset + length > size:
-        raise ModelLoadError(f"{what} asks for bytes {offset}..{offset + length} of {info.location!r}, which has "
-                             f"{size}; the data file is truncated or belongs to another model")
+        raise ModelLoadError(
+            f"{what} asks for bytes {offset}..{offset + length} of {info.location!r}, which has "
+            f"{size}; the data file is truncated or belongs to another model"
+        )
     expected = _raw_bytes(tensor)
     if expected is not None and length != expected:  # a hostile length reads a whole file into a small tensor
-        raise ModelLoadError(f"{what} asks for {length} bytes, but its shape {list(tensor.dims)} holds {expected}; "
-                             "the model and its data file do not match: re-export the model")
+        raise ModelLoadError(
+            f"{what} asks for {length} bytes, but its shape {list(tensor.dims)} holds {expected}; "
+            "the model and its data file do not match: re-export the model"
+        )
     with open(data_file, "rb") as f:
         f.seek(offset)
         tensor.raw_data = f.read(length)

@@ -9,11 +9,16 @@ so rules and the layer picker can read static shapes.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import onnx
 from onnx import shape_inference, version_converter
 
 from onnxcam.errors import UnsupportedModelError, first_line
-from onnxcam.graph.load import default_opset
+from onnxcam.graph.index import GraphIndex
+from onnxcam.graph.load import default_opset, read_model
+from onnxcam.graph.weights import WeightFolder
 
 #: Opset every explainer graph is built at (or the model's own, if newer).
 WORKING_OPSET = 17
@@ -61,3 +66,16 @@ def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception as e:  # inference is a help, not a requirement
         raise UnsupportedModelError(f"ONNX shape inference failed on the model: {first_line(e)}") from None
     return model
+
+
+def prepared_index(source: str | os.PathLike[str] | onnx.ModelProto) -> tuple[GraphIndex, tuple[Path, ...]]:
+    """The model at ``source``, its large weights moved to a private folder, prepared and indexed.
+
+    Also returns the files it was read from (the model, its external data):
+    what onnxcam must never write over. The caller's ``ModelProto`` is not changed.
+    """
+    loaded, files = read_model(source)
+    weights = WeightFolder()
+    weights.detach(loaded)
+    weights.check(loaded, "model.onnx")
+    return GraphIndex(prepare_model(loaded), weights), files

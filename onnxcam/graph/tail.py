@@ -51,4 +51,3 @@ def _model_inputs_reached(model: onnx.ModelProto, stops: list[str], outputs: lis
         stack.extend(n for n in node.input if n)
     initializers = {t.name for t in model.graph.initializer}
     return [i.name for i in model.graph.input if i.name in reached and i.name not in initializers]
-

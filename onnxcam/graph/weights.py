@@ -102,10 +102,13 @@ class WeightFolder:
         except (onnx.checker.ValidationError, UnicodeDecodeError) as e:  # UnicodeDecodeError: a name is not UTF-8
             first = first_line(e)
             if emitted:
-                raise RuntimeFailure(f"onnxcam built an invalid explainer graph ({first}); this is a bug in "
-                                     "onnxcam: please report it with the model") from None
-            raise ModelLoadError(f"the model is not valid ONNX ({first}); it may be truncated: "
-                                 "re-export or re-download it") from None
+                raise RuntimeFailure(
+                    f"onnxcam built an invalid explainer graph ({first}); this is a bug in "
+                    "onnxcam: please report it with the model"
+                ) from None
+            raise ModelLoadError(
+                f"the model is not valid ONNX ({first}); it may be truncated: re-export or re-download it"
+            ) from None
         return path
 
     def materialize(self, model: onnx.ModelProto) -> onnx.ModelProto:
@@ -122,7 +125,7 @@ class WeightFolder:
         self._cleanup()
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
     """Write a model the user asked for; models over 2 GB keep their weights in a file beside it."""
     path = Path(path)
     if model.ByteSize() < 2**31 - 2**20:

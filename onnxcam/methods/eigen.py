@@ -2,12 +2,12 @@
 
 An SVD per image has no standard ONNX op, so these run the explainer graph
 with the layer's activations and gradients exposed and finish in numpy. The
-exported explainer file therefore carries Grad-CAM, not these.
+exported explainer file therefore carries Grad-CAM, not these. Their rows in
+:mod:`onnxcam.methods.table` hand ``A`` (Eigen-CAM) or ``A * G``
+(Eigen-Grad-CAM) to :func:`first_component`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 
@@ -26,10 +26,3 @@ def first_component(maps: np.ndarray) -> np.ndarray:
         _, _, vt = np.linalg.svd(flat, full_matrices=False)
         out[i] = (flat @ vt[0]).reshape(m.shape[1:])
     return out
-
-
-#: method name -> (A, G) (both N, C, h, w) -> signed low-resolution map (N, h, w); ReLU follows.
-HOST_METHODS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "eigencam": lambda A, G: first_component(A),
-    "eigengradcam": lambda A, G: first_component(A * G),
-}

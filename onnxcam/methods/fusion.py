@@ -20,7 +20,8 @@ def normalise(maps: np.ndarray) -> np.ndarray:
     """Per-image min-max to [0, 1], as the in-graph head does (an all-zero map stays zero)."""
     lo = maps.min(axis=(1, 2), keepdims=True)
     span = np.maximum(maps.max(axis=(1, 2), keepdims=True) - lo, 1e-7)
-    return ((maps - lo) / span).astype(np.float32)
+    normalised: np.ndarray = ((maps - lo) / span).astype(np.float32)
+    return normalised
 
 
 def mean_of_normalised(maps: Sequence[np.ndarray]) -> np.ndarray:
@@ -30,4 +31,4 @@ def mean_of_normalised(maps: Sequence[np.ndarray]) -> np.ndarray:
 
 def fuse_layers(lows: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     """Raw (N, h_i, w_i) maps of each layer -> the fused (N, H, W) ``cam``: resize, normalise, mean, normalise."""
-    return mean_of_normalised([normalise(resize_half_pixel(low, tuple(size))) for low in lows])
+    return mean_of_normalised([normalise(resize_half_pixel(low, size)) for low in lows])

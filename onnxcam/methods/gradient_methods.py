@@ -5,7 +5,8 @@ Notation: ``A_k^ij`` the layer's activations (channel ``k``, position ``ij``),
 over the spatial positions ``ij``. A channel weighting returns ``w_k`` (spatial
 dims kept as 1; ``M_k = w_k A_k``), a position weighting the contribution
 ``M_k^ij`` itself (shaped like ``A``); the shared pipeline makes the CAM
-``relu(sum_k M_k)``. Where pytorch-grad-cam has the method, the formula (and
+``relu(sum_k M_k)``. Each is one row of :mod:`onnxcam.methods.table`, which
+says which of the two it is. Where pytorch-grad-cam has the method, the formula (and
 its epsilon) is that of its ``get_cam_weights`` / ``get_cam_image``.
 """
 
@@ -16,7 +17,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from onnxcam.graph.builder import GraphBuilder
-from onnxcam.methods.registry import channel_weighting, position_weighting
 
 
 def _f32(b: GraphBuilder, value: float) -> str:
@@ -24,7 +24,6 @@ def _f32(b: GraphBuilder, value: float) -> str:
     return b.const(value, np.float32)
 
 
-@channel_weighting("gradcam")
 def gradcam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """Grad-CAM (Selvaraju et al., ICCV 2017, eq. 1-2).
 
@@ -34,7 +33,6 @@ def gradcam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str
     return alpha
 
 
-@channel_weighting("gradcam++")
 def gradcam_plus_plus(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018, eq. 19 and 7), closed form with exp(S) scores.
 
@@ -45,15 +43,15 @@ def gradcam_plus_plus(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[in
     g2 = b.op("Mul", G, G, hint="g2")
     g3 = b.op("Mul", g2, G, hint="g3")
     sum_a = b.reduce("ReduceSum", A, axes, keepdims=True, hint="sum_A")
-    denom = b.op("Add", b.op("Add", b.op("Mul", _f32(b, 2.0), g2), b.op("Mul", sum_a, g3)), _f32(b, 1e-6),
-                 hint="aij_denom")
+    denom = b.op(
+        "Add", b.op("Add", b.op("Mul", _f32(b, 2.0), g2), b.op("Mul", sum_a, g3)), _f32(b, 1e-6), hint="aij_denom"
+    )
     aij = b.op("Div", g2, denom, hint="aij")
     aij = b.op("Where", b.op("Equal", G, _f32(b, 0.0)), _f32(b, 0.0), aij, hint="aij_nz")
     weights = b.reduce("ReduceSum", b.op("Mul", b.op("Relu", G), aij), axes, keepdims=True, hint="weights")
     return weights
 
 
-@channel_weighting("xgradcam")
 def xgradcam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """XGrad-CAM (Fu et al., BMVC 2020, eq. 8).
 
@@ -66,7 +64,6 @@ def xgradcam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> st
     return weights
 
 
-@position_weighting("hirescam")
 def hirescam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """HiResCAM (Draelos & Carin, 2020, eq. 4): element-wise, no spatial averaging.
 
@@ -75,7 +72,6 @@ def hirescam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> st
     return b.op("Mul", G, A, hint="weighted")
 
 
-@position_weighting("gradcam-elementwise")
 def gradcam_elementwise(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """Element-wise Grad-CAM (pytorch-grad-cam's GradCAMElementWise; HiResCAM with a ReLU per element).
 
@@ -84,7 +80,6 @@ def gradcam_elementwise(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[
     return b.op("Relu", b.op("Mul", G, A), hint="weighted")
 
 
-@position_weighting("layercam")
 def layercam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """LayerCAM (Jiang et al., IEEE TIP 2021, eq. 5-6).
 
@@ -93,7 +88,6 @@ def layercam(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> st
     return b.op("Mul", b.op("Relu", G), A, hint="weighted")
 
 
-@channel_weighting("counterfactual")
 def counterfactual(b: GraphBuilder, A: str, G: str, spatial_axes: Sequence[int]) -> str:
     """Counterfactual Grad-CAM (Selvaraju et al., ICCV 2017, sec. 3): Grad-CAM of the negated gradient.
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from onnxcam.autodiff.registry import VJPContext
 
-#: ``method=`` names that add the guided input gradient to the graph; their CAM is Grad-CAM's.
-GUIDED_METHODS = ("guided-backprop", "guided-gradcam")
 
-
-def vjp_guided_relu(ctx: VJPContext):
+def vjp_guided_relu(ctx: VJPContext) -> list[str | None]:
     """dx = g where y > 0 and g > 0, else 0 (the guided-backprop ReLU of pytorch-grad-cam)."""
     b, y, g = ctx.b, ctx.outputs[0], ctx.grad_out
     zero = ctx.zero(y)

@@ -4,7 +4,8 @@ Both weight the layer's activation maps ``A_k`` by how the target score
 reacts when the input or the layer is perturbed one channel at a time, so an
 image costs one forward pass per channel. The passes go through the model's
 own ONNX Runtime session in batches; the maths here are numpy on the host,
-and the runner hands in a function that scores a batch of perturbed copies.
+and the :class:`~onnxcam.methods.spec.MethodRun` hands in the functions that
+score a batch of perturbed copies.
 The definitions, epsilons and ablation values are pytorch-grad-cam's
 (``score_cam.py``, ``ablation_cam.py``, ``ablation_layer.py``), against which
 ``tests/test_perturbation_methods.py`` checks them. An exported explainer
@@ -13,12 +14,11 @@ file cannot carry them (they loop over channels), so it carries Grad-CAM.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-#: ``method=`` names computed with perturbation passes on the host.
-PERTURBATION_METHODS = ("scorecam", "ablationcam")
+from onnxcam.methods.spec import MethodRun, ProgressFn
 
 #: Copies per session run when the caller does not say (pytorch-grad-cam's Ablation-CAM default).
 DEFAULT_BATCH = 32
@@ -26,10 +26,8 @@ DEFAULT_BATCH = 32
 #: pytorch-grad-cam's ablation offset below the layer's minimum, for layers that can be negative.
 ABLATION_OFFSET = 1e7
 
-#: (image index, a batch of perturbed copies) -> the target score of each copy, shape (B,).
+#: (image row, the scored tensor of a batch of that row's perturbed copies) -> the target score of each copy, (B,).
 BatchScorer = Callable[[int, np.ndarray], np.ndarray]
-#: (passes done, passes in total), called after every batch.
-ProgressFn = Callable[[int, int], None]
 
 
 def upsample_align_corners(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -59,11 +57,17 @@ def score_cam_masks(activations: np.ndarray, size: tuple[int, int]) -> np.ndarra
     flat = up.reshape(up.shape[0], -1)
     lo = flat.min(axis=1)[:, None, None]
     hi = flat.max(axis=1)[:, None, None]
-    return (up - lo) / (hi - lo + 1e-8)
+    masks: np.ndarray = (up - lo) / (hi - lo + 1e-8)
+    return masks
 
 
-def score_cam_weights(activations: np.ndarray, input_size: tuple[int, int], scorer: BatchScorer,
-                      batch_size: int = DEFAULT_BATCH, progress: ProgressFn | None = None) -> np.ndarray:
+def score_cam_weights(
+    activations: np.ndarray,
+    input_size: tuple[int, int],
+    scorer: BatchScorer,
+    batch_size: int = DEFAULT_BATCH,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
     """(N, C, h, w) activations -> (N, C) Score-CAM weights.
 
     For image ``i`` and channel ``k``, ``scorer(i, masks)`` scores the input
@@ -75,7 +79,8 @@ def score_cam_weights(activations: np.ndarray, input_size: tuple[int, int], scor
     for i, channels in _channel_batches(activations.shape[:2], batch_size, progress):
         scores[i, channels] = scorer(i, score_cam_masks(activations[i, channels], input_size))
     shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+    weights: np.ndarray = (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+    return weights
 
 
 def ablation_value(activation: np.ndarray) -> float:
@@ -86,8 +91,13 @@ def ablation_value(activation: np.ndarray) -> float:
     return 0.0 if low == 0 else low - ABLATION_OFFSET
 
 
-def ablation_cam_weights(activations: np.ndarray, original_scores: np.ndarray, scorer: BatchScorer,
-                         batch_size: int = DEFAULT_BATCH, progress: ProgressFn | None = None) -> np.ndarray:
+def ablation_cam_weights(
+    activations: np.ndarray,
+    original_scores: np.ndarray,
+    scorer: BatchScorer,
+    batch_size: int = DEFAULT_BATCH,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
     """(N, C, h, w) activations and (N,) unablated scores -> (N, C) Ablation-CAM weights.
 
     ``w_k = (y - y_k) / y`` with ``y_k`` the score when channel ``k`` of the
@@ -100,14 +110,17 @@ def ablation_cam_weights(activations: np.ndarray, original_scores: np.ndarray, s
     ablated = np.empty(activations.shape[:2], np.float32)
     values = [ablation_value(a) for a in activations]
     for i, channels in _channel_batches(activations.shape[:2], batch_size, progress):
-        batch = np.repeat(activations[i:i + 1], len(channels), axis=0)
+        batch = np.repeat(activations[i : i + 1], len(channels), axis=0)
         batch[np.arange(len(channels)), channels] = values[i]
         ablated[i, channels] = scorer(i, batch)
     original = np.asarray(original_scores, np.float32)[:, None]
-    return (original - ablated) / original
+    weights: np.ndarray = (original - ablated) / original
+    return weights
 
 
-def _channel_batches(shape: tuple[int, int], batch_size: int, progress: ProgressFn | None):
+def _channel_batches(
+    shape: tuple[int, int], batch_size: int, progress: ProgressFn | None
+) -> Iterator[tuple[int, np.ndarray]]:
     """(image, channel indices) for each session run over ``shape = (N, C)``, reporting the passes done."""
     n, c = shape
     if progress is not None:
@@ -122,5 +135,22 @@ def _channel_batches(shape: tuple[int, int], batch_size: int, progress: Progress
 
 def weighted_activations(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
     """(N, C) weights, (N, C, h, w) activations -> the per-channel contributions ``w_k A_k``."""
-    return weights[:, :, None, None] * activations
+    contributions: np.ndarray = weights[:, :, None, None] * activations
+    return contributions
 
+
+def score_cam(run: MethodRun) -> np.ndarray:
+    """Score-CAM's contributions: the input masked by each upsampled channel, scored by the whole model."""
+    A = run.activations
+    weights = score_cam_weights(A, run.input_size, run.score_masked_inputs, run.batch_size, run.progress)
+    return weighted_activations(weights, A)
+
+
+def ablation_cam(run: MethodRun) -> np.ndarray:
+    """Ablation-CAM's contributions: the layer with one channel ablated, scored by the layer-to-score tail."""
+    A = run.activations
+    original = run.score_layer(np.arange(len(A)), A)
+    weights = ablation_cam_weights(
+        A, original, lambda row, acts: run.score_layer(np.full(len(acts), row), acts), run.batch_size, run.progress
+    )
+    return weighted_activations(weights, A)

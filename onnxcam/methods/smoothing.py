@@ -30,7 +30,7 @@ from onnxcam.graph.builder import GraphBuilder
 from onnxcam.graph.layers import CandidateLayer
 from onnxcam.graph.prepare import emitted_ir_version
 from onnxcam.methods.eigen import first_component
-from onnxcam.methods.registry import contributions as method_contributions
+from onnxcam.methods.in_graph import contributions as method_contributions
 
 #: Shift of the augmented copies, as a fraction of the input's shorter side (7 px at 224).
 SHIFT_FRACTION = 1 / 32
@@ -98,9 +98,12 @@ def contributions_model(method: str, layer: CandidateLayer, opset: int) -> onnx.
     shape = ["N", *(d if isinstance(d, int) and d > 0 else None for d in layer.shape[1:])]
     b.op("Identity", method_contributions(b, method, "A", "G", layer.spatial_axes), outputs=["M"])
     graph = helper.make_graph(
-        b.nodes, f"onnxcam_{method}_contributions",
+        b.nodes,
+        f"onnxcam_{method}_contributions",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("A", "G")],
-        [helper.make_tensor_value_info("M", TensorProto.FLOAT, shape)], b.initializers)
+        [helper.make_tensor_value_info("M", TensorProto.FLOAT, shape)],
+        b.initializers,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = emitted_ir_version(opset, 8)
     onnx.checker.check_model(model)

@@ -12,6 +12,8 @@ same matrices so that their maps match the in-graph head's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 #: Largest interpolation matrix (elements) the in-graph head embeds; a larger resize is an ONNX Resize instead, so
@@ -19,7 +21,7 @@ import numpy as np
 MAX_MATRIX_ELEMENTS = 1 << 22
 
 
-def fits_matrices(low_hw: tuple[int, int], out_hw: tuple[int, int]) -> bool:
+def fits_matrices(low_hw: Sequence[int], out_hw: Sequence[int]) -> bool:
     """Whether both interpolation matrices of a ``low_hw`` -> ``out_hw`` resize fit :data:`MAX_MATRIX_ELEMENTS`."""
     return all(n_in * n_out <= MAX_MATRIX_ELEMENTS for n_in, n_out in zip(low_hw, out_hw))
 

@@ -107,8 +107,12 @@ class EvalData:
         """From :class:`onnxcam.data.Sample` objects (anything with name, x, boxes and label)."""
         if not samples:
             raise OnnxcamError("no samples to evaluate")
-        return cls([s.name for s in samples], np.stack([s.x for s in samples]), [list(s.boxes) for s in samples],
-                   [s.label for s in samples])
+        return cls(
+            [s.name for s in samples],
+            np.stack([s.x for s in samples]),
+            [list(s.boxes) for s in samples],
+            [s.label for s in samples],
+        )
 
 
 @dataclass
@@ -133,9 +137,16 @@ def check_methods(methods: Sequence[str]) -> list[str]:
 class Evaluation:
     """One model, one data set: call :meth:`run` once per method."""
 
-    def __init__(self, model: str | os.PathLike | onnx.ModelProto, data: EvalData, layer="auto",
-                 settings: EvalSettings | None = None, layout: str = "NCHW", providers=None,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike | onnx.ModelProto,
+        data: EvalData,
+        layer="auto",
+        settings: EvalSettings | None = None,
+        layout: str = "NCHW",
+        providers=None,
+        threads: int | None = None,
+    ):
         self.model, self.data = model, data
         self.settings = settings or EvalSettings()
         self._occlusion: np.ndarray | None = None  # occlusion maps, computed once for all methods
@@ -176,24 +187,28 @@ class Evaluation:
             if progress:
                 progress(n)
             return cams
-        ex = self.base if method == self.base.method else Explainer(
-            self.model, layer=self.layer, method=method, providers=self.providers, threads=self.threads)
+        ex = (
+            self.base
+            if method == self.base.method
+            else Explainer(self.model, layer=self.layer, method=method, providers=self.providers, threads=self.threads)
+        )
         parts, step = [], self.settings.batch_size
         for s in range(0, n, step):
-            parts.append(ex.explain(self.data.images[s:s + step], target=self.targets[s:s + step].tolist()).cam)
+            parts.append(ex.explain(self.data.images[s : s + step], target=self.targets[s : s + step].tolist()).cam)
             if progress:
                 progress(len(parts[-1]))
         return np.concatenate(parts)
 
-    def run(self, method: str, progress: Callable[[int], None] | None = None, keep_maps: bool = False
-            ) -> MethodResult:
+    def run(self, method: str, progress: Callable[[int], None] | None = None, keep_maps: bool = False) -> MethodResult:
         """Every selected metric for ``method``; NaN where a metric is undefined for it."""
         t0 = time.monotonic()
         s, metrics = self.settings, set(self.settings.metrics)
         cams = self.maps(method, progress)
         n = len(cams)
-        rows = [{"sample": name, "label": lab, "target": int(t), "predicted": int(p)}
-                for name, lab, t, p in zip(self.data.names, self.data.labels, self.targets, self.predicted)]
+        rows = [
+            {"sample": name, "label": lab, "target": int(t), "predicted": int(p)}
+            for name, lab, t, p in zip(self.data.names, self.data.labels, self.targets, self.predicted)
+        ]
         summary: dict[str, float] = {}
         args = (self.scorer, self.images, cams, self.targets)
         if "pointing" in metrics:
@@ -204,8 +219,9 @@ class Evaluation:
             ious = [localization_iou(c, b, s.threshold) for c, b in zip(cams, self.data.boxes)]
             _column(rows, summary, "iou", ious, "mean_iou")
             _column(rows, summary, "loc_correct", [iou >= IOU_CORRECT for iou in ious], "loc_accuracy")
-            errors = [localization_error(iou, int(p), lab)
-                      for iou, p, lab in zip(ious, self.predicted, self.data.labels)]
+            errors = [
+                localization_error(iou, int(p), lab) for iou, p, lab in zip(ious, self.predicted, self.data.labels)
+            ]
             _column(rows, summary, "loc_error", errors, "loc_error")
         if "deletion" in metrics:
             curves = deletion(*args, steps=s.steps, baseline=s.deletion_baseline, progress=progress)
@@ -226,8 +242,9 @@ class Evaluation:
             _column(rows, summary, "road_lerf", r.lerf.mean(axis=1), "road_lerf")
         if "faithfulness" in metrics:
             if self._occlusion is None:  # the same for every method: the model, images and targets only
-                self._occlusion = occlusion_maps(self.scorer, self.images, self.targets, s.occlusion_patch,
-                                                 s.occlusion_stride, progress=progress)
+                self._occlusion = occlusion_maps(
+                    self.scorer, self.images, self.targets, s.occlusion_patch, s.occlusion_stride, progress=progress
+                )
             _column(rows, summary, "faithfulness", faithfulness(cams, self._occlusion), "faithfulness")
         sanity = None
         if "sanity" in metrics and method not in BASELINES:
@@ -245,8 +262,9 @@ class Evaluation:
             ex = Explainer(proto, layer=self.layer, method=method, providers=self.providers, threads=self.threads)
             return ex.explain(images, target=tg.tolist()).cam
 
-        return cascading_randomization(self.model, x, targets, explain, method, self.settings.sanity_steps,
-                                       self.settings.seed, progress)
+        return cascading_randomization(
+            self.model, x, targets, explain, method, self.settings.sanity_steps, self.settings.seed, progress
+        )
 
 
 def _column(rows: list[dict], summary: dict, key: str, values, summary_key: str | None) -> None:

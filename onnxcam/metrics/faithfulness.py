@@ -32,8 +32,15 @@ def default_patch(h: int, w: int) -> tuple[int, int]:
     return patch, max(1, patch // 2)
 
 
-def occlusion_maps(scorer: ClassScorer, images: np.ndarray, targets: np.ndarray, patch: int | None = None,
-                   stride: int | None = None, baseline: float = 0.0, progress=None) -> np.ndarray:
+def occlusion_maps(
+    scorer: ClassScorer,
+    images: np.ndarray,
+    targets: np.ndarray,
+    patch: int | None = None,
+    stride: int | None = None,
+    baseline: float = 0.0,
+    progress=None,
+) -> np.ndarray:
     """(N, H, W) mean drop of the target score when a ``patch`` x ``patch`` square around each pixel is occluded."""
     images = np.asarray(images, dtype=np.float32)
     n, _, h, w = images.shape
@@ -44,7 +51,7 @@ def occlusion_maps(scorer: ClassScorer, images: np.ndarray, targets: np.ndarray,
     boxes = [(y, x) for y in patch_starts(h, patch, stride) for x in patch_starts(w, patch, stride)]
     cover = np.zeros((h, w))
     for y, x in boxes:
-        cover[y:y + patch, x:x + patch] += 1
+        cover[y : y + patch, x : x + patch] += 1
     full = scorer.target_scores(images, targets)
     maps = np.zeros((n, h, w))
     group = scorer.images_per_call(len(boxes))
@@ -52,12 +59,13 @@ def occlusion_maps(scorer: ClassScorer, images: np.ndarray, targets: np.ndarray,
         idx = list(range(g0, min(n, g0 + group)))
         stack = np.repeat(images[idx], len(boxes), axis=0).reshape(len(idx), len(boxes), *images.shape[1:])
         for b, (y, x) in enumerate(boxes):
-            stack[:, b, :, y:y + patch, x:x + patch] = baseline
-        scores = scorer.target_scores(stack.reshape(-1, *images.shape[1:]), np.repeat(np.asarray(targets)[idx],
-                                                                                        len(boxes)))
+            stack[:, b, :, y : y + patch, x : x + patch] = baseline
+        scores = scorer.target_scores(
+            stack.reshape(-1, *images.shape[1:]), np.repeat(np.asarray(targets)[idx], len(boxes))
+        )
         drops = full[idx][:, None] - scores.reshape(len(idx), len(boxes))
         for b, (y, x) in enumerate(boxes):
-            maps[idx, y:y + patch, x:x + patch] += drops[:, b, None, None]
+            maps[idx, y : y + patch, x : x + patch] += drops[:, b, None, None]
         if progress:
             progress(len(idx))
     return (maps / np.maximum(cover, 1)).astype(np.float32)

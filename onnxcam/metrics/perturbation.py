@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -48,11 +49,11 @@ def gaussian_blur(images: np.ndarray, sigma: float = BLUR_SIGMA, taps: int = BLU
     r = taps // 2
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
     k = (k / k.sum()).astype(np.float32)
-    mode = "reflect" if min(x.shape[-2:]) > r else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if min(x.shape[-2:]) > r else "edge"
     p = np.pad(x, ((0, 0), (0, 0), (r, r), (0, 0)), mode=mode)
-    x = sum(k[i] * p[:, :, i:i + x.shape[2]] for i in range(taps))
+    x = sum(k[i] * p[:, :, i : i + x.shape[2]] for i in range(taps))
     p = np.pad(x, ((0, 0), (0, 0), (0, 0), (r, r)), mode=mode)
-    return sum(k[i] * p[:, :, :, i:i + x.shape[3]] for i in range(taps)).astype(np.float32)
+    return sum(k[i] * p[:, :, :, i : i + x.shape[3]] for i in range(taps)).astype(np.float32)
 
 
 def curve_auc(curves: np.ndarray) -> np.ndarray:
@@ -84,8 +85,15 @@ def _transfer_stack(start: np.ndarray, end: np.ndarray, order: np.ndarray, count
     return np.where(moved, end[None], start[None]).astype(np.float32)
 
 
-def _curves(scorer: ClassScorer, starts: np.ndarray, ends: np.ndarray, cams: np.ndarray, targets: np.ndarray,
-            steps: int, progress=None) -> Curves:
+def _curves(
+    scorer: ClassScorer,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    cams: np.ndarray,
+    targets: np.ndarray,
+    steps: int,
+    progress=None,
+) -> Curves:
     if steps < 1:
         raise OnnxcamError(f"steps must be at least 1, got {steps}")
     n, _, h, w = starts.shape
@@ -102,8 +110,15 @@ def _curves(scorer: ClassScorer, starts: np.ndarray, ends: np.ndarray, cams: np.
     return Curves(out, curve_auc(out))
 
 
-def deletion(scorer: ClassScorer, images: np.ndarray, cams: np.ndarray, targets: np.ndarray, steps: int = 32,
-             baseline: str = "zeros", progress=None) -> Curves:
+def deletion(
+    scorer: ClassScorer,
+    images: np.ndarray,
+    cams: np.ndarray,
+    targets: np.ndarray,
+    steps: int = 32,
+    baseline: str = "zeros",
+    progress=None,
+) -> Curves:
     """RISE deletion: replace pixels, most important first, with ``baseline`` ("zeros" or "blur"); lower is better."""
     images = np.asarray(images, dtype=np.float32)
     if baseline == "zeros":
@@ -115,8 +130,9 @@ def deletion(scorer: ClassScorer, images: np.ndarray, cams: np.ndarray, targets:
     return _curves(scorer, images, ends, cams, targets, steps, progress)
 
 
-def insertion(scorer: ClassScorer, images: np.ndarray, cams: np.ndarray, targets: np.ndarray, steps: int = 32,
-              progress=None) -> Curves:
+def insertion(
+    scorer: ClassScorer, images: np.ndarray, cams: np.ndarray, targets: np.ndarray, steps: int = 32, progress=None
+) -> Curves:
     """RISE insertion: start from the blurred image, put original pixels back most important first; higher is better."""
     images = np.asarray(images, dtype=np.float32)
     return _curves(scorer, gaussian_blur(images), images, cams, targets, steps, progress)
@@ -150,8 +166,9 @@ class ConfidenceChange:
         return 100.0 * float(self.increased.mean()) if self.full.size else math.nan
 
 
-def confidence_change(scorer: ClassScorer, images: np.ndarray, cams: np.ndarray, targets: np.ndarray,
-                      full: np.ndarray | None = None) -> ConfidenceChange:
+def confidence_change(
+    scorer: ClassScorer, images: np.ndarray, cams: np.ndarray, targets: np.ndarray, full: np.ndarray | None = None
+) -> ConfidenceChange:
     """Target probability on each image and on ``image * cam`` (the map in [0, 1], broadcast over channels)."""
     images = np.asarray(images, dtype=np.float32)
     cams = np.clip(np.asarray(cams, dtype=np.float32), 0.0, 1.0)

@@ -99,7 +99,7 @@ def label_components(mask, connectivity: int = 8) -> tuple[np.ndarray, int]:
     for i, root in enumerate(roots):
         run_label[i] = ids.setdefault(root, len(ids) + 1)
     for i in range(n_runs):
-        labels[r_list[i], s_list[i]:e_list[i]] = run_label[i]
+        labels[r_list[i], s_list[i] : e_list[i]] = run_label[i]
     return labels, len(ids)
 
 

@@ -28,8 +28,16 @@ from onnxcam.metrics.scoring import ClassScorer
 
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 ROAD_NOISE = 0.01
-_NEIGHBOURS = ((0, 1, 1 / 6), (0, -1, 1 / 6), (1, 0, 1 / 6), (-1, 0, 1 / 6),
-               (1, 1, 1 / 12), (1, -1, 1 / 12), (-1, 1, 1 / 12), (-1, -1, 1 / 12))
+_NEIGHBOURS = (
+    (0, 1, 1 / 6),
+    (0, -1, 1 / 6),
+    (1, 0, 1 / 6),
+    (-1, 0, 1 / 6),
+    (1, 1, 1 / 12),
+    (1, -1, 1 / 12),
+    (-1, 1, 1 / 12),
+    (-1, -1, 1 / 12),
+)
 
 
 def _sparse():
@@ -41,8 +49,9 @@ def _sparse():
     return sparse, linalg
 
 
-def noisy_linear_impute(image: np.ndarray, removed: np.ndarray, noise: float = ROAD_NOISE,
-                        rng: np.random.Generator | None = None) -> np.ndarray:
+def noisy_linear_impute(
+    image: np.ndarray, removed: np.ndarray, noise: float = ROAD_NOISE, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Fill the ``removed`` (H, W) pixels of a (C, H, W) image by neighbour averages, plus noise."""
     sparse, linalg = _sparse()
     image = np.asarray(image, dtype=np.float64)
@@ -77,8 +86,9 @@ def noisy_linear_impute(image: np.ndarray, removed: np.ndarray, noise: float = R
     rows.append(np.arange(unknown.size))
     cols.append(np.arange(unknown.size))
     vals.append(diag)
-    a = sparse.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(unknown.size, unknown.size))
+    a = sparse.csc_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(unknown.size, unknown.size)
+    )
     solved = linalg.splu(a).solve(rhs)  # (unknowns, C): one factorisation, every channel
     if noise:
         rng = rng or np.random.default_rng(0)
@@ -96,8 +106,16 @@ class RoadCurves:
     lerf: np.ndarray
 
 
-def road(scorer: ClassScorer, images: np.ndarray, cams: np.ndarray, targets: np.ndarray,
-         percentages=ROAD_PERCENTAGES, noise: float = ROAD_NOISE, seed: int = 0, progress=None) -> RoadCurves:
+def road(
+    scorer: ClassScorer,
+    images: np.ndarray,
+    cams: np.ndarray,
+    targets: np.ndarray,
+    percentages=ROAD_PERCENTAGES,
+    noise: float = ROAD_NOISE,
+    seed: int = 0,
+    progress=None,
+) -> RoadCurves:
     """MoRF and LeRF curves of each image under noisy linear imputation."""
     pcts = tuple(int(p) for p in percentages)
     if not pcts or any(p < 0 or p > 100 for p in pcts):
@@ -115,7 +133,7 @@ def road(scorer: ClassScorer, images: np.ndarray, cams: np.ndarray, targets: np.
             order = pixel_order(cams[i])
             for p in pcts:
                 count = int(round(p / 100 * h * w))
-                for chosen in (order[:count], order[h * w - count:]):  # most relevant, least relevant
+                for chosen in (order[:count], order[h * w - count :]):  # most relevant, least relevant
                     mask = np.zeros(h * w, dtype=bool)
                     mask[chosen] = True
                     stack.append(noisy_linear_impute(images[i], mask.reshape(h, w), noise, rng))

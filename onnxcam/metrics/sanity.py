@@ -93,10 +93,16 @@ def randomized_copy(model: onnx.ModelProto, initializers: Sequence[str], seed: i
     return out
 
 
-def cascading_randomization(model: str | os.PathLike | onnx.ModelProto, images: np.ndarray, targets: np.ndarray,
-                            explain: Callable[[onnx.ModelProto, np.ndarray, np.ndarray], np.ndarray],
-                            method: str = "", max_steps: int | None = None, seed: int = 0,
-                            progress=None) -> SanityReport:
+def cascading_randomization(
+    model: str | os.PathLike | onnx.ModelProto,
+    images: np.ndarray,
+    targets: np.ndarray,
+    explain: Callable[[onnx.ModelProto, np.ndarray, np.ndarray], np.ndarray],
+    method: str = "",
+    max_steps: int | None = None,
+    seed: int = 0,
+    progress=None,
+) -> SanityReport:
     """Randomise layers from the top down and compare maps with the original model's after each step.
 
     ``explain(model_proto, images, targets)`` returns (N, H, W) maps (the

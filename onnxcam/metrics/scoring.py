@@ -44,8 +44,14 @@ def softmax_probabilities(scores: np.ndarray) -> np.ndarray:
 class ClassScorer:
     """Scores of channels-first image batches, sent through ``score_fn`` at most ``batch_size`` at a time."""
 
-    def __init__(self, score_fn: ScoreFunction, batch_size: int = 64, channels_last: bool = False,
-                 dtype: np.dtype | type = np.float32, squash: str | None = None):
+    def __init__(
+        self,
+        score_fn: ScoreFunction,
+        batch_size: int = 64,
+        channels_last: bool = False,
+        dtype: np.dtype | type = np.float32,
+        squash: str | None = None,
+    ):
         if batch_size < 1:
             raise OnnxcamError(f"batch size must be at least 1, got {batch_size}")
         self._score_fn = score_fn
@@ -56,8 +62,9 @@ class ClassScorer:
         self.squash = squash  # the model's final Softmax/LogSoftmax/Sigmoid after the scored logits, if any
 
     @classmethod
-    def from_explainer(cls, explainer, batch_size: int = 64, layout: str = "NCHW",
-                       input_name: str | None = None) -> ClassScorer:
+    def from_explainer(
+        cls, explainer, batch_size: int = 64, layout: str = "NCHW", input_name: str | None = None
+    ) -> ClassScorer:
         """A scorer running ``explainer.predict`` (the model's own session, forward only)."""
         name = input_name or explainer.index.inputs[0]
         t = explainer.index.type_of(name)
@@ -68,15 +75,20 @@ class ClassScorer:
             pred = explainer.predict({name: x} if multi or input_name else x)
             return pred.scores.reshape(len(x), -1)
 
-        return cls(score, batch_size, channels_last=layout == "NHWC", dtype=dtype,
-                   squash=explainer.score_spec.squash if explainer.score_spec.from_logit else None)
+        return cls(
+            score,
+            batch_size,
+            channels_last=layout == "NHWC",
+            dtype=dtype,
+            squash=explainer.score_spec.squash if explainer.score_spec.from_logit else None,
+        )
 
     def scores(self, images: np.ndarray) -> np.ndarray:
         """(N, K) float64 scores of a channels-first batch (N, C, H, W)."""
         images = np.asarray(images)
         parts = []
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
+            chunk = images[start : start + self.batch_size]
             if self.channels_last:
                 chunk = chunk.transpose(0, 2, 3, 1)
             if self.dtype.kind in "iub":

@@ -38,7 +38,7 @@ from onnxcam.preprocess.geometry import (
     point_to_input,
     resize_image,
 )
-from onnxcam.preprocess.images import DEFAULT_MAX_PIXELS, ImageInfo, load_image, to_rgb_or_l
+from onnxcam.preprocess.images import DEFAULT_MAX_PIXELS, ImageHeader, ImageInfo, load_image, read_header, to_rgb_or_l
 from onnxcam.preprocess.presets import PRESETS, Preset, get_preset
 from onnxcam.preprocess.spec import (
     PreprocessSpec,
@@ -50,8 +50,30 @@ from onnxcam.preprocess.spec import (
 )
 
 __all__ = [
-    "PreprocessSpec", "derive_spec", "find_settings_file", "load_labels", "metadata_hints", "with_options",
-    "Preset", "PRESETS", "get_preset", "load_image", "ImageInfo", "to_rgb_or_l", "DEFAULT_MAX_PIXELS",
-    "Geometry", "plan_geometry", "apply_geometry", "resize_image", "cam_to_image", "point_to_image",
-    "point_to_input", "preprocess_batch", "preprocess_image", "normalize", "as_image",
+    "PreprocessSpec",
+    "derive_spec",
+    "find_settings_file",
+    "load_labels",
+    "metadata_hints",
+    "with_options",
+    "Preset",
+    "PRESETS",
+    "get_preset",
+    "load_image",
+    "read_header",
+    "ImageHeader",
+    "ImageInfo",
+    "to_rgb_or_l",
+    "DEFAULT_MAX_PIXELS",
+    "Geometry",
+    "plan_geometry",
+    "apply_geometry",
+    "resize_image",
+    "cam_to_image",
+    "point_to_image",
+    "point_to_input",
+    "preprocess_batch",
+    "preprocess_image",
+    "normalize",
+    "as_image",
 ]

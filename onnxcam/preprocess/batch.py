@@ -22,8 +22,9 @@ def as_image(item: ImageLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Im
         return load_image(item, max_pixels=max_pixels)[0]
     if isinstance(item, np.ndarray):
         if item.dtype != np.uint8 or item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[2] not in (1, 3, 4)):
-            raise InputError(f"an image array must be uint8 HxW, HxWx3 or HxWx4 (RGB order), "
-                             f"got {item.dtype} {item.shape}")
+            raise InputError(
+                f"an image array must be uint8 HxW, HxWx3 or HxWx4 (RGB order), got {item.dtype} {item.shape}"
+            )
         if item.ndim == 3 and item.shape[2] == 1:
             item = item[:, :, 0]
         item = Image.fromarray(np.ascontiguousarray(item))
@@ -49,16 +50,18 @@ def normalize(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(a.astype(spec.dtype))
 
 
-def preprocess_image(item: ImageLike, spec: PreprocessSpec,
-                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, Geometry]:
+def preprocess_image(
+    item: ImageLike, spec: PreprocessSpec, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, Geometry]:
     """One photo -> ``(array without batch axis, Geometry)``."""
     img = as_image(item, max_pixels)
     g = plan_geometry((img.height, img.width), spec.size, spec.resize)
     return normalize(apply_geometry(img, g), spec), g
 
 
-def preprocess_batch(images: Iterable[ImageLike] | ImageLike, spec: PreprocessSpec,
-                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, list[Geometry]]:
+def preprocess_batch(
+    images: Iterable[ImageLike] | ImageLike, spec: PreprocessSpec, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, list[Geometry]]:
     """Photos -> ``(batch in the model's layout and dtype, one Geometry per photo)``.
 
     ``images``: paths, PIL images or uint8 arrays (a single one is accepted too).

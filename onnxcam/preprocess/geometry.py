@@ -66,8 +66,12 @@ class Geometry:
 
     def crop_box(self) -> tuple[float, float, float, float]:
         """The window the model saw, in original coordinates: (top, left, bottom, right)."""
-        return (self.crop_top / self.scale_y, self.crop_left / self.scale_x,
-                (self.crop_top + self.input_h) / self.scale_y, (self.crop_left + self.input_w) / self.scale_x)
+        return (
+            self.crop_top / self.scale_y,
+            self.crop_left / self.scale_x,
+            (self.crop_top + self.input_h) / self.scale_y,
+            (self.crop_left + self.input_w) / self.scale_x,
+        )
 
 
 def plan_geometry(orig_size: tuple[int, int], target: tuple[int, int], mode: str = "squash") -> Geometry:
@@ -92,8 +96,9 @@ def plan_geometry(orig_size: tuple[int, int], target: tuple[int, int], mode: str
 def apply_geometry(img: Image.Image, geometry: Geometry) -> Image.Image:
     """Resize (and crop) ``img`` as ``geometry`` says, with Pillow's BILINEAR filter."""
     if (img.height, img.width) != geometry.orig_size:
-        raise InputError(f"image is {img.height}x{img.width} but the geometry was planned for "
-                         f"{geometry.orig_h}x{geometry.orig_w}")
+        raise InputError(
+            f"image is {img.height}x{img.width} but the geometry was planned for {geometry.orig_h}x{geometry.orig_w}"
+        )
     g = geometry
     out = img
     if (g.resized_h, g.resized_w) != (g.orig_h, g.orig_w):
@@ -125,8 +130,10 @@ def cam_to_image(cam: np.ndarray, geometry: Geometry) -> np.ndarray:
     g = geometry
     cam = np.asarray(cam)
     if cam.shape != (g.input_h, g.input_w):
-        raise InputError(f"CAM has shape {cam.shape}; this geometry expects ({g.input_h}, {g.input_w}), "
-                         f"the model input's spatial size")
+        raise InputError(
+            f"CAM has shape {cam.shape}; this geometry expects ({g.input_h}, {g.input_w}), "
+            f"the model input's spatial size"
+        )
     out = np.zeros((g.orig_h, g.orig_w), np.float32)
     sy, sx = g.scale_y, g.scale_x
     y0, y1 = _inside(g.orig_h, sy, g.crop_top, g.input_h)
@@ -137,10 +144,14 @@ def cam_to_image(cam: np.ndarray, geometry: Geometry) -> np.ndarray:
     # reach half an original pixel beyond the window) stays inside the image.
     pad = int(math.ceil(max(sy, sx))) + 2
     src = np.pad(cam.astype(np.float32), pad, mode="edge")
-    box = (x0 * sx - g.crop_left + pad, y0 * sy - g.crop_top + pad,
-           (x1 + 1) * sx - g.crop_left + pad, (y1 + 1) * sy - g.crop_top + pad)
+    box = (
+        x0 * sx - g.crop_left + pad,
+        y0 * sy - g.crop_top + pad,
+        (x1 + 1) * sx - g.crop_left + pad,
+        (y1 + 1) * sy - g.crop_top + pad,
+    )
     region = Image.fromarray(src, mode="F").resize((x1 - x0 + 1, y1 - y0 + 1), Image.Resampling.BILINEAR, box=box)
-    out[y0:y1 + 1, x0:x1 + 1] = np.asarray(region, dtype=np.float32)
+    out[y0 : y1 + 1, x0 : x1 + 1] = np.asarray(region, dtype=np.float32)
     return out
 
 

@@ -40,6 +40,7 @@ Modes are normalised by :func:`to_rgb_or_l` (also applied by
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -47,6 +48,7 @@ import struct
 import threading
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,8 +80,9 @@ class ImageInfo:
     notes: list[str] = field(default_factory=list)  # conversions applied, in order
 
 
-def load_image(path: str | os.PathLike[str] | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               name: str = "upload") -> tuple[Image.Image, ImageInfo]:
+def load_image(
+    path: str | os.PathLike[str] | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str = "upload"
+) -> tuple[Image.Image, ImageInfo]:
     """Read ``path`` into an upright 8-bit ``RGB`` or ``L`` image, without modifying the file.
 
     ``path`` may also be the file's bytes (an HTTP upload): they are decoded in
@@ -87,13 +90,9 @@ def load_image(path: str | os.PathLike[str] | bytes, max_pixels: int | None = DE
     Raises :class:`~onnxcam.errors.ImageError` for anything that is not a
     readable image of at most ``max_pixels`` pixels (``None``: no cap).
     """
-    if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels <= 0):
-        raise ImageError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
     if isinstance(path, (bytes, bytearray, memoryview)):
-        if not len(path):
-            raise ImageError(f"{name} is empty (0 bytes); send the image file's contents")
-        img, fmt, mode, stored = _decode(io.BytesIO(path), name, max_pixels)
-        return _upright(img, ImageInfo(path=None, format=fmt, mode=mode, stored_size=stored, size=stored), name)
+        return read_header(path, max_pixels, name).decode()
+    _check_cap(max_pixels)
     p = Path(path)
     if not p.exists():
         raise ImageError(f"image not found: {p}")
@@ -104,8 +103,58 @@ def load_image(path: str | os.PathLike[str] | bytes, max_pixels: int | None = DE
     except OSError as e:
         raise ImageError(f"cannot open image {p}: {e.strerror or e}") from None
     with fh:
-        img, fmt, mode, stored = _decode(fh, p, max_pixels)
-    return _upright(img, ImageInfo(path=str(p), format=fmt, mode=mode, stored_size=stored, size=stored), p)
+        return ImageHeader(fh, p, max_pixels, path=str(p)).decode()
+
+
+def read_header(
+    data: bytes | bytearray | memoryview, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str = "upload"
+) -> ImageHeader:
+    """The header of the image file in ``data`` (an HTTP upload), checked; no pixel is decoded yet.
+
+    Refuses, with :func:`load_image`'s errors, what is empty, no image of an accepted format, or larger than
+    ``max_pixels``; :meth:`ImageHeader.decode` then gives what ``load_image(data)`` gives, without reading the
+    header again. The server charges its pixel budget from the header before decoding.
+    """
+    _check_cap(max_pixels)
+    if not len(data):
+        raise ImageError(f"{name} is empty (0 bytes); send the image file's contents")
+    return ImageHeader(io.BytesIO(data), name, max_pixels)
+
+
+class ImageHeader:
+    """An image file opened and checked from its header (format, width x height), its pixels not decoded yet."""
+
+    def __init__(self, fh, where, max_pixels: int | None, path: str | None = None):
+        self._where, self._max_pixels, self._path = where, max_pixels, path
+        with _pillow_guard(where, max_pixels):
+            self._image = Image.open(fh, formats=IMAGE_FORMATS)
+            w, h = self._image.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise _TooLarge(w, h)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) as stored, before EXIF rotation."""
+        return self._image.size
+
+    @property
+    def pixels(self) -> int:
+        w, h = self.size
+        return w * h
+
+    def decode(self) -> tuple[Image.Image, ImageInfo]:
+        """Decode the pixels once (ImageError if they are corrupt or cut short): what :func:`load_image` returns."""
+        img = self._image
+        fmt, mode, stored = img.format, img.mode, img.size
+        with _pillow_guard(self._where, self._max_pixels):
+            img.load()
+        info = ImageInfo(path=self._path, format=fmt, mode=mode, stored_size=stored, size=stored)
+        return _upright(img, info, self._where)
+
+
+def _check_cap(max_pixels) -> None:
+    if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels <= 0):
+        raise ImageError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
 
 
 def _upright(img: Image.Image, info: ImageInfo, p) -> tuple[Image.Image, ImageInfo]:
@@ -129,21 +178,16 @@ def _upright(img: Image.Image, info: ImageInfo, p) -> tuple[Image.Image, ImageIn
     return img, info
 
 
-def _decode(fh, p: Path, max_pixels: int | None):
-    """Open and fully decode under a temporarily set Pillow pixel cap."""
+@contextlib.contextmanager
+def _pillow_guard(p, max_pixels: int | None) -> Iterator[None]:
+    """Pillow's work on a file (opening it, decoding it) under a temporarily set pixel cap, its errors ImageError."""
     with _PILLOW_GLOBALS, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         old_cap, old_trunc = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
         Image.MAX_IMAGE_PIXELS = max_pixels
         ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut file is an error, never half a photo
         try:
-            img = Image.open(fh, formats=IMAGE_FORMATS)
-            w, h = img.size
-            if max_pixels is not None and w * h > max_pixels:
-                raise _TooLarge(w, h)
-            fmt, mode = img.format, img.mode
-            img.load()
-            return img, fmt, mode, (w, h)
+            yield
         except (_TooLarge, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             if isinstance(e, _TooLarge):
                 size = f"{e.w}x{e.h} ({e.w * e.h} pixels)"
@@ -155,8 +199,10 @@ def _decode(fh, p: Path, max_pixels: int | None):
                 f"this protects against decompression bombs. If the file is trusted, raise max_pixels"
             ) from None
         except UnidentifiedImageError:
-            raise ImageError(f"{p} is not an image onnxcam reads: not a {', '.join(IMAGE_FORMATS[:-1])} or "
-                             f"{IMAGE_FORMATS[-1]} file; convert it to PNG or JPEG") from None
+            raise ImageError(
+                f"{p} is not an image onnxcam reads: not a {', '.join(IMAGE_FORMATS[:-1])} or "
+                f"{IMAGE_FORMATS[-1]} file; convert it to PNG or JPEG"
+            ) from None
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error) as e:
             raise ImageError(f"image {p} is corrupt or truncated: {e}") from None
         finally:

@@ -58,6 +58,7 @@ def get_preset(name: str) -> Preset:
     key = ALIASES.get(key, key)
     if key not in PRESETS:
         known = ", ".join([*PRESETS, *ALIASES])
-        raise PreprocessError(f"unknown preprocessing preset {name!r}; choose one of {known}, "
-                              f"or give mean/std/scale/bgr yourself")
+        raise PreprocessError(
+            f"unknown preprocessing preset {name!r}; choose one of {known}, or give mean/std/scale/bgr yourself"
+        )
     return PRESETS[key]

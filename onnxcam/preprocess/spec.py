@@ -74,8 +74,17 @@ from onnxcam.preprocess.geometry import RESIZE_MODES
 from onnxcam.preprocess.images import DEFAULT_MAX_PIXELS
 from onnxcam.preprocess.presets import DEFAULT_PRESET, get_preset
 from onnxcam.trust import (
-    MAX_LABELS_BYTES, MAX_SETTINGS_BYTES, check_input_size, check_labels, check_line_count, confined_file, parse_json,
-    parse_literal, parse_toml, read_bounded,
+    MAX_LABELS_BYTES,
+    MAX_SETTINGS_BYTES,
+    check_input_size,
+    check_labels,
+    check_line_count,
+    confined_file,
+    file_name,
+    parse_json,
+    parse_literal,
+    parse_toml,
+    read_bounded,
 )
 
 FIELDS = ("preset", "size", "mean", "std", "bgr", "scale", "layout", "resize", "labels")
@@ -103,6 +112,7 @@ class PreprocessSpec:
     labels: tuple[str, ...] | None = None
     input_name: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)  # field -> where it came from
+    labels_file: Path | None = field(default=None, compare=False)  # the file ``labels`` were read from, if any
 
     def __post_init__(self):
         if self.layout not in ("NCHW", "NHWC"):
@@ -133,14 +143,23 @@ class PreprocessSpec:
     def describe(self) -> str:
         h, w = self.size
         order = "gray" if self.channels == 1 else ("BGR" if self.bgr else "RGB")
-        return (f"{self.preset or 'custom'}: {order} {self.layout} {h}x{w} {self.dtype}, resize={self.resize}, "
-                f"x = (p * {self.scale:.6g} - {[round(float(v), 6) for v in self.mean]}) / "
-                f"{[round(float(v), 6) for v in self.std]}")
+        return (
+            f"{self.preset or 'custom'}: {order} {self.layout} {h}x{w} {self.dtype}, resize={self.resize}, "
+            f"x = (p * {self.scale:.6g} - {[round(float(v), 6) for v in self.mean]}) / "
+            f"{[round(float(v), 6) for v in self.std]}"
+        )
 
 
-def derive_spec(model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex, *, input_name: str | None = None,
-                model_path: str | os.PathLike[str] | None = None, settings: Any = None, metadata: bool = True,
-                max_pixels: int | None = DEFAULT_MAX_PIXELS, **options: Any) -> PreprocessSpec:
+def derive_spec(
+    model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex,
+    *,
+    input_name: str | None = None,
+    model_path: str | os.PathLike[str] | None = None,
+    settings: Any = None,
+    metadata: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    **options: Any,
+) -> PreprocessSpec:
     """The :class:`PreprocessSpec` for ``model``'s image input.
 
     ``model``: a path, a ``ModelProto`` or a :class:`GraphIndex`.
@@ -177,11 +196,13 @@ def derive_spec(model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex, *,
 
     name = _image_input(index, input_name)
     shape = index.shape(name)
+    assert shape is not None  # _image_input returns a 4-D input
     ttype = index.type_of(name)
     dtype = np.dtype(ttype.np_dtype) if ttype is not None else np.dtype(np.float32)
 
-    levels: list[tuple[str, dict]] = [("default", {"preset": "raw255" if dtype.kind in "iub" else DEFAULT_PRESET,
-                                                   "resize": "squash"})]
+    levels: list[tuple[str, dict]] = [
+        ("default", {"preset": "raw255" if dtype.kind in "iub" else DEFAULT_PRESET, "resize": "squash"})
+    ]
     base_dir = Path(model_path).parent if model_path is not None else None
     if metadata:
         levels += _metadata_levels(index.model, base_dir)
@@ -191,17 +212,21 @@ def derive_spec(model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex, *,
     levels.append(("user", _user_options(options)))
 
     merged, sources, preset = _merge(levels)
+    labels_file = merged.pop("labels_file", None)
+    if sources.pop("labels_file", None) != sources.get("labels"):  # a stronger source gave the labels as a list
+        labels_file = None
 
     # Layout: the graph first, where it is definite.
     pinned = infer_channel_axes(index).get(name)
     axes = input_spatial_axes(index, name)
     model_layout = None if axes is None else ("NCHW" if axes == (2, 3) else "NHWC")
-    layout, src = merged.get("layout"), sources.get("layout")
+    layout, src = merged.get("layout"), sources.get("layout", "")  # a layout always has a source (_merge)
     if pinned is not None:
         graph_layout = "NCHW" if pinned == 1 else "NHWC"
         if layout is not None and layout != graph_layout and not src.startswith("metadata"):
-            raise PreprocessError(f"layout {layout} from {src} contradicts the model: the graph reads input "
-                                  f"{name!r} as {graph_layout}")
+            raise PreprocessError(
+                f"layout {layout} from {src} contradicts the model: the graph reads input {name!r} as {graph_layout}"
+            )
         layout, src = graph_layout, "model"
     elif layout is None or src.startswith("default"):
         layout, src = model_layout or "NCHW", "model"
@@ -212,9 +237,11 @@ def derive_spec(model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex, *,
     c = shape[c_axis]
     if isinstance(c, int) and c > 0:
         if c not in (1, 3):
-            raise PreprocessError(f"input {name!r} has {c} channels on axis {c_axis} ({layout}, shape {shape}); "
-                                  f"only 1 (grayscale) or 3 (colour) channel images are supported"
-                                  + ("" if pinned is not None else "; if the layout is wrong, pass layout=..."))
+            raise PreprocessError(
+                f"input {name!r} has {c} channels on axis {c_axis} ({layout}, shape {shape}); "
+                f"only 1 (grayscale) or 3 (colour) channel images are supported"
+                + ("" if pinned is not None else "; if the layout is wrong, pass layout=...")
+            )
         channels = c
     else:
         channels = 3
@@ -224,8 +251,10 @@ def derive_spec(model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex, *,
     size = merged.get("size")
     if all(isinstance(d, int) and d > 0 for d in (mh, mw)):
         if size is not None and tuple(size) != (mh, mw) and not sources["size"].startswith("metadata"):
-            raise PreprocessError(f"size {size[0]}x{size[1]} from {sources['size']} contradicts the model's "
-                                  f"fixed input size {mh}x{mw}; drop it")
+            raise PreprocessError(
+                f"size {size[0]}x{size[1]} from {sources['size']} contradicts the model's "
+                f"fixed input size {mh}x{mw}; drop it"
+            )
         size, sources["size"] = (mh, mw), "model"
     elif size is None:
         size = tuple(d if isinstance(d, int) and d > 0 else DEFAULT_SIZE for d in (mh, mw))
@@ -235,9 +264,20 @@ def derive_spec(model: str | os.PathLike[str] | onnx.ModelProto | GraphIndex, *,
         check_input_size(size, max_pixels, sources["size"], PreprocessError)
 
     return PreprocessSpec(
-        size=size, layout=layout, channels=channels, dtype=dtype, scale=merged["scale"], mean=merged["mean"],
-        std=merged["std"], bgr=merged["bgr"], resize=merged["resize"], preset=preset,
-        labels=merged.get("labels"), input_name=name, sources=sources,
+        size=size,
+        layout=layout,
+        channels=channels,
+        dtype=dtype,
+        scale=merged["scale"],
+        mean=merged["mean"],
+        std=merged["std"],
+        bgr=merged["bgr"],
+        resize=merged["resize"],
+        preset=preset,
+        labels=merged.get("labels"),
+        input_name=name,
+        sources=sources,
+        labels_file=labels_file,
     )
 
 
@@ -258,7 +298,7 @@ def _image_input(index: GraphIndex, input_name: str | None) -> str:
     return input_name
 
 
-def _merge(levels: list[tuple[str, dict]]) -> tuple[dict, dict, str | None]:
+def _merge(levels: list[tuple[str, dict]]) -> tuple[dict[str, Any], dict[str, str], str | None]:
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     preset: str | None = None
@@ -280,6 +320,7 @@ def _merge(levels: list[tuple[str, dict]]) -> tuple[dict, dict, str | None]:
 
 
 # -- settings file -------------------------------------------------------------------------------
+
 
 def find_settings_file(model_path: str | os.PathLike[str]) -> Path | None:
     """``<stem>.onnxcam.toml`` or ``<stem>.onnxcam.json`` beside ``model_path``, if one exists."""
@@ -319,23 +360,33 @@ def _validate_table(data: Any, where: str, base_dir: Path | None) -> dict:
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise PreprocessError(f"{where}: unknown field(s) {unknown}; known: {', '.join(FIELDS)}")
-    return {k: _validate(k, v, where, base_dir, trusted=False) for k, v in data.items() if v is not None}
+    return _validate_fields(data, where, base_dir, trusted=False)
 
 
 def _user_options(options: dict[str, Any]) -> dict:
     """Fields the user passed (API arguments, CLI flags): trusted, so a labels path may point anywhere."""
-    return {k: _validate(k, v, "option", Path.cwd(), trusted=True) for k, v in options.items() if v is not None}
+    return _validate_fields(options, "option", Path.cwd(), trusted=True)
+
+
+def _validate_fields(values: dict[str, Any], where: str, base_dir: Path | None, trusted: bool) -> dict:
+    """The fields of one source, checked; ``labels`` come with ``labels_file``, the file read (None for a list)."""
+    fields = {
+        k: _validate(k, v, where, base_dir, trusted) for k, v in values.items() if v is not None and k != "labels"
+    }
+    if values.get("labels") is not None:
+        fields["labels"], fields["labels_file"] = _labels_and_file(values["labels"], base_dir, where, trusted)
+    return fields
 
 
 # -- metadata_props ------------------------------------------------------------------------------
 
-_PIXEL_RANGES = {
+_PIXEL_RANGES: dict[str, dict[str, Any]] = {
     "nominalrange_0_255": {"preset": "raw255"},
     "normalized_0_1": {"preset": "raw01"},
     "normalized_1_1": {"preset": "inception"},
     "nominalrange_16_235": {"preset": "raw255", "scale": 219 / 255, "mean": (-16.0,), "std": (1.0,)},
 }
-_PIXEL_FORMATS = {"bgr8": True, "bgra8": True, "rgb8": False, "rgba8": False, "gray8": None}
+_PIXEL_FORMATS: dict[str, bool | None] = {"bgr8": True, "bgra8": True, "rgb8": False, "rgba8": False, "gray8": None}
 
 
 def metadata_hints(model: onnx.ModelProto, base_dir: Path | None = None) -> dict:
@@ -358,8 +409,9 @@ def _metadata_levels(model: onnx.ModelProto, base_dir: Path | None) -> list[tupl
         u: dict = {"preset": "raw01"}
         try:
             if "imgsz" in lower:
-                u["size"] = _validate("size", parse_literal(lower["imgsz"], "metadata imgsz", PreprocessError),
-                                      "metadata imgsz", None)
+                u["size"] = _validate(
+                    "size", parse_literal(lower["imgsz"], "metadata imgsz", PreprocessError), "metadata imgsz", None
+                )
             if "names" in lower:
                 names = parse_literal(lower["names"], "metadata names", PreprocessError)
                 if isinstance(names, dict):
@@ -396,8 +448,9 @@ def _metadata_levels(model: onnx.ModelProto, base_dir: Path | None) -> list[tupl
     if METADATA_KEY in props:
         where = f"metadata {METADATA_KEY}"
         try:
-            levels.append((where, _validate_table(parse_json(props[METADATA_KEY], where, PreprocessError), where,
-                                                  base_dir)))
+            levels.append(
+                (where, _validate_table(parse_json(props[METADATA_KEY], where, PreprocessError), where, base_dir))
+            )
         except PreprocessError as e:
             warnings.warn(f"ignoring {where}: {e}", stacklevel=3)
     return levels
@@ -408,8 +461,11 @@ def _metadata_labels(props: dict[str, str]) -> tuple[str, dict] | None:
     if LABELS_KEY in props:
         try:
             where = f"metadata {LABELS_KEY}"
-            return where, {"labels": _validate("labels", parse_json(props[LABELS_KEY], where, PreprocessError), where,
-                                               None, trusted=False)}
+            return where, {
+                "labels": _validate(
+                    "labels", parse_json(props[LABELS_KEY], where, PreprocessError), where, None, trusted=False
+                )
+            }
         except PreprocessError as e:
             warnings.warn(f"ignoring metadata {LABELS_KEY}: {e}", stacklevel=4)
     if "character" in props:
@@ -462,8 +518,11 @@ def _validate(key: str, v: Any, where: str, base_dir: Path | None, trusted: bool
             v = [int(p) for p in re.split(r"[x, ]+", v.strip()) if p]
         if isinstance(v, int) and not isinstance(v, bool):
             v = (v, v)
-        if (not isinstance(v, (list, tuple)) or len(v) not in (1, 2)
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v)):
+        if (
+            not isinstance(v, (list, tuple))
+            or len(v) not in (1, 2)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v)
+        ):
             raise PreprocessError(f"{what} must be a positive int or [height, width], not {_short(v)}")
         return (v[0], v[-1])
     if key in ("mean", "std"):
@@ -496,8 +555,9 @@ def _validate(key: str, v: Any, where: str, base_dir: Path | None, trusted: bool
     raise PreprocessError(f"unknown field {key!r}")
 
 
-def load_labels(value: Any, base_dir: Path | None = None, where: str = "option",
-                trusted: bool = True) -> tuple[str, ...]:
+def load_labels(
+    value: Any, base_dir: Path | None = None, where: str = "option", trusted: bool = True
+) -> tuple[str, ...]:
     """Class names from a list, or from a ``.txt`` (one a line) / ``.json`` (list or {id: name}) file.
 
     ``trusted=False`` (a path from a settings file or model metadata) confines
@@ -505,21 +565,32 @@ def load_labels(value: Any, base_dir: Path | None = None, where: str = "option",
     ``base_dir`` such a path is refused. Every labels file is read bounded
     (:data:`onnxcam.trust.MAX_LABELS_BYTES`), whoever named it.
     """
+    return _labels_and_file(value, base_dir, where, trusted)[0]
+
+
+def _labels_and_file(
+    value: Any, base_dir: Path | None, where: str, trusted: bool
+) -> tuple[tuple[str, ...], Path | None]:
+    """:func:`load_labels`, and the file the names were read from (None for a list)."""
     if isinstance(value, (list, tuple)):
-        return check_labels(tuple(str(x) for x in value), f"labels (from {where})", PreprocessError)
+        return check_labels(tuple(str(x) for x in value), f"labels (from {where})", PreprocessError), None
     if not isinstance(value, (str, os.PathLike)):
         raise PreprocessError(f"labels (from {where}) must be a list of names or a file path, not {value!r}")
     what = f"labels file (from {where})"
     if trusted:
-        if "\0" in os.fspath(value):
-            raise PreprocessError(f"{what} {os.fspath(value)!r} contains a NUL byte; it cannot be a file name")
-        p = Path(value)
+        p = Path(file_name(value, what, PreprocessError))
         p = base_dir / p if not p.is_absolute() and base_dir is not None else p
     elif base_dir is None:
-        raise PreprocessError(f"{what} names the file {os.fspath(value)!r}, but the model was given without its "
-                              "folder; pass labels yourself")
+        raise PreprocessError(
+            f"{what} names the file {os.fspath(value)!r}, but the model was given without its "
+            "folder; pass labels yourself"
+        )
     else:
         p = confined_file(value, base_dir, what, PreprocessError)
+    return _read_labels_file(p, what), p
+
+
+def _read_labels_file(p: Path, what: str) -> tuple[str, ...]:
     try:
         text = read_bounded(p, MAX_LABELS_BYTES, what, PreprocessError).decode("utf-8")
     except UnicodeDecodeError as e:

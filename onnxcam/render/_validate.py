@@ -29,8 +29,9 @@ def as_cam(cam) -> np.ndarray:
         raise InputError("cam contains NaN or inf")
     lo, hi = float(arr.min()), float(arr.max())
     if lo < -CAM_TOLERANCE or hi > 1.0 + CAM_TOLERANCE:
-        raise InputError(f"cam values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; "
-                         "normalise it first (e.g. cam / cam.max())")
+        raise InputError(
+            f"cam values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; normalise it first (e.g. cam / cam.max())"
+        )
     return np.clip(arr, 0.0, 1.0)
 
 
@@ -40,8 +41,10 @@ def as_rgb(image) -> np.ndarray:
         return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
-        raise InputError(f"image array must be uint8 (0..255), got {arr.dtype}; "
-                         "convert with np.clip(x, 0, 255).astype(np.uint8) or pass a PIL image")
+        raise InputError(
+            f"image array must be uint8 (0..255), got {arr.dtype}; "
+            "convert with np.clip(x, 0, 255).astype(np.uint8) or pass a PIL image"
+        )
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     elif arr.ndim == 3 and arr.shape[2] in (3, 4):
@@ -67,7 +70,8 @@ def check_alpha(alpha) -> float:
 
 def check_same_size(rgb: np.ndarray, cam: np.ndarray) -> None:
     if rgb.shape[:2] != cam.shape:
-        raise InputError(f"cam is {cam.shape[1]}x{cam.shape[0]} (WxH) but the image is "
-                         f"{rgb.shape[1]}x{rgb.shape[0]}; resize the cam to the image first "
-                         "(onnxcam.render.resize_cam(cam, image.size))")
-
+        raise InputError(
+            f"cam is {cam.shape[1]}x{cam.shape[0]} (WxH) but the image is "
+            f"{rgb.shape[1]}x{rgb.shape[0]}; resize the cam to the image first "
+            "(onnxcam.render.resize_cam(cam, image.size))"
+        )

@@ -32,8 +32,9 @@ _LUTS: dict[str, np.ndarray] = {}
 
 def _lut(name: str) -> np.ndarray:
     if not isinstance(name, str) or name.lower() not in COLORMAPS:
-        raise OnnxcamError(f"unknown colormap {name!r}; choose one of {', '.join(COLORMAPS)} "
-                           f"(default {DEFAULT_COLORMAP!r})")
+        raise OnnxcamError(
+            f"unknown colormap {name!r}; choose one of {', '.join(COLORMAPS)} (default {DEFAULT_COLORMAP!r})"
+        )
     key = name.lower()
     if key not in _LUTS:
         table = np.frombuffer(bytes.fromhex("".join(LUT_HEX[key])), dtype=np.uint8).reshape(256, 3)

@@ -30,8 +30,9 @@ def guided_to_unit(gradient: np.ndarray, channel_axis: int = 0) -> np.ndarray:
     """
     g = np.asarray(gradient, dtype=np.float64)
     if g.ndim != 3 or channel_axis not in (0, 2, -1):
-        raise OnnxcamError(f"a guided map is (C, H, W) or (H, W, C); got shape {g.shape} with channel axis "
-                           f"{channel_axis}")
+        raise OnnxcamError(
+            f"a guided map is (C, H, W) or (H, W, C); got shape {g.shape} with channel axis {channel_axis}"
+        )
     if channel_axis == 0:
         g = g.transpose(1, 2, 0)
     g = g - g.mean()
@@ -54,10 +55,20 @@ def unit_to_rgb(unit: np.ndarray) -> np.ndarray:
     return np.uint8(unit * 255)
 
 
-def render_guided_panel(image, cam, guided: np.ndarray, guided_gradcam: np.ndarray, caption: str = "",
-                        colormap: str = DEFAULT_COLORMAP, alpha: float = 0.5, *, contour: bool = False,
-                        box: bool = False, fraction: float = PAPER_THRESHOLD,
-                        tile_size: int = DEFAULT_TILE_SIZE) -> Image.Image:
+def render_guided_panel(
+    image,
+    cam,
+    guided: np.ndarray,
+    guided_gradcam: np.ndarray,
+    caption: str = "",
+    colormap: str = DEFAULT_COLORMAP,
+    alpha: float = 0.5,
+    *,
+    contour: bool = False,
+    box: bool = False,
+    fraction: float = PAPER_THRESHOLD,
+    tile_size: int = DEFAULT_TILE_SIZE,
+) -> Image.Image:
     """Four tiles: the image, the Grad-CAM overlay, guided backprop and Guided Grad-CAM.
 
     ``guided`` and ``guided_gradcam`` are (H, W, 3) uint8 pictures at the
@@ -75,5 +86,10 @@ def render_guided_panel(image, cam, guided: np.ndarray, guided_gradcam: np.ndarr
             pic = np.asarray(Image.fromarray(pic).resize(img.size, Image.Resampling.BILINEAR))
         pictures.append(Image.fromarray(pic))
     tiles = [img, render_overlay(img, m, colormap, a, contour=contour, box=box, fraction=fraction), *pictures]
-    return compose(tiles, ["image", "Grad-CAM overlay", "guided backprop", "Guided Grad-CAM"],
-                   caption=caption or None, colormap=colormap, size=font_size_for(max(img.size)))
+    return compose(
+        tiles,
+        ["image", "Grad-CAM overlay", "guided backprop", "Guided Grad-CAM"],
+        caption=caption or None,
+        colormap=colormap,
+        size=font_size_for(max(img.size)),
+    )

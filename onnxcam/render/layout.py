@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -130,8 +131,15 @@ def fit_size(width: int, height: int, tile_size: int, min_tile: int = 192) -> tu
     return max(1, round(width * s)), max(1, round(height * s))
 
 
-def compose(tiles: list[Image.Image], labels: list[str | None], *, caption: str | None = None,
-            colormap: str | None = None, columns: int | None = None, size: int = 16) -> Image.Image:
+def compose(
+    tiles: list[Image.Image],
+    labels: Sequence[str | None],
+    *,
+    caption: str | None = None,
+    colormap: str | None = None,
+    columns: int | None = None,
+    size: int = 16,
+) -> Image.Image:
     """Tiles in a grid (row-major, ``columns`` per row; default all in one row), each with its
     label underneath, a caption strip on top and an optional colour bar at the bottom.
 
@@ -144,8 +152,9 @@ def compose(tiles: list[Image.Image], labels: list[str | None], *, caption: str 
     tw = max(t.width for t in tiles)
     th = max(t.height for t in tiles)
     label_imgs = [text_block(lab, tw, size) if lab else None for lab in labels]
-    row_label_h = [max([li.height for li in label_imgs[r * cols:(r + 1) * cols] if li is not None] or [0])
-                   for r in range(rows)]
+    row_label_h = [
+        max([li.height for li in label_imgs[r * cols : (r + 1) * cols] if li is not None] or [0]) for r in range(rows)
+    ]
     grid_w = cols * tw + (cols - 1) * GAP
     cap = text_block(caption, grid_w, size + 2) if caption else None
     bar = colorbar(colormap, min(grid_w, max(tw, 256)), size - 2) if colormap else None
@@ -168,11 +177,11 @@ def compose(tiles: list[Image.Image], labels: list[str | None], *, caption: str 
             tx, ty = x + (tw - t.width) // 2, y + (th - t.height) // 2
             page.paste(t, (tx, ty))
             boxes.append((tx, ty, tx + t.width, ty + t.height))
-            if label_imgs[i] is not None:
-                page.paste(label_imgs[i], (x, y + th))
+            label_img = label_imgs[i]
+            if label_img is not None:
+                page.paste(label_img, (x, y + th))
         y += th + row_label_h[r] + GAP
     if bar:
         page.paste(bar, (MARGIN + (grid_w - bar.width) // 2, y))
     page.info[TILE_BOXES_KEY] = boxes
     return page
-

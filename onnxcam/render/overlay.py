@@ -41,8 +41,9 @@ def line_width(height: int, width: int) -> int:
     return max(1, round(max(height, width) / 500))
 
 
-def draw_contour(rgb: np.ndarray, cam: np.ndarray, fraction: float = PAPER_THRESHOLD,
-                 width: int | None = None) -> np.ndarray:
+def draw_contour(
+    rgb: np.ndarray, cam: np.ndarray, fraction: float = PAPER_THRESHOLD, width: int | None = None
+) -> np.ndarray:
     """Paint the boundary of ``cam >= fraction * max`` (all components) onto ``rgb`` in place."""
     w = line_width(*rgb.shape[:2]) if width is None else int(width)
     edge = boundary(threshold_mask(cam, fraction))
@@ -64,9 +65,17 @@ def draw_box(img: Image.Image, box, width: int | None = None) -> Image.Image:
     return img
 
 
-def render_overlay(image, cam, colormap: str = DEFAULT_COLORMAP, alpha: float = 0.5, *,
-                   contour: bool = False, box: bool = False, fraction: float = PAPER_THRESHOLD,
-                   connectivity: int = 8) -> Image.Image:
+def render_overlay(
+    image,
+    cam,
+    colormap: str = DEFAULT_COLORMAP,
+    alpha: float = 0.5,
+    *,
+    contour: bool = False,
+    box: bool = False,
+    fraction: float = PAPER_THRESHOLD,
+    connectivity: int = 8,
+) -> Image.Image:
     """Blend the coloured map over the image; returns a new RGB ``PIL.Image``.
 
     ``image`` is a PIL image or a uint8 (H, W, 3) array; ``cam`` is (H, W) in

@@ -24,8 +24,9 @@ from onnxcam.render._validate import as_cam, as_rgb, check_alpha, check_same_siz
 DEFAULT_TILE_SIZE = 384
 
 
-def format_caption(label: str | None = None, score: float | None = None, layer: str | None = None,
-                   class_id: int | None = None) -> str:
+def format_caption(
+    label: str | None = None, score: float | None = None, layer: str | None = None, class_id: int | None = None
+) -> str:
     """``"tabby (281) | score 9.871 | layer /layer4/Relu"`` from whichever parts are given."""
     parts = []
     if label is not None or class_id is not None:
@@ -55,24 +56,56 @@ def _scaled(image, cams: Sequence, tile_size: int) -> tuple[Image.Image, list[np
     return img, [resize_cam(m, (tw, th)) for m in maps]
 
 
-def render_panel(image, cam, caption: str = "", colormap: str = DEFAULT_COLORMAP, alpha: float = 0.5, *,
-                 contour: bool = False, box: bool = False, fraction: float = PAPER_THRESHOLD,
-                 tile_size: int = DEFAULT_TILE_SIZE, colorbar: bool = True,
-                 titles: Sequence[str] = ("image", "heatmap", "overlay")) -> Image.Image:
+def render_panel(
+    image,
+    cam,
+    caption: str = "",
+    colormap: str = DEFAULT_COLORMAP,
+    alpha: float = 0.5,
+    *,
+    contour: bool = False,
+    box: bool = False,
+    fraction: float = PAPER_THRESHOLD,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    colorbar: bool = True,
+    titles: Sequence[str] = ("image", "heatmap", "overlay"),
+) -> Image.Image:
     """Three tiles side by side -- original, heatmap, overlay -- under a caption strip
     (see :func:`format_caption`), with a 0 -> 1 colour bar underneath."""
     a = check_alpha(alpha)
     apply_colormap(np.zeros((1, 1), np.float32), colormap)  # bad name fails before any work
     img, (m,) = _scaled(image, [cam], tile_size)
-    tiles = [img, Image.fromarray(apply_colormap(m, colormap)),
-             render_overlay(img, m, colormap, a, contour=contour, box=box, fraction=fraction)]
-    titles = list(titles) + [None] * (3 - len(titles))
-    return compose(tiles, titles[:3], caption=caption or None, colormap=colormap if colorbar else None,
-                   size=font_size_for(max(img.size)))
+    tiles = [
+        img,
+        Image.fromarray(apply_colormap(m, colormap)),
+        render_overlay(img, m, colormap, a, contour=contour, box=box, fraction=fraction),
+    ]
+    shown: list[str | None] = [*titles, None, None, None]
+    return compose(
+        tiles,
+        shown[:3],
+        caption=caption or None,
+        colormap=colormap if colorbar else None,
+        size=font_size_for(max(img.size)),
+    )
 
 
-def _overlay_grid(image, cams: Sequence, labels: Sequence[str], caption, colormap, alpha, contour, box,
-                  fraction, tile_size, colorbar, columns, show_image, image_title) -> Image.Image:
+def _overlay_grid(
+    image,
+    cams: Sequence,
+    labels: Sequence[str],
+    caption,
+    colormap,
+    alpha,
+    contour,
+    box,
+    fraction,
+    tile_size,
+    colorbar,
+    columns,
+    show_image,
+    image_title,
+) -> Image.Image:
     a = check_alpha(alpha)
     apply_colormap(np.zeros((1, 1), np.float32), colormap)
     if len(cams) == 0:
@@ -83,14 +116,32 @@ def _overlay_grid(image, cams: Sequence, labels: Sequence[str], caption, colorma
     if show_image:
         tiles.insert(0, img)
         labels.insert(0, image_title)
-    return compose(tiles, labels, caption=caption or None, colormap=colormap if colorbar else None,
-                   columns=columns, size=font_size_for(max(img.size)))
+    return compose(
+        tiles,
+        labels,
+        caption=caption or None,
+        colormap=colormap if colorbar else None,
+        columns=columns,
+        size=font_size_for(max(img.size)),
+    )
 
 
-def render_class_panels(image, cams: Sequence, captions: Sequence[str], colormap: str = DEFAULT_COLORMAP,
-                        alpha: float = 0.5, *, caption: str | None = None, contour: bool = False, box: bool = False,
-                        fraction: float = PAPER_THRESHOLD, tile_size: int = DEFAULT_TILE_SIZE,
-                        colorbar: bool = True, columns: int | None = None, show_image: bool = True) -> Image.Image:
+def render_class_panels(
+    image,
+    cams: Sequence,
+    captions: Sequence[str],
+    colormap: str = DEFAULT_COLORMAP,
+    alpha: float = 0.5,
+    *,
+    caption: str | None = None,
+    contour: bool = False,
+    box: bool = False,
+    fraction: float = PAPER_THRESHOLD,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    colorbar: bool = True,
+    columns: int | None = None,
+    show_image: bool = True,
+) -> Image.Image:
     """Several classes of one image side by side: the original, then one overlay per map,
     each labelled with its entry of ``captions`` (e.g. from :func:`format_caption`).
 
@@ -101,19 +152,58 @@ def render_class_panels(image, cams: Sequence, captions: Sequence[str], colormap
     captions = list(captions)
     if len(captions) != len(cams):
         raise OnnxcamError(f"got {len(cams)} maps but {len(captions)} captions; give one caption per map")
-    return _overlay_grid(image, cams, captions, caption, colormap, alpha, contour, box, fraction, tile_size,
-                         colorbar, columns, show_image, "image")
+    return _overlay_grid(
+        image,
+        cams,
+        captions,
+        caption,
+        colormap,
+        alpha,
+        contour,
+        box,
+        fraction,
+        tile_size,
+        colorbar,
+        columns,
+        show_image,
+        "image",
+    )
 
 
-def render_layer_panel(image, cams_by_layer: Sequence[tuple[str, np.ndarray]], colormap: str = DEFAULT_COLORMAP,
-                       alpha: float = 0.5, *, caption: str | None = None, contour: bool = False, box: bool = False,
-                       fraction: float = PAPER_THRESHOLD, tile_size: int = DEFAULT_TILE_SIZE,
-                       colorbar: bool = True, columns: int | None = None, show_image: bool = True) -> Image.Image:
+def render_layer_panel(
+    image,
+    cams_by_layer: Sequence[tuple[str, np.ndarray]],
+    colormap: str = DEFAULT_COLORMAP,
+    alpha: float = 0.5,
+    *,
+    caption: str | None = None,
+    contour: bool = False,
+    box: bool = False,
+    fraction: float = PAPER_THRESHOLD,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    colorbar: bool = True,
+    columns: int | None = None,
+    show_image: bool = True,
+) -> Image.Image:
     """One overlay per layer, labelled with the layer name, in the order given (pass
     shallow to deep). ``alpha=1`` shows the bare heatmaps."""
     pairs = list(cams_by_layer)
     for p in pairs:
         if not (isinstance(p, (tuple, list)) and len(p) == 2):
             raise OnnxcamError("cams_by_layer must be a list of (layer_name, cam) pairs")
-    return _overlay_grid(image, [c for _, c in pairs], [str(n) for n, _ in pairs], caption, colormap, alpha,
-                         contour, box, fraction, tile_size, colorbar, columns, show_image, "image")
+    return _overlay_grid(
+        image,
+        [c for _, c in pairs],
+        [str(n) for n, _ in pairs],
+        caption,
+        colormap,
+        alpha,
+        contour,
+        box,
+        fraction,
+        tile_size,
+        colorbar,
+        columns,
+        show_image,
+        "image",
+    )

@@ -44,10 +44,10 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     ch, cw = y1 - y0, x1 - x0
     rows = np.zeros((ch + 2 * r, cw), dtype=bool)
     for d in range(2 * r + 1):
-        rows |= crop[:, d:d + cw]
+        rows |= crop[:, d : d + cw]
     out = np.zeros((ch, cw), dtype=bool)
     for d in range(2 * r + 1):
-        out |= rows[d:d + ch]
+        out |= rows[d : d + ch]
     full = np.zeros_like(m)
     full[y0:y1, x0:x1] = out
     return full

@@ -8,6 +8,7 @@ back from the session, never assumed.
 from __future__ import annotations
 
 import re
+from types import ModuleType
 import warnings
 from collections.abc import Sequence
 
@@ -17,7 +18,7 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
-def require_onnxruntime():
+def require_onnxruntime() -> ModuleType:
     """Import onnxruntime or explain which extra to install."""
     try:
         import onnxruntime
@@ -39,8 +40,12 @@ def resolve_providers(providers: Sequence | None) -> list:
     missing = [_name(p) for p in providers if _name(p) not in available]
     if missing:
         hint = " (install onnxcam[gpu] for CUDA)" if CUDA in missing else ""
-        warnings.warn(f"{', '.join(missing)} is not available in this onnxruntime build{hint}; "
-                      f"running on {', '.join(_name(p) for p in usable) or CPU}", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{', '.join(missing)} is not available in this onnxruntime build{hint}; "
+            f"running on {', '.join(_name(p) for p in usable) or CPU}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return usable or [CPU]
 
 
@@ -66,8 +71,12 @@ def create_session(model: str | bytes, providers: Sequence | None = None, thread
         ) from None
     explicit_cuda = any(_name(p) == CUDA for p in wanted) and providers is not None
     if explicit_cuda and session.get_providers()[0] != CUDA:
-        warnings.warn("CUDAExecutionProvider was requested but ONNX Runtime fell back to the CPU "
-                      "(no usable GPU or CUDA libraries)", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            "CUDAExecutionProvider was requested but ONNX Runtime fell back to the CPU "
+            "(no usable GPU or CUDA libraries)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return session
 
 

@@ -31,8 +31,9 @@ class InFlightLimit:
         if scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS:
             return await self.app(scope, receive, send)
         if self.in_flight >= self.limit:
-            return await send_problem(send, busy(f"the server is busy ({self.limit} requests in progress); "
-                                                 "retry in a moment"))
+            return await send_problem(
+                send, busy(f"the server is busy ({self.limit} requests in progress); retry in a moment")
+            )
         self.in_flight += 1
         try:
             await self.app(scope, receive, send)

@@ -56,8 +56,14 @@ class _Job:
 class MicroBatcher:
     """``await batcher.submit(item)`` -> that item's result from ``run_batch(items)`` (a list, same order)."""
 
-    def __init__(self, run_batch: Callable[[list], list], executor: Executor, policy: BatchPolicy,
-                 on_batch: Callable[[int], None] | None = None, on_dropped: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        run_batch: Callable[[list], list],
+        executor: Executor,
+        policy: BatchPolicy,
+        on_batch: Callable[[int], None] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+    ):
         self._run_batch = run_batch
         self._executor = executor
         self.policy = policy

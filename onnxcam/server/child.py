@@ -24,8 +24,13 @@ _ADDRESS = re.compile(r"on (http://[^ ]+/) ")
 class ServerProcess:
     """``with ServerProcess(["--demo"]) as server: server.url`` -> ``"http://127.0.0.1:PORT/"``."""
 
-    def __init__(self, args: Sequence[str], start_timeout_s: float = 90.0, cwd: str | Path | None = None,
-                 env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        args: Sequence[str],
+        start_timeout_s: float = 90.0,
+        cwd: str | Path | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.args = [sys.executable, "-m", "onnxcam", "serve", "--port", "0", *args]
         self.start_timeout_s = start_timeout_s
         self.cwd, self.env = cwd, env
@@ -35,8 +40,15 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         env = {**os.environ, **(self.env or {})}
-        self._proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True, cwd=self.cwd, env=env)
+        self._proc = subprocess.Popen(
+            self.args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=self.cwd,
+            env=env,
+        )
         found = threading.Event()
         threading.Thread(target=self._collect, args=(found,), daemon=True).start()
         deadline = time.monotonic() + self.start_timeout_s
@@ -55,7 +67,9 @@ class ServerProcess:
         raise RuntimeError("onnxcam serve never answered /healthz:\n" + "".join(self.log))
 
     def _collect(self, found: threading.Event) -> None:
-        for line in self._proc.stderr:
+        proc = self._proc
+        assert proc is not None and proc.stderr is not None  # started by __enter__ after Popen(stderr=PIPE)
+        for line in proc.stderr:
             self.log.append(line)
             m = _ADDRESS.search(line)
             if m and not found.is_set():

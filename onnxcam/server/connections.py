@@ -48,9 +48,12 @@ from onnxcam.server.problems import RETRY_AFTER_S, problem_json
 class ConnectionGuard:
     """Shared by every connection of one server: the limits, the idle connections oldest first, and counts."""
 
-    def __init__(self, header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 on_closed: Callable[[str], None] = lambda reason: None):
+    def __init__(
+        self,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        on_closed: Callable[[str], None] = lambda reason: None,
+    ):
         if not header_timeout_s > 0 or max_connections < 1:
             raise ValueError("the header timeout and the connection limit must be positive")
         self.header_timeout_s = header_timeout_s
@@ -129,8 +132,7 @@ class GuardedH11Protocol(H11Protocol):
         super().resume_writing()
 
     def send_400_response(self, msg: str) -> None:
-        body = problem_json(400, "malformed HTTP request, or a request head over 16 KiB; "
-                                 "send a valid HTTP/1.1 request")
+        body = problem_json(400, "malformed HTTP request, or a request head over 16 KiB; send a valid HTTP/1.1 request")
         self._send_and_close(400, body, [])
 
     def close_idle(self) -> None:
@@ -152,13 +154,15 @@ class GuardedH11Protocol(H11Protocol):
         self._head_timer = self.loop.call_later(self.guard.header_timeout_s, self._head_timed_out)
 
     def _stop_head_timer(self) -> None:
-        if getattr(self, "_head_timer", None) is not None:
-            self._head_timer.cancel()
+        timer = getattr(self, "_head_timer", None)  # None too before connection_made set it
+        if timer is not None:
+            timer.cancel()
             self._head_timer = None
 
     def _stop_write_timer(self) -> None:
-        if getattr(self, "_write_timer", None) is not None:
-            self._write_timer.cancel()
+        timer = getattr(self, "_write_timer", None)  # None too before connection_made set it
+        if timer is not None:
+            timer.cancel()
             self._write_timer = None
 
     def _reader_stalled(self) -> None:
@@ -172,13 +176,19 @@ class GuardedH11Protocol(H11Protocol):
         self.close_idle()
 
     def _refuse(self) -> None:
-        body = problem_json(503, f"the server has {self.guard.max_connections} connections open, all busy; "
-                                 "retry in a moment")
+        body = problem_json(
+            503, f"the server has {self.guard.max_connections} connections open, all busy; retry in a moment"
+        )
         self._send_and_close(503, body, [(b"retry-after", str(RETRY_AFTER_S).encode())])
 
     def _send_and_close(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """Write a whole answer and close; raw bytes, since h11 refuses an answer before a request arrived."""
-        head = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode()), b"content-type: application/json",
-                b"content-length: %d" % len(body), b"connection: close", *(k + b": " + v for k, v in headers)]
+        head = [
+            b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode()),
+            b"content-type: application/json",
+            b"content-length: %d" % len(body),
+            b"connection: close",
+            *(k + b": " + v for k, v in headers),
+        ]
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         self.transport.close()

@@ -32,19 +32,24 @@ class ImageExplanation:
     cams: list[tuple[int, np.ndarray]]  # (class id, (H, W) map in [0, 1] at the model input's size)
 
 
-def explain_batch(explainer: Explainer, batch: np.ndarray, wishes: list[Wish],
-                  input_name: str | None = None) -> list[ImageExplanation]:
+def explain_batch(
+    explainer: Explainer, batch: np.ndarray, wishes: list[Wish], input_name: str | None = None
+) -> list[ImageExplanation]:
     """``batch``: preprocessed images (N, ...), one :class:`Wish` each."""
+
     def feeds(rows):
         x = batch if rows is None else batch[rows]
         return x if input_name is None else {input_name: x}
 
     n = len(wishes)
-    any_top = any(w.classes is None for w in wishes)
-    first = explainer.explain(feeds(None), target=None if any_top else [w.classes[0] for w in wishes])
+    explicit = [w.classes for w in wishes if w.classes is not None]
+    any_top = len(explicit) < n
+    first = explainer.explain(feeds(None), target=None if any_top else [classes[0] for classes in explicit])
     scores = explainer.class_scores(first)
-    wanted = [list(w.classes) if w.classes is not None else
-              [int(c) for c in np.argsort(-scores[i], kind="stable")[:w.top_k]] for i, w in enumerate(wishes)]
+    wanted = [
+        list(w.classes) if w.classes is not None else [int(c) for c in np.argsort(-scores[i], kind="stable")[: w.top_k]]
+        for i, w in enumerate(wishes)
+    ]
     cams: list[dict[int, np.ndarray]] = [{int(first.targets[i]): first.cam[i]} for i in range(n)]
     todo = list(dict.fromkeys((i, c) for i in range(n) for c in wanted[i] if c not in cams[i]))
     if todo:

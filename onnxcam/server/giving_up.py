@@ -14,29 +14,30 @@ stopped by :class:`onnxcam.server.workers.Errand`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+#: The ASGI ``receive`` channel (``starlette.types.Receive``).
+Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
 class ClientGone(Exception):
     """The client closed its connection before the answer was ready."""
 
 
-async def until_disconnect(receive: Callable[[], Awaitable[dict]]) -> None:
+async def until_disconnect(receive: Receive) -> None:
     """Return when the client disconnects; call only after the request body has been read."""
     while (await receive())["type"] != "http.disconnect":
         pass
 
 
-async def answer_unless_given_up(work: Awaitable[T], receive: Callable[[], Awaitable[dict]], timeout_s: float) -> T:
+async def answer_unless_given_up(work: Awaitable[T], receive: Receive, timeout_s: float) -> T:
     """``await work``; raises ``asyncio.TimeoutError`` after ``timeout_s`` or :class:`ClientGone`."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(until_disconnect(receive))
     try:
-        done, _ = await asyncio.wait({task, watcher}, timeout=max(0.0, timeout_s),
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({task, watcher}, timeout=max(0.0, timeout_s), return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             return task.result()
         if watcher in done:

@@ -6,14 +6,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from onnxcam.methods import CAM_METHODS
-from onnxcam.methods.eigen import HOST_METHODS
+from onnxcam.methods import method_names
 from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP
 from onnxcam.server.problems import HTTPProblem
 
-#: The methods a request may name: the in-graph ones and the host-side (SVD) ones. Score-CAM and Ablation-CAM
-#: cost one forward pass per channel, too slow for a request.
-SERVED_METHODS: tuple[str, ...] = (*CAM_METHODS, *HOST_METHODS)
+#: The methods a request may name (``MethodSpec.served``): the in-graph ones and the host-side (SVD) ones.
+#: Score-CAM and Ablation-CAM cost one forward pass per channel, too slow for a request.
+SERVED_METHODS: tuple[str, ...] = method_names(served=True)
 
 KNOWN = ("target", "top_k", "method", "layer", "colormap", "alpha")
 
@@ -30,9 +29,16 @@ class ExplainParams:
     alpha: float
 
 
-def parse_params(query: Mapping[str, str], form: Mapping[str, str], *, methods: tuple[str, ...],
-                 default_method: str, default_layer: str, num_classes: int | None,
-                 max_targets: int) -> ExplainParams:
+def parse_params(
+    query: Mapping[str, str],
+    form: Mapping[str, str],
+    *,
+    methods: tuple[str, ...],
+    default_method: str,
+    default_layer: str,
+    num_classes: int | None,
+    max_targets: int,
+) -> ExplainParams:
     """Merge the query string and form fields (a name in both is an error) and validate every value."""
     both = sorted(set(query) & set(form))
     if both:

@@ -4,10 +4,16 @@
 A 100 kB PNG can declare 25 megapixels, and answering it holds the decoded
 photo, the map on its pixels and the overlay, tens of bytes per pixel, for
 seconds. So every request takes its image's declared width x height (read
-from the header, before decoding) from this budget before it decodes, and
-gives it back once its answer is built and no worker thread uses the pixels
-any more. A request that does not fit waits, in arrival order (a large image
-is never starved by a stream of small ones), within its own timeout.
+from the header, before decoding: :func:`onnxcam.preprocess.images.read_header`)
+from this budget before it decodes, and gives it back once its answer is built
+and no worker thread uses the pixels any more. A request that does not fit
+waits, in arrival order (a large image is never starved by a stream of small
+ones), within its own timeout.
+
+The server's upload budget is the same class counted in bytes, taken with
+:meth:`PixelBudget.try_acquire` as a body arrives: a request never waits for
+it holding part of a body, so two half-read uploads can never wait for each
+other.
 
 Used on the event loop's thread only, so it needs no lock.
 """
@@ -15,12 +21,7 @@ Used on the event loop's thread only, so it needs no lock.
 from __future__ import annotations
 
 import asyncio
-import io
 from collections import deque
-
-from PIL import Image
-
-from onnxcam.preprocess.images import IMAGE_FORMATS
 
 
 class PixelBudget:
@@ -57,6 +58,13 @@ class PixelBudget:
                 self._grant()  # the head of the line may have changed
             raise
 
+    def try_acquire(self, amount: int) -> bool:
+        """Take ``amount`` at once if it fits and nobody waits; False (and nothing taken) otherwise."""
+        if self._waiters or self.in_use + amount > self.capacity:
+            return False
+        self._take(amount)
+        return True
+
     def release(self, pixels: int) -> None:
         self.in_use -= pixels
         self._grant()
@@ -76,19 +84,3 @@ class PixelBudget:
             self._waiters.popleft()
             self._take(pixels)
             granted.set_result(None)
-
-
-def declared_pixels(data: bytes, max_pixels: int) -> int:
-    """Width x height from the image header: what :class:`PixelBudget` charges for decoding ``data``.
-
-    Pillow's ``Image.open`` reads the header only (0.2 ms for a 25-megapixel PNG). Data that is no image of an
-    accepted format, or that declares more than ``max_pixels``, costs 0: ``load_image`` refuses it from the
-    header, before decoding a pixel, with the error the client should see.
-    """
-    try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
-            width, height = img.size
-    except Exception:  # anything Pillow may raise on hostile bytes: load_image words the refusal
-        return 0
-    pixels = int(width) * int(height)
-    return pixels if 0 < pixels <= max_pixels else 0

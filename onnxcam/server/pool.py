@@ -55,8 +55,9 @@ class _Build:
 
 
 class ExplainerPool:
-    def __init__(self, default_key: Key, default: Slot, build: Callable[[Key], Slot], executor: Executor,
-                 capacity: int = 4):
+    def __init__(
+        self, default_key: Key, default: Slot, build: Callable[[Key], Slot], executor: Executor, capacity: int = 4
+    ):
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.default_key = default_key

@@ -14,14 +14,21 @@ from collections import defaultdict
 #: Counters with one label: (help text, label name, the label values shown from the start, at 0).
 COUNTERS = {
     "onnxcam_jobs_cancelled_total": (
-        "Work skipped or stopped because its request gave up (timeout or disconnect), by step.", "step",
-        ("parse", "decode", "explain", "render")),
+        "Work skipped or stopped because its request gave up (timeout or disconnect), by step.",
+        "step",
+        ("parse", "decode", "explain", "render"),
+    ),
     "onnxcam_requests_abandoned_total": (
-        "Requests that gave up before their answer was ready, by reason.", "reason", ("timeout", "disconnect")),
+        "Requests that gave up before their answer was ready, by reason.",
+        "reason",
+        ("timeout", "disconnect"),
+    ),
     "onnxcam_connections_closed_total": (
         "Connections the server closed: no request head within the header timeout, a client that stopped reading "
-        "its answer, evicted (idle, to make room for a new one), refused (all connections busy).", "reason",
-        ("header_timeout", "stalled_reader", "evicted", "refused")),
+        "its answer, evicted (idle, to make room for a new one), refused (all connections busy).",
+        "reason",
+        ("header_timeout", "stalled_reader", "evicted", "refused"),
+    ),
 }
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -60,8 +67,9 @@ class Metrics:
         self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
         self.batch_size = Histogram(BATCH_BUCKETS)
-        self.counters: dict[str, dict[str, int]] = {name: dict.fromkeys(values, 0)
-                                                    for name, (_, _, values) in COUNTERS.items()}
+        self.counters: dict[str, dict[str, int]] = {
+            name: dict.fromkeys(values, 0) for name, (_, _, values) in COUNTERS.items()
+        }
 
     def count(self, name: str, label: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name`` (one of :data:`COUNTERS`) for the label value ``label``."""
@@ -81,16 +89,22 @@ class Metrics:
 
     def render(self, gauges: dict[str, tuple[str, float]]) -> str:
         """The exposition text; ``gauges`` maps a metric name to (help text, value)."""
-        out = ["# HELP onnxcam_requests_total HTTP requests answered, by path and status code.",
-               "# TYPE onnxcam_requests_total counter"]
+        out = [
+            "# HELP onnxcam_requests_total HTTP requests answered, by path and status code.",
+            "# TYPE onnxcam_requests_total counter",
+        ]
         for (path, status), n in sorted(self.requests.items()):
             out.append(f'onnxcam_requests_total{{path="{path}",status="{status}"}} {n}')
-        out += ["# HELP onnxcam_request_duration_seconds Time from a request's arrival to the end of its answer.",
-                "# TYPE onnxcam_request_duration_seconds histogram"]
+        out += [
+            "# HELP onnxcam_request_duration_seconds Time from a request's arrival to the end of its answer.",
+            "# TYPE onnxcam_request_duration_seconds histogram",
+        ]
         for path, hist in sorted(self.latency.items()):
             out += hist.lines("onnxcam_request_duration_seconds", f'path="{path}"')
-        out += ["# HELP onnxcam_batch_size Images per ONNX Runtime call of the micro-batcher.",
-                "# TYPE onnxcam_batch_size histogram"]
+        out += [
+            "# HELP onnxcam_batch_size Images per ONNX Runtime call of the micro-batcher.",
+            "# TYPE onnxcam_batch_size histogram",
+        ]
         out += self.batch_size.lines("onnxcam_batch_size")
         for name, (help_text, label, _) in COUNTERS.items():
             out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]

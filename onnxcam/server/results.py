@@ -61,8 +61,9 @@ def on_photo(cam: np.ndarray, geometry: Geometry) -> np.ndarray:
     return np.clip(mapped, 0.0, 1.0, out=mapped)
 
 
-def overlay(photo: Image.Image, mapped: np.ndarray, colormap: str, alpha: float,
-            check: Callable[[], None] = _never) -> Image.Image:
+def overlay(
+    photo: Image.Image, mapped: np.ndarray, colormap: str, alpha: float, check: Callable[[], None] = _never
+) -> Image.Image:
     """``render_overlay`` of the whole photo, drawn band by band with ``check()`` between bands."""
     rows = max(1, BAND_PIXELS // max(1, photo.width))
     if rows >= photo.height:
@@ -76,19 +77,33 @@ def overlay(photo: Image.Image, mapped: np.ndarray, colormap: str, alpha: float,
     return out
 
 
-def overlay_png(photo: Image.Image, cam: np.ndarray, geometry: Geometry, colormap: str, alpha: float,
-                check: Callable[[], None] = _never) -> bytes:
+def overlay_png(
+    photo: Image.Image,
+    cam: np.ndarray,
+    geometry: Geometry,
+    colormap: str,
+    alpha: float,
+    check: Callable[[], None] = _never,
+) -> bytes:
     mapped = on_photo(cam, geometry)
     check()
     return png_bytes(overlay(photo, mapped, colormap, alpha, check))
 
 
-def describe(result: ImageExplanation, photo: Image.Image, geometry: Geometry, labels: tuple[str, ...] | None,
-             colormap: str, alpha: float, check: Callable[[], None] = _never) -> dict:
+def describe(
+    result: ImageExplanation,
+    photo: Image.Image,
+    geometry: Geometry,
+    labels: tuple[str, ...] | None,
+    colormap: str,
+    alpha: float,
+    check: Callable[[], None] = _never,
+) -> dict:
     """The JSON body of one answer (without the request-level fields)."""
-    order = np.argsort(-result.scores, kind="stable")[:max(PREDICTIONS_SHOWN, len(result.cams))]
-    predictions = [{"class": int(c), "label": label_of(labels, int(c)), "score": float(result.scores[c])}
-                   for c in order]
+    order = np.argsort(-result.scores, kind="stable")[: max(PREDICTIONS_SHOWN, len(result.cams))]
+    predictions = [
+        {"class": int(c), "label": label_of(labels, int(c)), "score": float(result.scores[c])} for c in order
+    ]
     explained = []
     for class_id, cam in result.cams:
         check()
@@ -96,10 +111,18 @@ def describe(result: ImageExplanation, photo: Image.Image, geometry: Geometry, l
         py, px = point_to_image(peak(cam), geometry)
         heatmap = _b64(png_bytes(Image.fromarray(cam_to_index(mapped), "L")))
         check()
-        explained.append({
-            "class": class_id, "label": label_of(labels, class_id), "score": float(result.scores[class_id]),
-            "peak": {"x": int(round(px)), "y": int(round(py))}, "heatmap_png": heatmap,
-            "overlay_png": _b64(png_bytes(overlay(photo, mapped, colormap, alpha, check))),
-        })
-    return {"image": {"width": photo.width, "height": photo.height}, "predictions": predictions,
-            "explanations": explained}
+        explained.append(
+            {
+                "class": class_id,
+                "label": label_of(labels, class_id),
+                "score": float(result.scores[class_id]),
+                "peak": {"x": int(round(px)), "y": int(round(py))},
+                "heatmap_png": heatmap,
+                "overlay_png": _b64(png_bytes(overlay(photo, mapped, colormap, alpha, check))),
+            }
+        )
+    return {
+        "image": {"width": photo.width, "height": photo.height},
+        "predictions": predictions,
+        "explanations": explained,
+    }

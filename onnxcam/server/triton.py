@@ -33,12 +33,21 @@ MODEL_FILE = "model.onnx"
 VERSION = "1"
 
 #: ONNX element type -> Triton data type.
-TRITON_TYPES = {
-    onnx.TensorProto.BOOL: "TYPE_BOOL", onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.UINT16: "TYPE_UINT16",
-    onnx.TensorProto.UINT32: "TYPE_UINT32", onnx.TensorProto.UINT64: "TYPE_UINT64", onnx.TensorProto.INT8: "TYPE_INT8",
-    onnx.TensorProto.INT16: "TYPE_INT16", onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.INT64: "TYPE_INT64",
-    onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.DOUBLE: "TYPE_FP64",
-    onnx.TensorProto.BFLOAT16: "TYPE_BF16", onnx.TensorProto.STRING: "TYPE_STRING",
+TRITON_TYPES: dict[int, str] = {
+    onnx.TensorProto.BOOL: "TYPE_BOOL",
+    onnx.TensorProto.UINT8: "TYPE_UINT8",
+    onnx.TensorProto.UINT16: "TYPE_UINT16",
+    onnx.TensorProto.UINT32: "TYPE_UINT32",
+    onnx.TensorProto.UINT64: "TYPE_UINT64",
+    onnx.TensorProto.INT8: "TYPE_INT8",
+    onnx.TensorProto.INT16: "TYPE_INT16",
+    onnx.TensorProto.INT32: "TYPE_INT32",
+    onnx.TensorProto.INT64: "TYPE_INT64",
+    onnx.TensorProto.FLOAT16: "TYPE_FP16",
+    onnx.TensorProto.FLOAT: "TYPE_FP32",
+    onnx.TensorProto.DOUBLE: "TYPE_FP64",
+    onnx.TensorProto.BFLOAT16: "TYPE_BF16",
+    onnx.TensorProto.STRING: "TYPE_STRING",
 }
 
 
@@ -59,8 +68,12 @@ class TritonConfig:
     queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
 
     def to_pbtxt(self) -> str:
-        lines = ["# Written by `onnxcam export --triton`. Send target_class -1 to explain each image's top-1 class.",
-                 f"name: {_quote(self.name)}", 'backend: "onnxruntime"', f"max_batch_size: {self.max_batch_size}"]
+        lines = [
+            "# Written by `onnxcam export --triton`. Send target_class -1 to explain each image's top-1 class.",
+            f"name: {_quote(self.name)}",
+            'backend: "onnxruntime"',
+            f"max_batch_size: {self.max_batch_size}",
+        ]
         for field, tensors in (("input", self.inputs), ("output", self.outputs)):
             blocks = []
             for t in tensors:
@@ -74,8 +87,12 @@ class TritonConfig:
         return "\n".join(lines) + "\n"
 
 
-def triton_config(model: onnx.ModelProto, name: str, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-                  queue_delay_us: int = DEFAULT_QUEUE_DELAY_US) -> TritonConfig:
+def triton_config(
+    model: onnx.ModelProto,
+    name: str,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
+) -> TritonConfig:
     """The Triton config of ``model``: batching when every input and output has a dynamic first axis."""
     if max_batch_size < 0:
         raise OnnxcamError(f"the Triton max batch size must be 0 or more, got {max_batch_size}")
@@ -88,8 +105,10 @@ def triton_config(model: onnx.ModelProto, name: str, max_batch_size: int = DEFAU
     def entry(v: onnx.ValueInfoProto) -> TensorConfig:
         elem = v.type.tensor_type.elem_type
         if elem not in TRITON_TYPES:
-            raise OnnxcamError(f"tensor {v.name!r} has ONNX type {onnx.TensorProto.DataType.Name(elem)}, "
-                               "which Triton has no data type for")
+            raise OnnxcamError(
+                f"tensor {v.name!r} has ONNX type {onnx.TensorProto.DataType.Name(elem)}, "
+                "which Triton has no data type for"
+            )
         shape = shapes[v.name]
         if not batching:
             return TensorConfig(v.name, TRITON_TYPES[elem], shape)
@@ -97,12 +116,18 @@ def triton_config(model: onnx.ModelProto, name: str, max_batch_size: int = DEFAU
             return TensorConfig(v.name, TRITON_TYPES[elem], (1,), reshape=())
         return TensorConfig(v.name, TRITON_TYPES[elem], shape[1:])
 
-    return TritonConfig(name, max_batch_size if batching else 0, tuple(entry(v) for v in inputs),
-                        tuple(entry(v) for v in model.graph.output), queue_delay_us)
+    return TritonConfig(
+        name,
+        max_batch_size if batching else 0,
+        tuple(entry(v) for v in inputs),
+        tuple(entry(v) for v in model.graph.output),
+        queue_delay_us,
+    )
 
 
-def write_triton_repository(explainer: Explainer, repo_dir: str | Path, name: str | None = None,
-                            max_batch_size: int = DEFAULT_MAX_BATCH_SIZE) -> Path:
+def write_triton_repository(
+    explainer: Explainer, repo_dir: str | Path, name: str | None = None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+) -> Path:
     """Write ``repo_dir/<name>/1/model.onnx`` and ``repo_dir/<name>/config.pbtxt``; returns the model folder."""
     name = name or _default_name(explainer)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
@@ -131,8 +156,10 @@ def _default_name(explainer: Explainer) -> str:
 def _shape(v: onnx.ValueInfoProto) -> tuple[int, ...]:
     t = v.type.tensor_type
     if not t.HasField("shape"):
-        raise OnnxcamError(f"tensor {v.name!r} has no known rank; Triton needs its dims. Re-export the model with "
-                           "shapes, or run onnx.shape_inference on it first")
+        raise OnnxcamError(
+            f"tensor {v.name!r} has no known rank; Triton needs its dims. Re-export the model with "
+            "shapes, or run onnx.shape_inference on it first"
+        )
     return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in t.shape.dim)
 
 

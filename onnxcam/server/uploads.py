@@ -5,7 +5,8 @@ body is read into memory up to the byte limit and split with python-multipart's
 streaming parser, so nothing from a request reaches the file system. A body
 over the limit is still read (and dropped) up to :data:`DRAIN_FACTOR` times
 the limit, so an ordinary client that sends the whole body before reading the
-answer sees the 413 instead of a reset connection.
+answer sees the 413 instead of a reset connection; a body that the server's
+upload budget has no room for is drained the same way and answered 503.
 
 Splitting a form is pure Python work proportional to its number of parts:
 measured, a 17.5 MiB form of 300 000 one-byte fields took 7.5 s, during which
@@ -22,10 +23,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from onnxcam.server.problems import HTTPProblem
+from onnxcam.server.problems import HTTPProblem, busy
+
+if TYPE_CHECKING:  # a TypedDict python-multipart defines for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 #: Field names taken as the image in a multipart form (else the first part with a file name).
 IMAGE_FIELDS = ("image", "file")
@@ -38,8 +43,10 @@ MAX_FORM_PARTS = 32
 MAX_FIELD_BYTES = 64 * 1024
 #: Bytes handed to the form parser between two cancellation checkpoints.
 PARSE_CHUNK_BYTES = 256 * 1024
-HOW_TO_SEND = ("send the image as multipart/form-data (curl -F image=@photo.jpg) or as the raw body with "
-               "Content-Type image/png, image/jpeg, ... (curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg')")
+HOW_TO_SEND = (
+    "send the image as multipart/form-data (curl -F image=@photo.jpg) or as the raw body with "
+    "Content-Type image/png, image/jpeg, ... (curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg')"
+)
 
 
 @dataclass
@@ -62,10 +69,24 @@ def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
     return kind.decode("latin-1").lower(), {k.decode("latin-1"): v.decode("latin-1") for k, v in options.items()}
 
 
-async def read_body(chunks: AsyncIterator[bytes], declared_length: str | None, limit: int) -> bytes:
-    """The whole body, or a 413 once it passes ``limit`` bytes (judged from Content-Length when given)."""
-    too_big = HTTPProblem(413, f"the upload is larger than the server's limit of {limit} bytes "
-                               f"({limit / 2 ** 20:.1f} MiB); send a smaller image")
+async def read_body(
+    chunks: AsyncIterator[bytes],
+    declared_length: str | None,
+    limit: int,
+    keep: Callable[[int], bool] = lambda size: True,
+    drop: Callable[[], None] = lambda: None,
+) -> bytes:
+    """The whole body, or a 413 once it passes ``limit`` bytes (judged from Content-Length when given).
+
+    ``keep(n)`` is asked before each chunk of ``n`` bytes is kept (the server's upload budget); once it says no,
+    what was read is dropped (``drop()`` gives its bytes back to the budget at once, before the rest is drained),
+    and the answer is a 503 with ``Retry-After``.
+    """
+    too_big = HTTPProblem(
+        413,
+        f"the upload is larger than the server's limit of {limit} bytes "
+        f"({limit / 2**20:.1f} MiB); send a smaller image",
+    )
     declared = None
     if declared_length is not None:
         try:
@@ -74,15 +95,24 @@ async def read_body(chunks: AsyncIterator[bytes], declared_length: str | None, l
             raise HTTPProblem(400, f"Content-Length {declared_length!r} is not a number") from None
     if declared is not None and declared > limit * DRAIN_FACTOR:
         raise too_big  # not worth draining; the server closes the connection after answering
-    body, seen = bytearray(), 0
+    body, seen, refused = bytearray(), 0, False
     async for chunk in chunks:
         seen += len(chunk)
-        if seen <= limit:
-            body += chunk
-        elif seen > limit * DRAIN_FACTOR:
+        if seen > limit * DRAIN_FACTOR:
             break
+        if seen <= limit and not refused:
+            if keep(len(chunk)):
+                body += chunk
+            else:
+                body, refused = bytearray(), True
+                drop()
     if seen > limit:
         raise too_big
+    if refused:
+        raise busy(
+            "the server holds as many uploads as it may at once (its upload budget, --upload-budget-mb); "
+            "retry in a moment"
+        )
     return bytes(body)
 
 
@@ -111,8 +141,7 @@ def _from_form(body: bytes, boundary: str | None, check: Callable[[], None]) -> 
     files = [p for p in parts if p.filename is not None or p.name in IMAGE_FIELDS]
     image = next((p for p in files if p.name in IMAGE_FIELDS), files[0] if files else None)
     if image is None:
-        raise HTTPProblem(400, "the form has no image; add a file field named 'image' "
-                               "(curl -F image=@photo.jpg)")
+        raise HTTPProblem(400, "the form has no image; add a file field named 'image' (curl -F image=@photo.jpg)")
     if not image.data:
         raise HTTPProblem(400, f"the form's image field {image.name!r} is empty; attach the file's contents")
     fields = {}
@@ -144,8 +173,11 @@ def _split_form(body: bytes, boundary: str, check: Callable[[], None]) -> list[_
 
     def on_part_begin():
         if len(parts) >= MAX_FORM_PARTS:
-            raise HTTPProblem(413, f"the form has more than {MAX_FORM_PARTS} parts (fields); send the image "
-                                   "and only the parameters you need")
+            raise HTTPProblem(
+                413,
+                f"the form has more than {MAX_FORM_PARTS} parts (fields); send the image "
+                "and only the parameters you need",
+            )
         state["headers"], state["data"] = {}, bytearray()
 
     def on_header_field(data, start, end):
@@ -161,30 +193,40 @@ def _split_form(body: bytes, boundary: str, check: Callable[[], None]) -> list[_
     def on_headers_finished():
         _, opts = parse_options_header(state["headers"].get("content-disposition", b""))
         filename = opts.get(b"filename")
-        state["part"] = _Part(opts.get(b"name", b"").decode("utf-8", "replace"),
-                              None if filename is None else filename.decode("utf-8", "replace"))
+        state["part"] = _Part(
+            opts.get(b"name", b"").decode("utf-8", "replace"),
+            None if filename is None else filename.decode("utf-8", "replace"),
+        )
 
     def on_part_data(data, start, end):
         state["data"] += data[start:end]
         part = state["part"]
         if len(state["data"]) > MAX_FIELD_BYTES and part.filename is None and part.name not in IMAGE_FIELDS:
-            raise HTTPProblem(413, f"form field {part.name[:100]!r} is longer than {MAX_FIELD_BYTES // 1024} KiB; "
-                                   "parameters are short values (see GET /info)")
+            raise HTTPProblem(
+                413,
+                f"form field {part.name[:100]!r} is longer than {MAX_FIELD_BYTES // 1024} KiB; "
+                "parameters are short values (see GET /info)",
+            )
 
     def on_part_end():
         part = state["part"]
         part.data = bytes(state["data"])
         parts.append(part)
 
-    callbacks = {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
-                 "on_header_value": on_header_value, "on_header_end": on_header_end,
-                 "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-                 "on_part_end": on_part_end}
+    callbacks: MultipartCallbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished,
+        "on_part_data": on_part_data,
+        "on_part_end": on_part_end,
+    }
     try:
         parser = MultipartParser(boundary, callbacks)
         for start in range(0, len(body), PARSE_CHUNK_BYTES):
             check()
-            parser.write(body[start:start + PARSE_CHUNK_BYTES])
+            parser.write(body[start : start + PARSE_CHUNK_BYTES])
         parser.finalize()
     except HTTPProblem:
         raise

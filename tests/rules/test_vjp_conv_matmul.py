@@ -16,6 +16,7 @@ import itertools
 import numpy as np
 import onnx
 import pytest
+
 torch = pytest.importorskip("torch")
 F = pytest.importorskip("torch.nn.functional")
 from onnx import TensorProto, helper
@@ -23,11 +24,18 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.ops.op_conv_transpose import ConvTranspose as _RefConvTranspose
 
 from onnxcam.errors import UnsupportedModelError
-from tests.vjp_check import (build_single_node, check_vjp, gradient_model, ort_grad_vs_torch, ort_session,
-                              with_inferred_outputs)
+from tests.vjp_check import (
+    build_single_node,
+    check_vjp,
+    gradient_model,
+    ort_grad_vs_torch,
+    ort_session,
+    with_inferred_outputs,
+)
 
 
 # --------------------------------------------------------------------------- padding semantics (spec / onnxruntime)
+
 
 def conv_pads(size, kernel, strides, dilations, auto_pad, pads):
     """Explicit (begin, end) pads of a Conv, per spatial axis."""
@@ -70,8 +78,20 @@ def conv_transpose_pads(size, kernel, strides, dilations, auto_pad, pads, output
     return out
 
 
-def _conv_transpose_oracle(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None,
-                           output_padding=None, output_shape=None, pads=None, strides=None):
+def _conv_transpose_oracle(
+    self,
+    X,
+    W,
+    B=None,
+    auto_pad=None,
+    dilations=None,
+    group=None,
+    kernel_shape=None,
+    output_padding=None,
+    output_shape=None,
+    pads=None,
+    strides=None,
+):
     """ConvTranspose as a literal scatter: every (input pixel, kernel tap) adds into the output."""
     n = X.ndim - 2
     strides = list(strides or [1] * n)
@@ -80,18 +100,27 @@ def _conv_transpose_oracle(self, X, W, B=None, auto_pad=None, dilations=None, gr
     output_padding = list(output_padding or [0] * n)
     kernel = W.shape[2:]
     size = X.shape[2:]
-    crops = conv_transpose_pads(size, kernel, strides, dilations, auto_pad or "NOTSET", pads, output_padding,
-                                None if output_shape is None else list(output_shape)[-n:])
+    crops = conv_transpose_pads(
+        size,
+        kernel,
+        strides,
+        dilations,
+        auto_pad or "NOTSET",
+        pads,
+        output_padding,
+        None if output_shape is None else list(output_shape)[-n:],
+    )
     full = [(size[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 + output_padding[i] for i in range(n)]
     cin_g, cout_g = X.shape[1] // group, W.shape[1]
     y = np.zeros((X.shape[0], cout_g * group, *full), dtype=X.dtype)
     for gi in range(group):
-        xg = X[:, gi * cin_g:(gi + 1) * cin_g]
-        wg = W[gi * cin_g:(gi + 1) * cin_g]
+        xg = X[:, gi * cin_g : (gi + 1) * cin_g]
+        wg = W[gi * cin_g : (gi + 1) * cin_g]
         for tap in itertools.product(*(range(k) for k in kernel)):
             contrib = np.einsum("nc...,co->no...", xg, wg[(slice(None), slice(None), *tap)])
-            where = tuple(slice(t * d, t * d + (sz - 1) * s + 1, s)
-                          for t, d, sz, s in zip(tap, dilations, size, strides))
+            where = tuple(
+                slice(t * d, t * d + (sz - 1) * s + 1, s) for t, d, sz, s in zip(tap, dilations, size, strides)
+            )
             y[(slice(None), slice(gi * cout_g, (gi + 1) * cout_g), *where)] += contrib
     pad_width = [(0, 0), (0, 0)] + [(0, max(0, -e)) for _, e in crops]
     y = np.pad(y, pad_width)
@@ -132,10 +161,11 @@ def torch_conv(attrs, size):
     dilations = attrs.get("dilations", [1] * n)
 
     def fn(x, w, b=None):
-        pairs = conv_pads(size, w.shape[2:], strides, dilations, attrs.get("auto_pad", "NOTSET"),
-                          attrs.get("pads"))
-        return _TORCH_CONV[n](F.pad(x, _torch_pad_arg(pairs)), w, b, stride=strides, dilation=dilations,
-                              groups=attrs.get("group", 1))
+        pairs = conv_pads(size, w.shape[2:], strides, dilations, attrs.get("auto_pad", "NOTSET"), attrs.get("pads"))
+        return _TORCH_CONV[n](
+            F.pad(x, _torch_pad_arg(pairs)), w, b, stride=strides, dilation=dilations, groups=attrs.get("group", 1)
+        )
+
     return fn
 
 
@@ -146,15 +176,25 @@ def torch_conv_transpose(attrs, size):
     op = attrs.get("output_padding", [0] * n)
 
     def fn(x, w, b=None):
-        pairs = conv_transpose_pads(size, w.shape[2:], strides, dilations, attrs.get("auto_pad", "NOTSET"),
-                                    attrs.get("pads"), op, attrs.get("output_shape"))
+        pairs = conv_transpose_pads(
+            size,
+            w.shape[2:],
+            strides,
+            dilations,
+            attrs.get("auto_pad", "NOTSET"),
+            attrs.get("pads"),
+            op,
+            attrs.get("output_shape"),
+        )
         full = _TORCH_CONV_T[n](x, w, None, stride=strides, dilation=dilations, groups=attrs.get("group", 1))
         y = F.pad(full, _torch_pad_arg([(-bp, o - ep) for (bp, ep), o in zip(pairs, op)]))
         return y if b is None else y + b.reshape(1, -1, *([1] * n))
+
     return fn
 
 
 # --------------------------------------------------------------------------- Conv
+
 
 def random_conv_case(seed, n):
     """A random Conv: groups (incl. depthwise), strides that need not divide, dilations, every auto_pad."""
@@ -168,8 +208,7 @@ def random_conv_case(seed, n):
     strides = [int(r.integers(1, 4)) for _ in range(n)]
     dilations = [int(r.integers(1, 3)) for _ in range(n)]
     budget = {1: 30, 2: 8, 3: 4}[n]
-    size = [int(r.integers((k - 1) * d + 1, (k - 1) * d + 1 + budget))
-            for k, d in zip(kernel, dilations)]
+    size = [int(r.integers((k - 1) * d + 1, (k - 1) * d + 1 + budget)) for k, d in zip(kernel, dilations)]
     auto_pad = str(r.choice(["NOTSET", "NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"]))
     if auto_pad.startswith("SAME"):  # onnxruntime refuses dilated SAME convolutions
         dilations = [1] * n
@@ -210,18 +249,21 @@ def test_conv3d_random(seed):
     _run_conv(*random_conv_case(200 + seed, 3))
 
 
-@pytest.mark.parametrize("case", [
-    # stride does not divide: the last rows/cols are read by no window and get zero gradient
-    dict(size=(8, 7), kernel=(3, 2), attrs={"strides": [3, 2]}),
-    dict(size=(9, 6), kernel=(2, 3), attrs={"strides": [4, 3], "pads": [1, 0, 0, 2]}),
-    dict(size=(7, 7), kernel=(3, 3), attrs={"strides": [2, 3], "dilations": [2, 1], "auto_pad": "VALID"}),
-    dict(size=(6, 7), kernel=(3, 3), attrs={"strides": [2, 2], "auto_pad": "SAME_UPPER"}),
-    dict(size=(6, 7), kernel=(2, 4), attrs={"strides": [3, 2], "auto_pad": "SAME_LOWER"}),
-    # pads wider than the kernel: whole output rows read only padding
-    dict(size=(4, 5), kernel=(2, 2), attrs={"strides": [2, 1], "pads": [3, 0, 2, 3]}),
-    # no attributes at all (kernel from the weight)
-    dict(size=(5, 6), kernel=(3, 3), attrs={}),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        # stride does not divide: the last rows/cols are read by no window and get zero gradient
+        dict(size=(8, 7), kernel=(3, 2), attrs={"strides": [3, 2]}),
+        dict(size=(9, 6), kernel=(2, 3), attrs={"strides": [4, 3], "pads": [1, 0, 0, 2]}),
+        dict(size=(7, 7), kernel=(3, 3), attrs={"strides": [2, 3], "dilations": [2, 1], "auto_pad": "VALID"}),
+        dict(size=(6, 7), kernel=(3, 3), attrs={"strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+        dict(size=(6, 7), kernel=(2, 4), attrs={"strides": [3, 2], "auto_pad": "SAME_LOWER"}),
+        # pads wider than the kernel: whole output rows read only padding
+        dict(size=(4, 5), kernel=(2, 2), attrs={"strides": [2, 1], "pads": [3, 0, 2, 3]}),
+        # no attributes at all (kernel from the weight)
+        dict(size=(5, 6), kernel=(3, 3), attrs={}),
+    ],
+)
 def test_conv2d_edges(case):
     r = np.random.default_rng(7)
     x = r.standard_normal((1, 2, *case["size"]))
@@ -272,12 +314,15 @@ def test_symbolic_batch(op_type):
     _ort_grad_vs_torch(model, r.standard_normal((3, 4, 7, 6)), w, twin, r)
 
 
-@pytest.mark.parametrize("attrs", [
-    {"strides": [2, 3], "pads": [1, 0, 2, 1]},
-    {"strides": [3, 2], "dilations": [1, 2], "auto_pad": "VALID", "group": 2},
-    {"strides": [2, 2], "auto_pad": "SAME_UPPER"},
-    {"strides": [1, 3], "auto_pad": "SAME_LOWER"},  # kernel 2 < stride 3: total pad clamps at 0
-])
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"strides": [2, 3], "pads": [1, 0, 2, 1]},
+        {"strides": [3, 2], "dilations": [1, 2], "auto_pad": "VALID", "group": 2},
+        {"strides": [2, 2], "auto_pad": "SAME_UPPER"},
+        {"strides": [1, 3], "auto_pad": "SAME_LOWER"},  # kernel 2 < stride 3: total pad clamps at 0
+    ],
+)
 def test_conv_dynamic_spatial_strided(attrs):
     """Symbolic height/width under a stride: leftover rows and SAME pads are computed at run time."""
     r = np.random.default_rng(13)
@@ -305,11 +350,17 @@ def test_conv_dynamic_spatial_stride_one_supported():
 def test_conv_weight_gradient_refused():
     r = np.random.default_rng(5)
     with pytest.raises(UnsupportedModelError, match="weight"):
-        check_vjp("Conv", {"x": r.standard_normal((1, 2, 4, 4)), "w": r.standard_normal((2, 2, 3, 3))},
-                  ["x", "w"], fd=False, ort=False)
+        check_vjp(
+            "Conv",
+            {"x": r.standard_normal((1, 2, 4, 4)), "w": r.standard_normal((2, 2, 3, 3))},
+            ["x", "w"],
+            fd=False,
+            ort=False,
+        )
 
 
 # --------------------------------------------------------------------------- ConvTranspose
+
 
 def random_conv_transpose_case(seed, n):
     r = np.random.default_rng(seed)
@@ -364,13 +415,16 @@ def test_conv_transpose1d_random(seed):
     _run_conv_transpose(*random_conv_transpose_case(400 + seed, 1))
 
 
-@pytest.mark.parametrize("attrs", [
-    {"strides": [3], "output_padding": [2], "pads": [0, 0]},  # tail zeros, absorbed by the Conv's floor
-    {"strides": [2], "output_shape": [10]},  # output_shape larger than the full output: zeros appended
-    {"strides": [2], "output_shape": [8], "auto_pad": "SAME_UPPER"},
-    {"strides": [3], "auto_pad": "SAME_LOWER", "dilations": [2]},
-    {"strides": [2], "output_padding": [1], "auto_pad": "VALID"},
-])
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"strides": [3], "output_padding": [2], "pads": [0, 0]},  # tail zeros, absorbed by the Conv's floor
+        {"strides": [2], "output_shape": [10]},  # output_shape larger than the full output: zeros appended
+        {"strides": [2], "output_shape": [8], "auto_pad": "SAME_UPPER"},
+        {"strides": [3], "auto_pad": "SAME_LOWER", "dilations": [2]},
+        {"strides": [2], "output_padding": [1], "auto_pad": "VALID"},
+    ],
+)
 def test_conv_transpose1d_edges(attrs):
     r = np.random.default_rng(9)
     x = r.standard_normal((1, 2, 4))
@@ -378,10 +432,13 @@ def test_conv_transpose1d_edges(attrs):
     _run_conv_transpose(x, w, None, attrs)
 
 
-@pytest.mark.parametrize("attrs", [
-    {"strides": [1], "dilations": [3], "output_padding": [2]},
-    {"strides": [2], "dilations": [4], "output_padding": [3], "pads": [1, 0]},
-])
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"strides": [1], "dilations": [3], "output_padding": [2]},
+        {"strides": [2], "dilations": [4], "output_padding": [3], "pads": [1, 0]},
+    ],
+)
 def test_conv_transpose_output_padding_beyond_stride(attrs):
     """output_padding >= stride (legal when < dilation): the cotangent's tail is sliced off.
 
@@ -389,8 +446,9 @@ def test_conv_transpose_output_padding_beyond_stride(attrs):
     """
     r = np.random.default_rng(12)
     x, w = r.standard_normal((1, 2, 4)), r.standard_normal((2, 3, 2))
-    check_vjp("ConvTranspose", {"x": x, "w": w}, ["x"], attrs=attrs, torch_fn=torch_conv_transpose(attrs, [4]),
-              ort=False)
+    check_vjp(
+        "ConvTranspose", {"x": x, "w": w}, ["x"], attrs=attrs, torch_fn=torch_conv_transpose(attrs, [4]), ort=False
+    )
 
 
 def test_conv_transpose_bias_and_groups():
@@ -400,11 +458,17 @@ def test_conv_transpose_bias_and_groups():
     bias = r.standard_normal(6)
     attrs = {"strides": [2, 1], "group": 2, "pads": [0, 1, 1, 0]}
     ort_forward_matches_reference("ConvTranspose", {"x": x, "w": w, "b": bias}, attrs)
-    check_vjp("ConvTranspose", {"x": x, "w": w, "b": bias}, ["x", "b"], attrs=attrs,
-              torch_fn=torch_conv_transpose(attrs, [3, 3]))
+    check_vjp(
+        "ConvTranspose",
+        {"x": x, "w": w, "b": bias},
+        ["x", "b"],
+        attrs=attrs,
+        torch_fn=torch_conv_transpose(attrs, [3, 3]),
+    )
 
 
 # --------------------------------------------------------------------------- Gemm
+
 
 @pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([0, 1], [0, 1])))
 @pytest.mark.parametrize("c_shape", [None, (), (5,), (1, 5), (4, 1), (4, 5)])
@@ -445,8 +509,13 @@ def _one_hot_seeded_gradient(node: onnx.NodeProto, a: np.ndarray, weight: np.nda
     from onnxcam.autodiff.engine import build_vjp
     from onnxcam.graph.index import GraphIndex
 
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, a.shape)], [],
-                              [onnx.numpy_helper.from_array(weight.astype(np.float32), "w")])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, a.shape)],
+        [],
+        [onnx.numpy_helper.from_array(weight.astype(np.float32), "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     model = with_inferred_outputs(model, ["y0"], strict_mode=True)
@@ -497,32 +566,39 @@ def test_matmul_one_hot_seed_gathers_class_columns():
 
 # --------------------------------------------------------------------------- MatMul
 
-@pytest.mark.parametrize("a_shape,b_shape,wrt", [
-    ((4,), (4,), ["a", "b"]),
-    ((4,), (4, 3), ["a", "b"]),
-    ((3, 4), (4,), ["a", "b"]),
-    ((4,), (2, 4, 3), ["a", "b"]),
-    ((2, 3, 4), (4,), ["a", "b"]),
-    ((3, 4), (4, 5), ["a", "b"]),
-    ((2, 3, 4), (2, 4, 5), ["a", "b"]),
-    ((2, 3, 4), (4, 5), ["a", "b"]),
-    ((3, 4), (2, 4, 5), ["a", "b"]),
-    ((2, 1, 3, 4), (3, 4, 2), ["a", "b"]),
-    ((1, 2, 3, 4), (2, 1, 4, 2), ["a", "b"]),
-    ((2, 3, 3, 4), (4, 5), ["a"]),
-])
+
+@pytest.mark.parametrize(
+    "a_shape,b_shape,wrt",
+    [
+        ((4,), (4,), ["a", "b"]),
+        ((4,), (4, 3), ["a", "b"]),
+        ((3, 4), (4,), ["a", "b"]),
+        ((4,), (2, 4, 3), ["a", "b"]),
+        ((2, 3, 4), (4,), ["a", "b"]),
+        ((3, 4), (4, 5), ["a", "b"]),
+        ((2, 3, 4), (2, 4, 5), ["a", "b"]),
+        ((2, 3, 4), (4, 5), ["a", "b"]),
+        ((3, 4), (2, 4, 5), ["a", "b"]),
+        ((2, 1, 3, 4), (3, 4, 2), ["a", "b"]),
+        ((1, 2, 3, 4), (2, 1, 4, 2), ["a", "b"]),
+        ((2, 3, 3, 4), (4, 5), ["a"]),
+    ],
+)
 def test_matmul(a_shape, b_shape, wrt):
     r = np.random.default_rng(len(a_shape) * 10 + len(b_shape))
     inputs = {"a": r.standard_normal(a_shape), "b": r.standard_normal(b_shape)}
     check_vjp("MatMul", inputs, wrt, torch_fn=lambda a, b: torch.matmul(a, b))
 
 
-@pytest.mark.parametrize("a_shape,b_shape,feeds", [
-    (["N", 3, 4], [4, 5], [(2, 3, 4), (4, 5)]),
-    (["N", 1, 3, 4], ["M", 4, 2], [(2, 1, 3, 4), (3, 4, 2)]),  # broadcast against a symbolic dim
-    (["N", 3, 4], ["N", 4, 2], [(2, 3, 4), (2, 4, 2)]),
-    (["P", 3, 4], ["Q", 4, 2], [(1, 3, 4), (3, 4, 2)]),  # unknown relation: runtime broadcast axes
-])
+@pytest.mark.parametrize(
+    "a_shape,b_shape,feeds",
+    [
+        (["N", 3, 4], [4, 5], [(2, 3, 4), (4, 5)]),
+        (["N", 1, 3, 4], ["M", 4, 2], [(2, 1, 3, 4), (3, 4, 2)]),  # broadcast against a symbolic dim
+        (["N", 3, 4], ["N", 4, 2], [(2, 3, 4), (2, 4, 2)]),
+        (["P", 3, 4], ["Q", 4, 2], [(1, 3, 4), (3, 4, 2)]),  # unknown relation: runtime broadcast axes
+    ],
+)
 def test_matmul_symbolic(a_shape, b_shape, feeds):
     """Symbolic batch dims: onnxruntime gradients of both operands equal torch's."""
     a = helper.make_tensor_value_info("a", TensorProto.FLOAT, a_shape)
@@ -531,8 +607,7 @@ def test_matmul_symbolic(a_shape, b_shape, feeds):
     gm, seeds, _ = gradient_model(model, ["a", "b"], ["y0"])
     r = np.random.default_rng(2)
     av, bv = r.standard_normal(feeds[0]), r.standard_normal(feeds[1])
-    ort_grad_vs_torch(ort_session(gm), {"a": av, "b": bv}, seeds["y0"], lambda a, b: a @ b, r,
-                      check_forward=False)
+    ort_grad_vs_torch(ort_session(gm), {"a": av, "b": bv}, seeds["y0"], lambda a, b: a @ b, r, check_forward=False)
 
 
 @pytest.mark.parametrize("opset", [18, 21])
@@ -540,9 +615,26 @@ def test_newer_opsets(opset):
     """Reductions (bias, 1-D MatMul) and the emitted ops stay valid where ReduceSum/Pad changed form."""
     r = np.random.default_rng(opset)
     attrs = {"strides": [2], "pads": [1, 0]}
-    check_vjp("Conv", {"x": r.standard_normal((2, 2, 7)), "w": r.standard_normal((3, 2, 3)), "b": r.standard_normal(3)},
-              ["x", "b"], attrs=attrs, torch_fn=torch_conv(attrs, [7]), opset=opset)
-    check_vjp("MatMul", {"a": r.standard_normal(4), "b": r.standard_normal((2, 4, 3))}, ["a", "b"],
-              torch_fn=lambda a, b: torch.matmul(a, b), opset=opset)
-    check_vjp("Gemm", {"a": r.standard_normal((3, 4)), "w": r.standard_normal((4, 2)), "c": r.standard_normal((1, 2))},
-              ["a", "c"], attrs={"beta": 0.5}, torch_fn=lambda a, w, c: a @ w + 0.5 * c, opset=opset)
+    check_vjp(
+        "Conv",
+        {"x": r.standard_normal((2, 2, 7)), "w": r.standard_normal((3, 2, 3)), "b": r.standard_normal(3)},
+        ["x", "b"],
+        attrs=attrs,
+        torch_fn=torch_conv(attrs, [7]),
+        opset=opset,
+    )
+    check_vjp(
+        "MatMul",
+        {"a": r.standard_normal(4), "b": r.standard_normal((2, 4, 3))},
+        ["a", "b"],
+        torch_fn=lambda a, b: torch.matmul(a, b),
+        opset=opset,
+    )
+    check_vjp(
+        "Gemm",
+        {"a": r.standard_normal((3, 4)), "w": r.standard_normal((4, 2)), "c": r.standard_normal((1, 2))},
+        ["a", "c"],
+        attrs={"beta": 0.5},
+        torch_fn=lambda a, w, c: a @ w + 0.5 * c,
+        opset=opset,
+    )

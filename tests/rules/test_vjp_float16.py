@@ -31,8 +31,13 @@ CASES = {
 
 def _model(op: str, dtype: int, x_shape, attrs: dict, extra: dict):
     node = helper.make_node(op, ["x", *extra], ["y"], **attrs)
-    graph = helper.make_graph([node], op, [helper.make_tensor_value_info("x", dtype, x_shape)], [],
-                              [numpy_helper.from_array(v, k) for k, v in extra.items()])
+    graph = helper.make_graph(
+        [node],
+        op,
+        [helper.make_tensor_value_info("x", dtype, x_shape)],
+        [],
+        [numpy_helper.from_array(v, k) for k, v in extra.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     from tests.vjp_check import with_inferred_outputs  # noqa: PLC0415

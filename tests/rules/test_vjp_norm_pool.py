@@ -17,15 +17,21 @@ import math
 import numpy as np
 import onnx
 import pytest
+
 torch = pytest.importorskip("torch")
 F = pytest.importorskip("torch.nn.functional")
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxcam.errors import UnsupportedModelError
-from tests.vjp_check import (build_single_node, check_vjp, gradient_model, ort_grad_vs_torch, ort_session,
-                              with_inferred_outputs)
-
+from tests.vjp_check import (
+    build_single_node,
+    check_vjp,
+    gradient_model,
+    ort_grad_vs_torch,
+    ort_session,
+    with_inferred_outputs,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -79,8 +85,7 @@ def _check(op_type, inputs, wrt, attrs, torch_fn, fd=True, opset=17, **kw) -> st
         assert list(wrt) == ["x"]
         _ort_vs_torch(op_type, inputs, attrs, torch_fn, opset, n_outputs=kw.get("n_outputs", 1))
     else:
-        check_vjp(op_type, inputs, wrt, attrs=attrs, torch_fn=torch_fn, fd=fd, opset=opset,
-                  ort=route == "all", **kw)
+        check_vjp(op_type, inputs, wrt, attrs=attrs, torch_fn=torch_fn, fd=fd, opset=opset, ort=route == "all", **kw)
     return route
 
 
@@ -119,8 +124,13 @@ def _ort_vs_torch(op_type, inputs, attrs, torch_fn, opset=17, symbolic=None, run
     (tg,) = torch.autograd.grad(y, [tin["x"]], torch.tensor(seed))
     res = ort_session(gm).run(None, {"x": x.astype(np.float32), seeds[outs[0]]: seed.astype(np.float32)})
     np.testing.assert_allclose(res[0], y.detach().numpy(), rtol=1e-4, atol=1e-4, err_msg="forward differs")
-    np.testing.assert_allclose(res[1], tg.numpy(), rtol=1e-4, atol=1e-4 * max(1.0, float(tg.abs().max())),
-                               err_msg=f"{op_type}: onnxruntime gradient differs from torch")
+    np.testing.assert_allclose(
+        res[1],
+        tg.numpy(),
+        rtol=1e-4,
+        atol=1e-4 * max(1.0, float(tg.abs().max())),
+        err_msg=f"{op_type}: onnxruntime gradient differs from torch",
+    )
 
 
 def _small_shape(rng, rank, budget=160, lo=1, hi=6):
@@ -139,11 +149,21 @@ def test_batch_normalization(seed):
     rank = int(rng.integers(2, 5))
     shape = _small_shape(rng, rank, lo=2)
     c = shape[1]
-    ins = {"x": rng.standard_normal(shape), "scale": rng.standard_normal(c), "bias": rng.standard_normal(c),
-           "mean": rng.standard_normal(c), "var": rng.uniform(0.2, 2.0, c)}
+    ins = {
+        "x": rng.standard_normal(shape),
+        "scale": rng.standard_normal(c),
+        "bias": rng.standard_normal(c),
+        "mean": rng.standard_normal(c),
+        "var": rng.uniform(0.2, 2.0, c),
+    }
     eps = float(np.float32(rng.choice([1e-5, 1e-3, 0.1])))  # float32 attribute
-    _check("BatchNormalization", ins, ["x"], {"epsilon": eps},
-           lambda x, scale, bias, mean, var: F.batch_norm(x, mean, var, scale, bias, training=False, eps=eps))
+    _check(
+        "BatchNormalization",
+        ins,
+        ["x"],
+        {"epsilon": eps},
+        lambda x, scale, bias, mean, var: F.batch_norm(x, mean, var, scale, bias, training=False, eps=eps),
+    )
 
 
 def test_batch_normalization_runtime_stats_and_dynamic_batch():
@@ -155,8 +175,12 @@ def test_batch_normalization_runtime_stats_and_dynamic_batch():
     nodes = [helper.make_node("Identity", [k], [k + "_r"]) for k in p]
     nodes.append(helper.make_node("BatchNormalization", ["x"] + [k + "_r" for k in p], ["y"], epsilon=1e-3))
     graph = helper.make_graph(
-        nodes, "bn", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 4, 4])], [],
-        [onnx.numpy_helper.from_array(v, k) for k, v in p.items()])
+        nodes,
+        "bn",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [],
+        [onnx.numpy_helper.from_array(v, k) for k, v in p.items()],
+    )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     m = onnx.shape_inference.infer_shapes(m)
@@ -164,15 +188,25 @@ def test_batch_normalization_runtime_stats_and_dynamic_batch():
     gm, seeds, _ = gradient_model(m, ["x"], ["y"])
     xs = rng.standard_normal((5, 3, 4, 4))
     t = {k: torch.tensor(v.astype(np.float64)) for k, v in p.items()}
-    ort_grad_vs_torch(ort_session(gm), {"x": xs}, seeds["y"],
-                      lambda x: F.batch_norm(x, t["mean"], t["var"], t["scale"], t["bias"], training=False, eps=1e-3),
-                      rng, check_forward=False)
+    ort_grad_vs_torch(
+        ort_session(gm),
+        {"x": xs},
+        seeds["y"],
+        lambda x: F.batch_norm(x, t["mean"], t["var"], t["scale"], t["bias"], training=False, eps=1e-3),
+        rng,
+        check_forward=False,
+    )
 
 
 def test_batch_normalization_training_mode_refused():
     rng = np.random.default_rng(0)
-    ins = {"x": rng.standard_normal((2, 3, 2, 2)), "scale": np.ones(3), "bias": np.zeros(3),
-           "mean": np.zeros(3), "var": np.ones(3)}
+    ins = {
+        "x": rng.standard_normal((2, 3, 2, 2)),
+        "scale": np.ones(3),
+        "bias": np.zeros(3),
+        "mean": np.zeros(3),
+        "var": np.ones(3),
+    }
     with pytest.raises(UnsupportedModelError, match="training mode"):
         check_vjp("BatchNormalization", ins, ["x"], {"training_mode": 1}, n_outputs=3, fd=False, ort=False)
 
@@ -185,8 +219,13 @@ def test_instance_normalization(seed):
     c = shape[1]
     eps = float(np.float32(rng.choice([1e-5, 1e-2])))  # float32 attribute
     ins = {"x": rng.standard_normal(shape), "scale": rng.standard_normal(c), "bias": rng.standard_normal(c)}
-    _check("InstanceNormalization", ins, ["x"], {"epsilon": eps},
-           lambda x, scale, bias: F.instance_norm(x, weight=scale, bias=bias, eps=eps))
+    _check(
+        "InstanceNormalization",
+        ins,
+        ["x"],
+        {"epsilon": eps},
+        lambda x, scale, bias: F.instance_norm(x, weight=scale, bias=bias, eps=eps),
+    )
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -202,8 +241,14 @@ def test_layer_normalization(seed):
     ins = {"x": rng.standard_normal(shape), "scale": rng.standard_normal(norm_shape)}
     if with_bias:  # omitted, not "": onnxruntime 1.31 segfaults on LayerNormalization(x, scale, "")
         ins["bias"] = rng.standard_normal(norm_shape)
-    _check("LayerNormalization", ins, ["x"], {"axis": axis, "epsilon": eps},
-           lambda x, scale, bias=None: F.layer_norm(x, norm_shape, scale, bias, eps=eps), n_outputs=n_outputs)
+    _check(
+        "LayerNormalization",
+        ins,
+        ["x"],
+        {"axis": axis, "epsilon": eps},
+        lambda x, scale, bias=None: F.layer_norm(x, norm_shape, scale, bias, eps=eps),
+        n_outputs=n_outputs,
+    )
 
 
 def test_layer_normalization_statistics_output_refused():
@@ -341,11 +386,18 @@ def test_max_pool_stride1_padded_and_dynamic_batch():
     attrs = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}
     twin = lambda x: F.max_pool2d(x, 3, 1, 1)  # noqa: E731
     _ort_vs_torch("MaxPool", {"x": x}, attrs, twin)
-    _ort_vs_torch("MaxPool", {"x": x}, attrs, twin, symbolic={0: "N"},
-                  run_inputs={"x": rng.standard_normal((3, 3, 6, 6))})
+    _ort_vs_torch(
+        "MaxPool", {"x": x}, attrs, twin, symbolic={0: "N"}, run_inputs={"x": rng.standard_normal((3, 3, 6, 6))}
+    )
     attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}
-    _ort_vs_torch("MaxPool", {"x": x}, attrs, lambda x: F.max_pool2d(x, 3, 2, ceil_mode=True),
-                  symbolic={0: "N", 2: "H", 3: "W"}, run_inputs={"x": rng.standard_normal((1, 3, 8, 9))})
+    _ort_vs_torch(
+        "MaxPool",
+        {"x": x},
+        attrs,
+        lambda x: F.max_pool2d(x, 3, 2, ceil_mode=True),
+        symbolic={0: "N", 2: "H", 3: "W"},
+        run_inputs={"x": rng.standard_normal((1, 3, 8, 9))},
+    )
 
 
 def _avgpool_twin(n, k, s, p, ceil, cip):
@@ -361,8 +413,9 @@ def test_average_pool_2d(seed):
         attrs["ceil_mode"] = 1  # the windows that run past the padded input
     shape = (int(rng.integers(1, 3)), int(rng.integers(1, 4)), int(rng.integers(4, 9)), int(rng.integers(4, 9)))
     x = rng.standard_normal(shape)
-    _check("AveragePool", {"x": x}, ["x"], attrs,
-           _avgpool_twin(2, k, s, p, attrs["ceil_mode"], attrs["count_include_pad"]))
+    _check(
+        "AveragePool", {"x": x}, ["x"], attrs, _avgpool_twin(2, k, s, p, attrs["ceil_mode"], attrs["count_include_pad"])
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -372,8 +425,9 @@ def test_average_pool_1d_and_3d(seed):
     attrs, k, s, p, _ = _random_pool(rng, n, avg=True, allow_dilation=False)
     shape = (2, 2, int(rng.integers(5, 12))) if n == 1 else (1, 2, 5, 4, 5)
     x = rng.standard_normal(shape)
-    _check("AveragePool", {"x": x}, ["x"], attrs,
-           _avgpool_twin(n, k, s, p, attrs["ceil_mode"], attrs["count_include_pad"]))
+    _check(
+        "AveragePool", {"x": x}, ["x"], attrs, _avgpool_twin(n, k, s, p, attrs["ceil_mode"], attrs["count_include_pad"])
+    )
 
 
 def _sum_pool_twin(pads, k, s, cip, dilation=(1, 1)):
@@ -409,17 +463,23 @@ def test_average_pool_dilations_opset19(cip):
     k, s, p, d = [2, 3], [1, 2], [1, 1], [2, 2]
     x = rng.standard_normal((1, 2, 6, 7))
     attrs = {"kernel_shape": k, "strides": s, "pads": p + p, "dilations": d, "count_include_pad": cip}
-    _check("AveragePool", {"x": x}, ["x"], attrs,
-           _sum_pool_twin((p[1], p[1], p[0], p[0]), k, s, cip, dilation=d), opset=19)
+    _check(
+        "AveragePool", {"x": x}, ["x"], attrs, _sum_pool_twin((p[1], p[1], p[0], p[0]), k, s, cip, dilation=d), opset=19
+    )
 
 
 def test_average_pool_dynamic_batch():
     rng = np.random.default_rng(13)
     x = rng.standard_normal((2, 3, 7, 7))
     attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}
-    _ort_vs_torch("AveragePool", {"x": x}, attrs,
-                  lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
-                  symbolic={0: "N", 1: "C"}, run_inputs={"x": rng.standard_normal((4, 3, 7, 7))})
+    _ort_vs_torch(
+        "AveragePool",
+        {"x": x},
+        attrs,
+        lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+        symbolic={0: "N", 1: "C"},
+        run_inputs={"x": rng.standard_normal((4, 3, 7, 7))},
+    )
 
 
 def test_average_pool_dynamic_spatial_refused():
@@ -434,23 +494,29 @@ def test_average_pool_dynamic_spatial_refused():
 def test_global_average_pool(shape):
     rng = np.random.default_rng(sum(shape))
     dims = tuple(range(2, len(shape)))
-    _check("GlobalAveragePool", {"x": rng.standard_normal(shape)}, ["x"], {},
-           lambda x: x.mean(dim=dims, keepdim=True))
+    _check("GlobalAveragePool", {"x": rng.standard_normal(shape)}, ["x"], {}, lambda x: x.mean(dim=dims, keepdim=True))
 
 
 def test_global_average_pool_dynamic_shape():
     rng = np.random.default_rng(14)
     x = rng.standard_normal((2, 3, 4, 5))
-    _ort_vs_torch("GlobalAveragePool", {"x": x}, {}, lambda x: x.mean(dim=(2, 3), keepdim=True),
-                  symbolic={0: "N", 2: "H", 3: "W"}, run_inputs={"x": rng.standard_normal((3, 3, 6, 2))})
+    _ort_vs_torch(
+        "GlobalAveragePool",
+        {"x": x},
+        {},
+        lambda x: x.mean(dim=(2, 3), keepdim=True),
+        symbolic={0: "N", 2: "H", 3: "W"},
+        run_inputs={"x": rng.standard_normal((3, 3, 6, 2))},
+    )
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 7), (2, 3, 4, 5), (1, 2, 3, 2, 3)])
 def test_global_max_pool(shape):
     rng = np.random.default_rng(sum(shape) + 1)
     dims = tuple(range(2, len(shape)))
-    _check("GlobalMaxPool", {"x": rng.standard_normal(shape)}, ["x"], {},
-           lambda x: torch.amax(x, dim=dims, keepdim=True))
+    _check(
+        "GlobalMaxPool", {"x": rng.standard_normal(shape)}, ["x"], {}, lambda x: torch.amax(x, dim=dims, keepdim=True)
+    )
 
 
 def test_global_max_pool_ties_shared_like_amax():
@@ -475,9 +541,7 @@ def test_normalization_opset18_reduce_axes_input(op_type):
     x = rng.standard_normal((2, 3, 4))
     if op_type == "LayerNormalization":
         ins = {"x": x, "scale": rng.standard_normal((3, 4)), "bias": rng.standard_normal((3, 4))}
-        _check(op_type, ins, ["x"], {"axis": 1}, lambda x, scale, bias: F.layer_norm(x, (3, 4), scale, bias),
-               opset=18)
+        _check(op_type, ins, ["x"], {"axis": 1}, lambda x, scale, bias: F.layer_norm(x, (3, 4), scale, bias), opset=18)
     else:
         ins = {"x": x, "scale": rng.standard_normal(3), "bias": rng.standard_normal(3)}
-        _check(op_type, ins, ["x"], {}, lambda x, scale, bias: F.instance_norm(x, weight=scale, bias=bias),
-               opset=18)
+        _check(op_type, ins, ["x"], {}, lambda x, scale, bias: F.instance_norm(x, weight=scale, bias=bias), opset=18)

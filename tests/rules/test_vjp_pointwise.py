@@ -12,6 +12,7 @@ import math
 import numpy as np
 import onnx
 import pytest
+
 torch = pytest.importorskip("torch")
 F = pytest.importorskip("torch.nn.functional")
 from onnx import TensorProto, helper, numpy_helper
@@ -33,7 +34,7 @@ def _shape(rng, min_rank=1, max_rank=4, max_dim=4) -> tuple[int, ...]:
 def _partner(rng, shape) -> tuple[int, ...]:
     """A shape that broadcasts to ``shape``: some dims set to 1, maybe fewer leading dims."""
     dims = [d if rng.random() < 0.5 else 1 for d in shape]
-    return tuple(dims[int(rng.integers(0, len(dims) + 1)):])
+    return tuple(dims[int(rng.integers(0, len(dims) + 1)) :])
 
 
 def _away(rng, shape, lo=0.05, hi=2.0, kinks=(0.0,)) -> np.ndarray:
@@ -81,34 +82,46 @@ def _unary(op, attrs_fn, torch_fn, sample=_away, opset=17, fd=True):
 
 
 UNARY = {
-    "LeakyRelu": _unary("LeakyRelu", lambda r: {"alpha": float(r.uniform(0.01, 0.5))},
-                        lambda a: lambda x: F.leaky_relu(x, a["alpha"])),
+    "LeakyRelu": _unary(
+        "LeakyRelu", lambda r: {"alpha": float(r.uniform(0.01, 0.5))}, lambda a: lambda x: F.leaky_relu(x, a["alpha"])
+    ),
     "Elu": _unary("Elu", lambda r: {"alpha": float(r.uniform(0.3, 2.0))}, lambda a: lambda x: F.elu(x, a["alpha"])),
-    "Selu": _unary("Selu", lambda r: {"alpha": float(r.uniform(0.5, 2.0)), "gamma": float(r.uniform(0.5, 2.0))},
-                   lambda a: lambda x: a["gamma"] * F.elu(x, a["alpha"])),
-    "Selu-default": _unary("Selu", lambda r: {}, lambda a: lambda x: 1.05070102214813232421875 * F.elu(
-        x, 1.67326319217681884765625)),
+    "Selu": _unary(
+        "Selu",
+        lambda r: {"alpha": float(r.uniform(0.5, 2.0)), "gamma": float(r.uniform(0.5, 2.0))},
+        lambda a: lambda x: a["gamma"] * F.elu(x, a["alpha"]),
+    ),
+    "Selu-default": _unary(
+        "Selu", lambda r: {}, lambda a: lambda x: 1.05070102214813232421875 * F.elu(x, 1.67326319217681884765625)
+    ),
     "Sigmoid": _unary("Sigmoid", lambda r: {}, lambda a: torch.sigmoid),
     "HardSigmoid": _unary(
-        "HardSigmoid", lambda r: {"alpha": float(r.uniform(0.1, 0.5)), "beta": float(r.uniform(0.2, 0.8))},
+        "HardSigmoid",
+        lambda r: {"alpha": float(r.uniform(0.1, 0.5)), "beta": float(r.uniform(0.2, 0.8))},
         lambda a: lambda x: torch.clamp(a["alpha"] * x + a["beta"], 0.0, 1.0),
-        lambda r, s, a: _away(r, s, hi=4.0, kinks=(-a["beta"] / a["alpha"], (1 - a["beta"]) / a["alpha"]))),
-    "HardSwish": _unary("HardSwish", lambda r: {}, lambda a: lambda x: F.hardswish(x),
-                        lambda r, s, a: _away(r, s, hi=5.0, kinks=(-3.0, 3.0))),
+        lambda r, s, a: _away(r, s, hi=4.0, kinks=(-a["beta"] / a["alpha"], (1 - a["beta"]) / a["alpha"])),
+    ),
+    "HardSwish": _unary(
+        "HardSwish",
+        lambda r: {},
+        lambda a: lambda x: F.hardswish(x),
+        lambda r, s, a: _away(r, s, hi=5.0, kinks=(-3.0, 3.0)),
+    ),
     "Tanh": _unary("Tanh", lambda r: {}, lambda a: torch.tanh),
-    "Softplus": _unary("Softplus", lambda r: {}, lambda a: lambda x: F.softplus(x),
-                       lambda r, s, a: _away(r, s, hi=6.0)),
+    "Softplus": _unary(
+        "Softplus", lambda r: {}, lambda a: lambda x: F.softplus(x), lambda r, s, a: _away(r, s, hi=6.0)
+    ),
     "Softsign": _unary("Softsign", lambda r: {}, lambda a: lambda x: F.softsign(x)),
     # onnx's reference Erf works in float32 (np.vectorize(math.erf, otypes="f")): no float64 finite differences
     "Erf": _unary("Erf", lambda r: {}, lambda a: torch.erf, fd=False),
     "Gelu": _unary("Gelu", lambda r: {}, None, opset=20, fd=False),  # its gradient uses Erf: see test_gelu
-    "Gelu-tanh": _unary("Gelu", lambda r: {"approximate": "tanh"},
-                        lambda a: lambda x: F.gelu(x, approximate="tanh"), opset=20),
+    "Gelu-tanh": _unary(
+        "Gelu", lambda r: {"approximate": "tanh"}, lambda a: lambda x: F.gelu(x, approximate="tanh"), opset=20
+    ),
     "Exp": _unary("Exp", lambda r: {}, lambda a: torch.exp),
     "Log": _unary("Log", lambda r: {}, lambda a: torch.log, lambda r, s, a: _positive(r, s)),
     "Sqrt": _unary("Sqrt", lambda r: {}, lambda a: torch.sqrt, lambda r, s, a: _positive(r, s)),
-    "Reciprocal": _unary("Reciprocal", lambda r: {}, lambda a: torch.reciprocal,
-                         lambda r, s, a: _away(r, s, lo=0.3)),
+    "Reciprocal": _unary("Reciprocal", lambda r: {}, lambda a: torch.reciprocal, lambda r, s, a: _away(r, s, lo=0.3)),
     "Neg": _unary("Neg", lambda r: {}, lambda a: torch.neg),
     "Abs": _unary("Abs", lambda r: {}, lambda a: torch.abs),
 }
@@ -133,8 +146,11 @@ KINKS = {
     "LeakyRelu": ({"alpha": 0.25}, [0.0, 1.0, -1.0], lambda x: F.leaky_relu(x, 0.25)),
     "Elu": ({"alpha": 0.5}, [0.0, 1.0, -1.0], lambda x: F.elu(x, 0.5)),
     "Selu": ({"alpha": 1.5, "gamma": 1.25}, [0.0, 1.0, -1.0], lambda x: 1.25 * F.elu(x, 1.5)),
-    "HardSigmoid": ({"alpha": 0.25, "beta": 0.5}, [-2.0, 2.0, 0.0, -3.0, 3.0],
-                    lambda x: torch.clamp(0.25 * x + 0.5, 0.0, 1.0)),
+    "HardSigmoid": (
+        {"alpha": 0.25, "beta": 0.5},
+        [-2.0, 2.0, 0.0, -3.0, 3.0],
+        lambda x: torch.clamp(0.25 * x + 0.5, 0.0, 1.0),
+    ),
     "HardSwish": ({}, [-3.0, 3.0, -3.5, 3.5, 0.5], lambda x: F.hardswish(x)),
 }
 
@@ -159,16 +175,29 @@ def _ort_vs_torch(op, inputs, wrt, attrs, torch_fn, opset=17, rng_seed=0, symbol
     gm, seeds, _ = gradient_model(model, wrt, outs)
     rng = np.random.default_rng(rng_seed)
     feeds = {w: np.asarray(inputs[w], dtype=np.float32) for w in wrt}
-    tin = {k: (v if v is None else torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=k in wrt)
-               if np.issubdtype(np.asarray(v).dtype, np.floating) else torch.tensor(v)) for k, v in inputs.items()}
+    tin = {
+        k: (
+            v
+            if v is None
+            else torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=k in wrt)
+            if np.issubdtype(np.asarray(v).dtype, np.floating)
+            else torch.tensor(v)
+        )
+        for k, v in inputs.items()
+    }
     ty = torch_fn(**tin)
     seed = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
     tgrads = torch.autograd.grad(ty, [tin[w] for w in wrt], torch.tensor(seed, dtype=torch.float64))
     grads = ort_session(gm).run(None, {**feeds, seeds[outs[0]]: seed})[1:]
     for w, g, tg in zip(wrt, grads, tgrads):
         tg = tg.numpy()
-        np.testing.assert_allclose(g, tg, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(tg).max()),
-                                   err_msg=f"{op}: d/d{w} differs from torch autograd")
+        np.testing.assert_allclose(
+            g,
+            tg,
+            rtol=1e-4,
+            atol=1e-5 * max(1.0, np.abs(tg).max()),
+            err_msg=f"{op}: d/d{w} differs from torch autograd",
+        )
 
 
 def _symbolic_batch(model, names, outs):
@@ -185,22 +214,32 @@ def _sym_rows():
     r = np.random.default_rng(53)
     x = r.standard_normal((3, 2, 4))
     return {
-        "ReduceMean-batch-axis": ("ReduceMean", {"x": x}, {"axes": [0, -1], "keepdims": 0},
-                                  lambda x: x.mean((0, 2))),
-        "ReduceMean-other": ("ReduceMean", {"x": x, "axes": np.array([1], np.int64)}, {"keepdims": 0},
-                             lambda x, axes: x.mean(1)),
+        "ReduceMean-batch-axis": ("ReduceMean", {"x": x}, {"axes": [0, -1], "keepdims": 0}, lambda x: x.mean((0, 2))),
+        "ReduceMean-other": (
+            "ReduceMean",
+            {"x": x, "axes": np.array([1], np.int64)},
+            {"keepdims": 0},
+            lambda x, axes: x.mean(1),
+        ),
         "ReduceSum-all": ("ReduceSum", {"x": x}, {"keepdims": 0}, lambda x: x.sum()),
         "ReduceMax": ("ReduceMax", {"x": x}, {"axes": [0], "keepdims": 1}, lambda x: x.amax(0, True)),
-        "ReduceLogSum": ("ReduceLogSum", {"x": np.abs(x) + 0.5}, {"axes": [0, 2], "keepdims": 0},
-                         lambda x: torch.log(x.sum((0, 2)))),
+        "ReduceLogSum": (
+            "ReduceLogSum",
+            {"x": np.abs(x) + 0.5},
+            {"axes": [0, 2], "keepdims": 0},
+            lambda x: torch.log(x.sum((0, 2))),
+        ),
         "Softmax": ("Softmax", {"x": x}, {"axis": 0}, lambda x: torch.softmax(x, 0)),
         "Sub": ("Sub", {"a": x, "c": r.standard_normal((1, 2, 1))}, {}, lambda a, c: a - c),
         "Div": ("Div", {"a": r.standard_normal((1, 2, 1)), "c": np.abs(x) + 0.5}, {}, lambda a, c: a / c),
         "Max": ("Max", {"a": x, "c": r.standard_normal((1, 1, 4))}, {}, lambda a, c: torch.maximum(a, c)),
-        "PRelu": ("PRelu", {"a": x, "c": r.uniform(0.1, 0.5, (2, 1))}, {},
-                  lambda a, c: torch.where(a > 0, a, a * c)),
-        "Where": ("Where", {"cond": r.random((2, 4)) < 0.5, "a": x, "c": r.standard_normal((4,))}, {},
-                  lambda cond, a, c: torch.where(cond, a, c)),
+        "PRelu": ("PRelu", {"a": x, "c": r.uniform(0.1, 0.5, (2, 1))}, {}, lambda a, c: torch.where(a > 0, a, a * c)),
+        "Where": (
+            "Where",
+            {"cond": r.random((2, 4)) < 0.5, "a": x, "c": r.standard_normal((4,))},
+            {},
+            lambda cond, a, c: torch.where(cond, a, c),
+        ),
     }
 
 
@@ -247,8 +286,13 @@ def test_prelu(seed):
     x = _away(rng, shape)
     slope = rng.uniform(-0.5, 0.5, size=_partner(rng, shape))
     wrt = ["x", "slope"] if seed == 0 else ["x"]
-    check_vjp("PRelu", {"x": x, "slope": slope}, wrt, torch_fn=lambda x, slope: torch.where(x > 0, x, slope * x),
-              rng_seed=seed)
+    check_vjp(
+        "PRelu",
+        {"x": x, "slope": slope},
+        wrt,
+        torch_fn=lambda x, slope: torch.where(x > 0, x, slope * x),
+        rng_seed=seed,
+    )
 
 
 CLIP_FORMS = ["both", "min", "max", "none", "bounds_wrt"]
@@ -260,37 +304,71 @@ def test_clip(form):
     lo, hi = sorted(rng.uniform(-1.5, 1.5, size=2))
     hi = max(hi, lo + 0.3)
     x = _away(rng, _shape(rng), kinks=(lo, hi))
-    inputs = {"x": x,
-              "lo": None if form in ("max", "none") else np.array(lo),
-              "hi": None if form in ("min", "none") else np.array(hi)}
+    inputs = {
+        "x": x,
+        "lo": None if form in ("max", "none") else np.array(lo),
+        "hi": None if form in ("min", "none") else np.array(hi),
+    }
     wrt = ["x", "lo", "hi"] if form == "bounds_wrt" else ["x"]
-    check_vjp("Clip", inputs, wrt, torch_fn=lambda x, lo, hi: torch.clamp(x, lo, hi) if lo is not None or
-              hi is not None else x * 1)
+    check_vjp(
+        "Clip",
+        inputs,
+        wrt,
+        torch_fn=lambda x, lo, hi: torch.clamp(x, lo, hi) if lo is not None or hi is not None else x * 1,
+    )
 
 
 def test_clip_at_its_bounds_like_torch_clamp():
     """x equal to a bound gets no gradient: torch.clamp with scalar bounds (also hardtanh, relu6)."""
     x = np.array([-1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
-    check_vjp("Clip", {"x": x, "lo": np.array(-0.5), "hi": np.array(0.5)}, ["x"],
-              torch_fn=lambda x, lo, hi: torch.clamp(x, -0.5, 0.5), fd=False)
-    check_vjp("Clip", {"x": x, "lo": np.array(-0.5), "hi": None}, ["x"],
-              torch_fn=lambda x, lo, hi: torch.clamp(x, min=-0.5), fd=False)
-    check_vjp("Clip", {"x": x, "lo": None, "hi": np.array(0.0)}, ["x"],
-              torch_fn=lambda x, lo, hi: F.hardtanh(x, -10.0, 0.0), fd=False)
+    check_vjp(
+        "Clip",
+        {"x": x, "lo": np.array(-0.5), "hi": np.array(0.5)},
+        ["x"],
+        torch_fn=lambda x, lo, hi: torch.clamp(x, -0.5, 0.5),
+        fd=False,
+    )
+    check_vjp(
+        "Clip",
+        {"x": x, "lo": np.array(-0.5), "hi": None},
+        ["x"],
+        torch_fn=lambda x, lo, hi: torch.clamp(x, min=-0.5),
+        fd=False,
+    )
+    check_vjp(
+        "Clip",
+        {"x": x, "lo": None, "hi": np.array(0.0)},
+        ["x"],
+        torch_fn=lambda x, lo, hi: F.hardtanh(x, -10.0, 0.0),
+        fd=False,
+    )
 
 
 def test_clip_min_above_max():
     """min > max: every output equals max, so max takes all of g (torch.clamp with tensor bounds)."""
     x = np.array([-1.0, -0.3, 0.2, 0.7, 2.0])
-    check_vjp("Clip", {"x": x, "lo": np.array(0.5), "hi": np.array(-0.5)}, ["x", "lo", "hi"],
-              torch_fn=lambda x, lo, hi: torch.clamp(x, lo, hi))
+    check_vjp(
+        "Clip",
+        {"x": x, "lo": np.array(0.5), "hi": np.array(-0.5)},
+        ["x", "lo", "hi"],
+        torch_fn=lambda x, lo, hi: torch.clamp(x, lo, hi),
+    )
 
 
 # ---------------------------------------------------------------- Pow
 
 
-POW_FORMS = ["const2", "const3_int", "const_half", "const_neg", "const1", "const0", "tensor_const", "tensor_int",
-             "both_wrt"]
+POW_FORMS = [
+    "const2",
+    "const3_int",
+    "const_half",
+    "const_neg",
+    "const1",
+    "const0",
+    "tensor_const",
+    "tensor_int",
+    "both_wrt",
+]
 
 
 @pytest.mark.parametrize("form", POW_FORMS)
@@ -299,8 +377,12 @@ def test_pow(form):
     shape = _shape(rng)
     x = _positive(rng, shape)
     p = {
-        "const2": np.array(2.0), "const3_int": np.array(3, dtype=np.int64), "const_half": np.array(0.5),
-        "const_neg": np.array([-1.5]), "const1": np.array(1.0), "const0": np.array(0.0),
+        "const2": np.array(2.0),
+        "const3_int": np.array(3, dtype=np.int64),
+        "const_half": np.array(0.5),
+        "const_neg": np.array([-1.5]),
+        "const1": np.array(1.0),
+        "const0": np.array(0.0),
         "tensor_const": rng.uniform(-2, 3, size=_partner(rng, shape)),
         "tensor_int": rng.integers(-2, 4, size=(2,) + shape),  # size > 1: not folded, cast to float
         "both_wrt": rng.uniform(-2, 3, size=_partner(rng, shape)),
@@ -357,6 +439,7 @@ def _stacked(op):
         xs = torch.broadcast_tensors(*xs.values())
         st = torch.stack(xs)
         return st.amax(0) if op == "Max" else st.amin(0)
+
     return twin
 
 
@@ -366,8 +449,7 @@ def test_max_min(op, n):
     rng = np.random.default_rng([n, 29 + len(op)])
     shape = _shape(rng, max_dim=3)
     inputs = {f"x{i}": rng.standard_normal(shape if i == 0 else _partner(rng, shape)) for i in range(n)}
-    twin = (lambda x0, x1: torch.maximum(x0, x1) if op == "Max" else torch.minimum(x0, x1)) if n == 2 \
-        else _stacked(op)
+    twin = (lambda x0, x1: torch.maximum(x0, x1) if op == "Max" else torch.minimum(x0, x1)) if n == 2 else _stacked(op)
     check_vjp(op, inputs, list(inputs), torch_fn=twin)
 
 
@@ -444,8 +526,11 @@ def test_reduce(op, form):
     elif form == "noop":
         attrs["noop_with_empty_axes"] = 1
         inputs["axes"] = np.array([], dtype=np.int64)
-    fn = (lambda x, axes=None: elementwise(x)) if form == "noop" else \
-        (lambda x, axes=None: twin(x, dims, bool(keepdims)))
+    fn = (
+        (lambda x, axes=None: elementwise(x))
+        if form == "noop"
+        else (lambda x, axes=None: twin(x, dims, bool(keepdims)))
+    )
     check_vjp(op, inputs, ["x"], attrs=attrs, torch_fn=fn, opset=opset)
 
 
@@ -455,10 +540,18 @@ def test_reduce_max_min_ties(op):
     rng = np.random.default_rng(41)
     x = _tied(rng, (3, 4, 2))
     twin = REDUCE[op][0]
-    check_vjp(op, {"x": x}, ["x"], attrs={"axes": [1], "keepdims": 0}, torch_fn=lambda x: twin(x, (1,), False),
-              fd=False)
-    check_vjp(op, {"x": x, "axes": np.array([0, -1], dtype=np.int64)}, ["x"], attrs={"keepdims": 1},
-              torch_fn=lambda x, axes: twin(x, (0, 2), True), fd=False, opset=18)
+    check_vjp(
+        op, {"x": x}, ["x"], attrs={"axes": [1], "keepdims": 0}, torch_fn=lambda x: twin(x, (1,), False), fd=False
+    )
+    check_vjp(
+        op,
+        {"x": x, "axes": np.array([0, -1], dtype=np.int64)},
+        ["x"],
+        attrs={"keepdims": 1},
+        torch_fn=lambda x, axes: twin(x, (0, 2), True),
+        fd=False,
+        opset=18,
+    )
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # g / 0, masked
@@ -466,8 +559,13 @@ def test_reduce_l2_zero_slice():
     """An all-zero slice has gradient 0, not NaN (torch.linalg.vector_norm's convention)."""
     x = np.random.default_rng(43).standard_normal((3, 4))
     x[1] = 0.0
-    check_vjp("ReduceL2", {"x": x}, ["x"], attrs={"axes": [1], "keepdims": 1},
-              torch_fn=lambda x: torch.linalg.vector_norm(x, 2, (1,), True))
+    check_vjp(
+        "ReduceL2",
+        {"x": x},
+        ["x"],
+        attrs={"axes": [1], "keepdims": 1},
+        torch_fn=lambda x: torch.linalg.vector_norm(x, 2, (1,), True),
+    )
 
 
 # ---------------------------------------------------------------- Softmax / LogSoftmax
@@ -475,10 +573,12 @@ def test_reduce_l2_zero_slice():
 
 def _coerced(fn, axis):
     """The opset < 13 semantics: normalise over all axes from ``axis`` on."""
+
     def twin(x):
         shape = x.shape
         a = axis % x.dim()
         return fn(x.reshape(math.prod(shape[:a]), -1), 1).reshape(shape)
+
     return twin
 
 
@@ -514,15 +614,28 @@ def _qdq_model(shape, axis, signed, requant, rng, opset=19):
     shape_s = (shape[axis],) if axis is not None else ()
     scale = rng.uniform(0.02, 0.1, size=shape_s).astype(np.float32)
     ratio = rng.uniform(0.5, 3.0, size=shape_s).astype(np.float32) if requant else np.ones(shape_s, np.float32)
-    zp = (rng.integers(-5, 6, size=shape_s).astype(np.int8) if signed
-          else rng.integers(120, 136, size=shape_s).astype(np.uint8))
-    inits = [numpy_helper.from_array(scale, "s"), numpy_helper.from_array(zp, "zp"),
-             numpy_helper.from_array(scale * ratio, "s_dq")]
+    zp = (
+        rng.integers(-5, 6, size=shape_s).astype(np.int8)
+        if signed
+        else rng.integers(120, 136, size=shape_s).astype(np.uint8)
+    )
+    inits = [
+        numpy_helper.from_array(scale, "s"),
+        numpy_helper.from_array(zp, "zp"),
+        numpy_helper.from_array(scale * ratio, "s_dq"),
+    ]
     attrs = {"axis": axis} if axis is not None else {}
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q", **attrs),
-             helper.make_node("DequantizeLinear", ["q", "s_dq", "zp"], ["y"], name="dq", **attrs)]
-    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q", **attrs),
+        helper.make_node("DequantizeLinear", ["q", "s_dq", "zp"], ["y"], name="dq", **attrs),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = emitted_ir_version(opset, 8)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
@@ -570,7 +683,8 @@ def test_quantize_dequantize_straight_through(form):
         qmin, qmax = (-128, 127) if zp.dtype == np.int8 else (0, 255)
         if axis is not None:
             ty = torch.fake_quantize_per_channel_affine(
-                tx, torch.tensor(scale), torch.tensor(zp.astype(np.int32)), axis % rank, qmin, qmax)
+                tx, torch.tensor(scale), torch.tensor(zp.astype(np.int32)), axis % rank, qmin, qmax
+            )
         else:
             ty = torch.fake_quantize_per_tensor_affine(tx, float(scale), int(zp), qmin, qmax)
         (tg,) = torch.autograd.grad(ty, tx, torch.tensor(g))

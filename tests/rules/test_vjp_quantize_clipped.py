@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+
 torch = pytest.importorskip("torch")
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
@@ -44,10 +45,17 @@ def _qdq(shape, axis, zp_dtype, zp_value, rng):
         inits.append(numpy_helper.from_array(np.full(shape_s, zp_value, zp_dtype), "zp"))
         q_in.append("zp")
     attrs = {"axis": axis} if axis is not None else {}
-    nodes = [helper.make_node("QuantizeLinear", q_in, ["q"], **attrs),
-             helper.make_node("DequantizeLinear", ["q", *q_in[1:]], ["y"], **attrs)]
-    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+    nodes = [
+        helper.make_node("QuantizeLinear", q_in, ["q"], **attrs),
+        helper.make_node("DequantizeLinear", ["q", *q_in[1:]], ["y"], **attrs),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
     model.ir_version = emitted_ir_version(19, 8)
     return onnx.shape_inference.infer_shapes(model, strict_mode=True), scale

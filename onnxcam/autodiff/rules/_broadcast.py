@@ -15,11 +15,13 @@ def unbroadcast(ctx: VJPContext, grad: str, x: str, y: str | None = None) -> str
     """
     b = ctx.b
     y = y or ctx.outputs[0]
-    rx, ry = ctx.require_rank(x), ctx.require_rank(y)
+    sx, sy = ctx.require_shape(x), ctx.require_shape(y)
+    rx, ry = len(sx), len(sy)
     if rx > ry:  # the checker lets e.g. a 4-D Gemm bias through; no runtime would run it
-        raise UnsupportedModelError(f"{ctx.node.op_type} node {ctx.node.name!r}: input {x!r} has rank {rx}, more than "
-                                    f"its output's {ry}; the model is invalid, re-export it")
-    sx, sy = ctx.shape(x), ctx.shape(y)
+        raise UnsupportedModelError(
+            f"{ctx.node.op_type} node {ctx.node.name!r}: input {x!r} has rank {rx}, more than "
+            f"its output's {ry}; the model is invalid, re-export it"
+        )
     lead = ry - rx
     if lead:
         grad = b.reduce("ReduceSum", grad, list(range(lead)), keepdims=False, hint="unbroadcast")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -23,22 +24,22 @@ def _where_positive(ctx: VJPContext, pos: str, neg: str) -> str:
 
 
 @vjp_rule("Relu")
-def vjp_relu(ctx: VJPContext):
+def vjp_relu(ctx: VJPContext) -> Sequence[str | None]:
     """dx = g where y > 0 (the subgradient at 0 is 0, as in torch)."""
     b, y = ctx.b, ctx.outputs[0]
     return [b.op("Where", b.op("Greater", y, ctx.zero(y)), ctx.grad_out, ctx.zero(y))]
 
 
 @vjp_rule("LeakyRelu")
-def vjp_leaky_relu(ctx: VJPContext):
+def vjp_leaky_relu(ctx: VJPContext) -> Sequence[str | None]:
     """y = x (x > 0) or alpha x: dx = g or alpha g."""
     x, g = ctx.inputs[0], ctx.grad_out
-    alpha = ctx.attr("alpha", 0.01)
+    alpha = ctx.attr_float("alpha", 0.01)
     return [_where_positive(ctx, g, ctx.b.op("Mul", g, ctx.const(alpha, x)))]
 
 
 @vjp_rule("PRelu")
-def vjp_prelu(ctx: VJPContext):
+def vjp_prelu(ctx: VJPContext) -> Sequence[str | None]:
     """y = x (x > 0) or slope x, slope broadcast to x: dx = g or slope g; dslope = sum of g x over x <= 0."""
     b, g = ctx.b, ctx.grad_out
     x, slope = ctx.inputs
@@ -60,29 +61,29 @@ def _exp_linear(ctx: VJPContext, pos_slope: float, shift: float, scale: float) -
 
 
 @vjp_rule("Elu")
-def vjp_elu(ctx: VJPContext):
+def vjp_elu(ctx: VJPContext) -> Sequence[str | None]:
     """y = alpha (e^x - 1) for x <= 0: dy/dx = alpha e^x = y + alpha."""
-    alpha = ctx.attr("alpha", 1.0)
+    alpha = ctx.attr_float("alpha", 1.0)
     return _exp_linear(ctx, 1.0, alpha, 1.0)
 
 
 @vjp_rule("Selu")
-def vjp_selu(ctx: VJPContext):
+def vjp_selu(ctx: VJPContext) -> Sequence[str | None]:
     """y = gamma x (x > 0) or gamma alpha (e^x - 1): dy/dx = gamma or y + gamma alpha."""
-    alpha = ctx.attr("alpha", 1.67326319217681884765625)
-    gamma = ctx.attr("gamma", 1.05070102214813232421875)
+    alpha = ctx.attr_float("alpha", 1.67326319217681884765625)
+    gamma = ctx.attr_float("gamma", 1.05070102214813232421875)
     return _exp_linear(ctx, gamma, gamma * alpha, 1.0)
 
 
 @vjp_rule("Celu")
-def vjp_celu(ctx: VJPContext):
+def vjp_celu(ctx: VJPContext) -> Sequence[str | None]:
     """y = alpha (e^(x/alpha) - 1) for x <= 0: dy/dx = e^(x/alpha) = (y + alpha) / alpha."""
-    alpha = ctx.attr("alpha", 1.0)
+    alpha = ctx.attr_float("alpha", 1.0)
     return _exp_linear(ctx, 1.0, alpha, 1.0 / alpha)
 
 
 @vjp_rule("Clip")
-def vjp_clip(ctx: VJPContext):
+def vjp_clip(ctx: VJPContext) -> Sequence[str | None]:
     """y = min(max(x, lo), hi): dx = g strictly inside (lo, hi), 0 at and beyond the bounds.
 
     That is torch.clamp's rule for scalar bounds (and hardtanh's, relu6's),
@@ -124,23 +125,23 @@ def vjp_clip(ctx: VJPContext):
 
 
 @vjp_rule("Sigmoid")
-def vjp_sigmoid(ctx: VJPContext):
+def vjp_sigmoid(ctx: VJPContext) -> Sequence[str | None]:
     """dy/dx = y (1 - y)."""
     b, y = ctx.b, ctx.outputs[0]
     return _times(ctx, b.op("Mul", y, b.op("Sub", ctx.one(y), y)))
 
 
 @vjp_rule("HardSigmoid")
-def vjp_hard_sigmoid(ctx: VJPContext):
+def vjp_hard_sigmoid(ctx: VJPContext) -> Sequence[str | None]:
     """y = clip(alpha x + beta, 0, 1): dy/dx = alpha strictly inside (0, 1), else 0 (torch's convention)."""
     b, y, g = ctx.b, ctx.outputs[0], ctx.grad_out
-    alpha = ctx.attr("alpha", 0.2)
+    alpha = ctx.attr_float("alpha", 0.2)
     inside = b.op("And", b.op("Greater", y, ctx.zero(y)), b.op("Less", y, ctx.one(y)))
     return [b.op("Where", inside, b.op("Mul", g, ctx.const(alpha, y)), ctx.zero(y))]
 
 
 @vjp_rule("HardSwish")
-def vjp_hard_swish(ctx: VJPContext):
+def vjp_hard_swish(ctx: VJPContext) -> Sequence[str | None]:
     """y = x clip(x/6 + 1/2, 0, 1): dy/dx = 0 (x <= -3), x/3 + 1/2 (-3 < x < 3), 1 (x >= 3), as in torch."""
     b, x, g = ctx.b, ctx.inputs[0], ctx.grad_out
     ramp = b.op("Mul", g, b.op("Add", b.op("Mul", x, ctx.const(1.0 / 3.0, x)), ctx.const(0.5, x)))
@@ -149,20 +150,20 @@ def vjp_hard_swish(ctx: VJPContext):
 
 
 @vjp_rule("Tanh")
-def vjp_tanh(ctx: VJPContext):
+def vjp_tanh(ctx: VJPContext) -> Sequence[str | None]:
     """dy/dx = 1 - y^2."""
     b, y = ctx.b, ctx.outputs[0]
     return _times(ctx, b.op("Sub", ctx.one(y), b.op("Mul", y, y)))
 
 
 @vjp_rule("Softplus")
-def vjp_softplus(ctx: VJPContext):
+def vjp_softplus(ctx: VJPContext) -> Sequence[str | None]:
     """y = log(1 + e^x): dy/dx = sigmoid(x)."""
     return _times(ctx, ctx.b.op("Sigmoid", ctx.inputs[0]))
 
 
 @vjp_rule("Softsign")
-def vjp_softsign(ctx: VJPContext):
+def vjp_softsign(ctx: VJPContext) -> Sequence[str | None]:
     """y = x / (1 + |x|): dy/dx = 1 / (1 + |x|)^2."""
     b, x = ctx.b, ctx.inputs[0]
     d = b.op("Add", b.op("Abs", x), ctx.one(x))
@@ -170,7 +171,7 @@ def vjp_softsign(ctx: VJPContext):
 
 
 @vjp_rule("Erf")
-def vjp_erf(ctx: VJPContext):
+def vjp_erf(ctx: VJPContext) -> Sequence[str | None]:
     """dy/dx = 2/sqrt(pi) e^(-x^2)."""
     b, x = ctx.b, ctx.inputs[0]
     gauss = b.op("Exp", b.op("Neg", b.op("Mul", x, x)))
@@ -178,7 +179,7 @@ def vjp_erf(ctx: VJPContext):
 
 
 @vjp_rule("Gelu")
-def vjp_gelu(ctx: VJPContext):
+def vjp_gelu(ctx: VJPContext) -> Sequence[str | None]:
     """Exact: y = x Phi(x), dy/dx = Phi(x) + x phi(x).
 
     tanh approximation: y = x (1 + t) / 2 with t = tanh(k (x + c x^3)), so
@@ -196,51 +197,54 @@ def vjp_gelu(ctx: VJPContext):
         right = b.op("Mul", b.op("Mul", b.op("Mul", x, half), b.op("Sub", ctx.one(x), b.op("Mul", t, t))), dinner)
         return _times(ctx, b.op("Add", left, right))
     cdf = b.op("Mul", b.op("Add", b.op("Erf", b.op("Mul", x, ctx.const(1.0 / math.sqrt(2.0), x))), ctx.one(x)), half)
-    pdf = b.op("Mul", b.op("Exp", b.op("Mul", b.op("Mul", x, x), ctx.const(-0.5, x))),
-               ctx.const(1.0 / math.sqrt(2.0 * math.pi), x))
+    pdf = b.op(
+        "Mul",
+        b.op("Exp", b.op("Mul", b.op("Mul", x, x), ctx.const(-0.5, x))),
+        ctx.const(1.0 / math.sqrt(2.0 * math.pi), x),
+    )
     return _times(ctx, b.op("Add", cdf, b.op("Mul", x, pdf)))
 
 
 @vjp_rule("Exp")
-def vjp_exp(ctx: VJPContext):
+def vjp_exp(ctx: VJPContext) -> Sequence[str | None]:
     """dy/dx = e^x = y."""
     return _times(ctx, ctx.outputs[0])
 
 
 @vjp_rule("Log")
-def vjp_log(ctx: VJPContext):
+def vjp_log(ctx: VJPContext) -> Sequence[str | None]:
     """dy/dx = 1 / x."""
     return [ctx.b.op("Div", ctx.grad_out, ctx.inputs[0])]
 
 
 @vjp_rule("Sqrt")
-def vjp_sqrt(ctx: VJPContext):
+def vjp_sqrt(ctx: VJPContext) -> Sequence[str | None]:
     """dy/dx = 1 / (2 sqrt(x)) = 0.5 / y."""
     b, y = ctx.b, ctx.outputs[0]
     return [b.op("Div", b.op("Mul", ctx.grad_out, ctx.const(0.5, y)), y)]
 
 
 @vjp_rule("Reciprocal")
-def vjp_reciprocal(ctx: VJPContext):
+def vjp_reciprocal(ctx: VJPContext) -> Sequence[str | None]:
     """dy/dx = -1 / x^2 = -y^2."""
     b, y = ctx.b, ctx.outputs[0]
     return [b.op("Neg", b.op("Mul", ctx.grad_out, b.op("Mul", y, y)))]
 
 
 @vjp_rule("Neg")
-def vjp_neg(ctx: VJPContext):
+def vjp_neg(ctx: VJPContext) -> Sequence[str | None]:
     """dy/dx = -1."""
     return [ctx.b.op("Neg", ctx.grad_out)]
 
 
 @vjp_rule("Abs")
-def vjp_abs(ctx: VJPContext):
+def vjp_abs(ctx: VJPContext) -> Sequence[str | None]:
     """dy/dx = sign(x) (0 at 0, as in torch)."""
     return _times(ctx, ctx.b.op("Sign", ctx.inputs[0]))
 
 
 @vjp_rule("Pow")
-def vjp_pow(ctx: VJPContext):
+def vjp_pow(ctx: VJPContext) -> Sequence[str | None]:
     """y = x^p: dx = g p x^(p-1) (0 where p == 0, as torch); dp = g y log(x) (0 where x == 0 and p >= 0).
 
     A constant exponent is folded: p == 1 passes g through, p == 2 is g 2x.

@@ -14,42 +14,48 @@ the begin/end pads.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeAlias
+
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
 from onnxcam.errors import UnsupportedModelError
+from onnxcam.graph.index import static_dims
+
+#: (spatial rank, kernel shape, strides, dilations, group) of a Conv/ConvTranspose node.
+_Geometry: TypeAlias = tuple[int, list[int], list[int], list[int], int]
 
 
 def _where(ctx: VJPContext) -> str:
     return f"{ctx.node.op_type} node {ctx.node.name!r}"
 
 
-def _geometry(ctx: VJPContext, x: str, w: str):
+def _geometry(ctx: VJPContext, x: str, w: str) -> _Geometry:
     """(spatial rank, kernel shape, strides, dilations, group) of a Conv/ConvTranspose node."""
-    kernel = ctx.attr("kernel_shape", None)
+    kernel = ctx.attr_ints("kernel_shape")
     w_shape = ctx.shape(w)
-    if kernel is None and w_shape is not None and all(isinstance(k, int) for k in w_shape[2:]):
-        kernel = w_shape[2:]
+    if kernel is None and w_shape is not None:
+        w_kernel = [k for k in w_shape[2:] if isinstance(k, int)]
+        kernel = w_kernel if len(w_kernel) == len(w_shape[2:]) else None
     if kernel is None:
         raise UnsupportedModelError(
             f"the kernel shape of {_where(ctx)} is unknown (no kernel_shape attribute, weight shape not static); "
             "re-export the model with constant convolution weights"
         )
-    kernel = [int(k) for k in kernel]
     n = len(kernel)
-    strides = [int(v) for v in ctx.attr("strides", None) or [1] * n]
-    dilations = [int(v) for v in ctx.attr("dilations", None) or [1] * n]
-    return n, kernel, strides, dilations, int(ctx.attr("group", 1))
+    strides = ctx.attr_ints("strides") or [1] * n
+    dilations = ctx.attr_ints("dilations") or [1] * n
+    return n, kernel, strides, dilations, ctx.attr_int("group", 1)
 
 
 def _static_spatial(ctx: VJPContext, x: str, n: int, why: str) -> list[int]:
-    shape = ctx.shape(x)
-    dims = None if shape is None else list(shape[-n:])
-    if dims is None or len(shape) != n + 2 or not all(isinstance(v, int) and v > 0 for v in dims):
+    dims = _spatial_if_static(ctx, x, n)
+    if dims is None:
         raise UnsupportedModelError(
             f"the gradient of {_where(ctx)} needs the static spatial size of its input {x!r} ({why}), "
-            f"but shape inference gives {shape}; fix the input's height/width (e.g. re-export with a static "
-            "input size, or set the input shape before explaining)"
+            f"but shape inference gives {ctx.shape(x)}; fix the input's height/width (e.g. re-export with a "
+            "static input size, or set the input shape before explaining)"
         )
-    return [int(v) for v in dims]
+    return dims
 
 
 def _split_total(total: int, extra_at_end: bool) -> tuple[int, int]:
@@ -71,7 +77,7 @@ def _refuse_weight(ctx: VJPContext) -> None:
         )
 
 
-def _start(ctx: VJPContext):
+def _start(ctx: VJPContext) -> tuple[str, str, _Geometry, list[str | None]]:
     """The shared start of Conv/ConvTranspose: refuse dW, read the geometry, emit dB where wanted.
 
     Returns ``(x, w, (n, kernel, strides, dilations, group), grads)`` with ``grads[0]`` still unset.
@@ -86,7 +92,7 @@ def _start(ctx: VJPContext):
 
 
 @vjp_rule("Conv")
-def vjp_conv(ctx: VJPContext):
+def vjp_conv(ctx: VJPContext) -> Sequence[str | None]:
     """dx = ConvTranspose(g, W) with the forward's strides, dilations and groups.
 
     Per axis, the padded input has length ``Lp = S + pb + pe`` and the output
@@ -105,8 +111,8 @@ def vjp_conv(ctx: VJPContext):
     auto_pad = ctx.attr_str("auto_pad", "NOTSET")
     extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     strided = [i for i in range(n) if strides[i] > 1]
-    spatial = _spatial_if_static(ctx, x, n) if strided else None
-    if strided and spatial is None:
+    spatial = _spatial_if_static(ctx, x, n) if strided else []  # only strided axes read it
+    if spatial is None:
         grads[0] = _conv_input_grad_dynamic(ctx, w, n, kernel, strides, dilations, group, extent, auto_pad)
         return grads
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -128,8 +134,15 @@ def vjp_conv(ctx: VJPContext):
         padded = spatial[i] + pads_b[i] + pads_e[i]
         leftover[i] = (padded - extent[i]) % strides[i]
     grads[0] = ctx.b.op(
-        "ConvTranspose", ctx.grad_out, w, hint="dconv",
-        kernel_shape=kernel, strides=strides, dilations=dilations, group=group, pads=pads_b + pads_e,
+        "ConvTranspose",
+        ctx.grad_out,
+        w,
+        hint="dconv",
+        kernel_shape=kernel,
+        strides=strides,
+        dilations=dilations,
+        group=group,
+        pads=pads_b + pads_e,
         output_padding=leftover if any(leftover) else None,
     )
     return grads
@@ -138,19 +151,28 @@ def vjp_conv(ctx: VJPContext):
 def _explicit_pads(ctx: VJPContext, n: int, auto_pad: str) -> tuple[list[int], list[int]]:
     if auto_pad == "VALID":
         return [0] * n, [0] * n
-    pads = [int(p) for p in ctx.attr("pads", None) or [0] * (2 * n)]
+    pads = ctx.attr_ints("pads") or [0] * (2 * n)
     return pads[:n], pads[n:]
 
 
 def _spatial_if_static(ctx: VJPContext, x: str, n: int) -> list[int] | None:
+    """The input's spatial sizes (after batch and channels) when all are known, else None."""
     shape = ctx.shape(x)
-    if shape is None or len(shape) != n + 2 or not all(isinstance(v, int) and v > 0 for v in shape[2:]):
-        return None
-    return [int(v) for v in shape[2:]]
+    dims = None if shape is None or len(shape) != n + 2 else static_dims(shape[2:])
+    return None if dims is None else list(dims)
 
 
-def _conv_input_grad_dynamic(ctx: VJPContext, w: str, n: int, kernel, strides, dilations, group, extent,
-                             auto_pad: str) -> str:
+def _conv_input_grad_dynamic(
+    ctx: VJPContext,
+    w: str,
+    n: int,
+    kernel: list[int],
+    strides: list[int],
+    dilations: list[int],
+    group: int,
+    extent: list[int],
+    auto_pad: str,
+) -> str:
     """Conv's input gradient when a strided axis has a symbolic size ``S`` (pads/leftover known at run time).
 
     The unpadded ConvTranspose covers padded positions ``[0, (out - 1) * s + ke)``;
@@ -174,8 +196,16 @@ def _conv_input_grad_dynamic(ctx: VJPContext, w: str, n: int, kernel, strides, d
         head = b.ints(pads_b)
         total = b.ints([pb + pe for pb, pe in zip(pads_b, pads_e)])
     leftover = b.op("Mod", b.op("Sub", b.op("Add", size, total), extent_v), stride_v)
-    full = b.op("ConvTranspose", ctx.grad_out, w, hint="dconv_full",
-                kernel_shape=kernel, strides=strides, dilations=dilations, group=group)
+    full = b.op(
+        "ConvTranspose",
+        ctx.grad_out,
+        w,
+        hint="dconv_full",
+        kernel_shape=kernel,
+        strides=strides,
+        dilations=dilations,
+        group=group,
+    )
     pads = b.op("Concat", b.ints([0] * (n + 4)), leftover, axis=0)
     padded = b.op("Pad", full, pads, hint="dconv_padded")
     axes = b.ints(list(range(2, n + 2)))
@@ -183,7 +213,7 @@ def _conv_input_grad_dynamic(ctx: VJPContext, w: str, n: int, kernel, strides, d
 
 
 @vjp_rule("ConvTranspose")
-def vjp_conv_transpose(ctx: VJPContext):
+def vjp_conv_transpose(ctx: VJPContext) -> Sequence[str | None]:
     """dx = Conv(g, W) with the forward's strides, dilations and groups.
 
     Per axis, ConvTranspose scatters into a full output of length
@@ -203,9 +233,9 @@ def vjp_conv_transpose(ctx: VJPContext):
         return grads
 
     auto_pad = ctx.attr_str("auto_pad", "NOTSET")
-    out_pad = [int(v) for v in ctx.attr("output_padding", None) or [0] * n]
+    out_pad = ctx.attr_ints("output_padding") or [0] * n
     extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
-    output_shape = ctx.attr("output_shape", None)
+    output_shape = ctx.attr_ints("output_shape")
     if output_shape or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         if output_shape:
             spatial = _static_spatial(ctx, x, n, "ConvTranspose with output_shape")
@@ -233,10 +263,23 @@ def vjp_conv_transpose(ctx: VJPContext):
             cut.append(-end)
     if any(cut):
         axes = [i + 2 for i in range(n) if cut[i]]
-        g = ctx.b.op("Slice", g, ctx.b.ints([0] * len(axes)), ctx.b.ints([-c for c in cut if c]),
-                     ctx.b.ints(axes), hint="dconvT_crop")
+        g = ctx.b.op(
+            "Slice",
+            g,
+            ctx.b.ints([0] * len(axes)),
+            ctx.b.ints([-c for c in cut if c]),
+            ctx.b.ints(axes),
+            hint="dconvT_crop",
+        )
     grads[0] = ctx.b.op(
-        "Conv", g, w, hint="dconvT",
-        kernel_shape=kernel, strides=strides, dilations=dilations, group=group, pads=pads_b + conv_end,
+        "Conv",
+        g,
+        w,
+        hint="dconvT",
+        kernel_shape=kernel,
+        strides=strides,
+        dilations=dilations,
+        group=group,
+        pads=pads_b + conv_end,
     )
     return grads

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
 from onnxcam.autodiff.rules._broadcast import unbroadcast
 
@@ -18,19 +20,19 @@ def cast_like(ctx: VJPContext, t: str, like: str) -> str:
 
 
 @vjp_rule("Add")
-def vjp_add(ctx: VJPContext):
+def vjp_add(ctx: VJPContext) -> Sequence[str | None]:
     """y = a + c: each input gets g."""
     return _each_input(ctx, ctx.grad_out)
 
 
 @vjp_rule("Sum")
-def vjp_sum(ctx: VJPContext):
+def vjp_sum(ctx: VJPContext) -> Sequence[str | None]:
     """y = x_1 + ... + x_n: each input gets g."""
     return _each_input(ctx, ctx.grad_out)
 
 
 @vjp_rule("Mean")
-def vjp_mean(ctx: VJPContext):
+def vjp_mean(ctx: VJPContext) -> Sequence[str | None]:
     """y = (x_1 + ... + x_n) / n: each input gets g / n."""
     y = ctx.outputs[0]
     n = len([i for i in ctx.inputs if i])
@@ -38,7 +40,7 @@ def vjp_mean(ctx: VJPContext):
 
 
 @vjp_rule("Sub")
-def vjp_sub(ctx: VJPContext):
+def vjp_sub(ctx: VJPContext) -> Sequence[str | None]:
     """y = a - c: da = g, dc = -g."""
     a, c = ctx.inputs
     g = ctx.grad_out
@@ -49,7 +51,7 @@ def vjp_sub(ctx: VJPContext):
 
 
 @vjp_rule("Mul")
-def vjp_mul(ctx: VJPContext):
+def vjp_mul(ctx: VJPContext) -> Sequence[str | None]:
     """y = a c: da = g c, dc = g a."""
     a, c = ctx.inputs
     g = ctx.grad_out
@@ -60,7 +62,7 @@ def vjp_mul(ctx: VJPContext):
 
 
 @vjp_rule("Div")
-def vjp_div(ctx: VJPContext):
+def vjp_div(ctx: VJPContext) -> Sequence[str | None]:
     """y = a / c: da = g / c, dc = -g a / c^2 = -(g / c) y."""
     b, g = ctx.b, ctx.grad_out
     a, c = ctx.inputs
@@ -72,7 +74,7 @@ def vjp_div(ctx: VJPContext):
 
 
 @vjp_rule("Max", "Min")
-def vjp_max_min(ctx: VJPContext):
+def vjp_max_min(ctx: VJPContext) -> Sequence[str | None]:
     """y = max_i x_i (or min): g goes to the inputs equal to y, split evenly among ties.
 
     For two inputs this is torch.maximum/minimum's rule (half each on a tie).
@@ -85,12 +87,13 @@ def vjp_max_min(ctx: VJPContext):
     count = b.op("Sum", *[cast_like(ctx, h, y) for h in hits])
     share = b.op("Div", g, count)
     zero = ctx.zero(y)
-    return [unbroadcast(ctx, b.op("Where", h, share, zero), x) if want else None
-            for x, h, want in zip(ins, hits, ctx.wants)]
+    return [
+        unbroadcast(ctx, b.op("Where", h, share, zero), x) if want else None for x, h, want in zip(ins, hits, ctx.wants)
+    ]
 
 
 @vjp_rule("Where")
-def vjp_where(ctx: VJPContext):
+def vjp_where(ctx: VJPContext) -> Sequence[str | None]:
     """y = cond ? a : c: da = g where cond, dc = g elsewhere; cond is not differentiable."""
     b, g, y = ctx.b, ctx.grad_out, ctx.outputs[0]
     cond, a, c = ctx.inputs

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
 from onnxcam.autodiff.rules._broadcast import sum_to_runtime, unbroadcast
+from onnxcam.graph.index import Dim, Shape
 
 
 def _scaled(ctx: VJPContext, x: str, factor: float, like: str) -> str:
@@ -11,7 +14,7 @@ def _scaled(ctx: VJPContext, x: str, factor: float, like: str) -> str:
 
 
 @vjp_rule("Gemm")
-def vjp_gemm(ctx: VJPContext):
+def vjp_gemm(ctx: VJPContext) -> Sequence[str | None]:
     """Y = alpha * A' @ B' + beta * C with A' = op(A), B' = op(B).
 
     dA' = alpha * G @ B'^T and dB' = alpha * A'^T @ G; transposing back onto a
@@ -23,9 +26,9 @@ def vjp_gemm(ctx: VJPContext):
     a, bm = ctx.inputs[:2]
     c = ctx.inputs[2] if len(ctx.inputs) > 2 else ""
     g = ctx.grad_out
-    alpha = float(ctx.attr("alpha", 1.0))
-    beta = float(ctx.attr("beta", 1.0))
-    ta, tb = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
+    alpha = ctx.attr_float("alpha", 1.0)
+    beta = ctx.attr_float("beta", 1.0)
+    ta, tb = ctx.attr_int("transA", 0), ctx.attr_int("transB", 0)
     al = None if alpha == 1.0 else alpha
     grads: list[str | None] = [None] * len(ctx.inputs)
     rows = ctx.one_hot_rows()
@@ -65,15 +68,16 @@ def _swap_last(ctx: VJPContext, x: str, rank: int) -> str:
     return ctx.b.op("Transpose", x, perm=perm, hint="mT")
 
 
-def _batch_of(shape: tuple | None, rank: int) -> list:
+def _batch_of(shape: Shape | None, rank: int) -> list[Dim]:
     return [None] * (rank - 2) if shape is None else list(shape[:-2])
 
 
-def _broadcast_dims(sa: list, sb: list) -> list:
+def _broadcast_dims(sa: list[Dim], sb: list[Dim]) -> list[Dim]:
     """numpy broadcast of two batch shapes, None where a dim is unknown."""
     n = max(len(sa), len(sb))
-    sa, sb = [1] * (n - len(sa)) + sa, [1] * (n - len(sb)) + sb
-    out = []
+    one: list[Dim] = [1]
+    sa, sb = one * (n - len(sa)) + sa, one * (n - len(sb)) + sb
+    out: list[Dim] = []
     for da, db in zip(sa, sb):
         if da == 1:
             out.append(db)
@@ -88,7 +92,7 @@ def _broadcast_dims(sa: list, sb: list) -> list:
     return out
 
 
-def _sum_batch_to(ctx: VJPContext, grad: str, x: str, grad_batch: list) -> str:
+def _sum_batch_to(ctx: VJPContext, grad: str, x: str, grad_batch: list[Dim]) -> str:
     """Sum ``grad`` (batch ``grad_batch`` + x's two matrix dims) down to the shape of ``x``.
 
     Leading batch axes x lacks are summed away; an axis where x has size 1 is
@@ -118,7 +122,7 @@ def _sum_batch_to(ctx: VJPContext, grad: str, x: str, grad_batch: list) -> str:
 
 
 @vjp_rule("MatMul")
-def vjp_matmul(ctx: VJPContext):
+def vjp_matmul(ctx: VJPContext) -> Sequence[str | None]:
     """Y = A @ B with numpy semantics: dA = G @ B^T, dB = A^T @ G, summed over broadcast batch axes.
 
     A 1-D A is a row ``(1, K)`` whose row axis is dropped from Y, a 1-D B a
@@ -141,14 +145,14 @@ def vjp_matmul(ctx: VJPContext):
             col = b.op("MatMul", bm, b.op("Unsqueeze", g, b.ints([-1])), hint="dmatmul_a")
             da = b.reduce("ReduceSum", col, [*range(rb - 2), rb - 1], keepdims=False, hint="dmatmul_a")
         if want_b:  # dB[..., k, n] = A[k] G[..., n]
-            db = b.op("MatMul", b.op("Unsqueeze", a, b.ints([1])), b.op("Unsqueeze", g, b.ints([-2])),
-                      hint="dmatmul_b")
+            db = b.op("MatMul", b.op("Unsqueeze", a, b.ints([1])), b.op("Unsqueeze", g, b.ints([-2])), hint="dmatmul_b")
         return [da, db]
     if rb == 1:  # A (..., M, K), B (K,), G (..., M)
         da = db = None
         if want_a:  # dA[..., m, k] = G[..., m] B[k]
-            da = b.op("MatMul", b.op("Unsqueeze", g, b.ints([-1])), b.op("Unsqueeze", bm, b.ints([0])),
-                      hint="dmatmul_a")
+            da = b.op(
+                "MatMul", b.op("Unsqueeze", g, b.ints([-1])), b.op("Unsqueeze", bm, b.ints([0])), hint="dmatmul_a"
+            )
         if want_b:  # dB[k] = sum_{..., m} G[..., m] A[..., m, k]
             row = b.op("MatMul", b.op("Unsqueeze", g, b.ints([-2])), a, hint="dmatmul_b")
             db = b.reduce("ReduceSum", row, list(range(ra - 1)), keepdims=False, hint="dmatmul_b")
@@ -166,8 +170,9 @@ def vjp_matmul(ctx: VJPContext):
         da = _sum_batch_to(ctx, b.op("MatMul", g, _swap_last(ctx, bm, rb), hint="dmatmul_a"), a, out_batch)
     if want_b:
         if rb == 2 and ra > 2:  # one Gemm over the flattened batch
-            db = b.op("Gemm", b.op("Flatten", a, axis=ra - 1), b.op("Flatten", g, axis=ra - 1), transA=1,
-                      hint="dmatmul_b")
+            db = b.op(
+                "Gemm", b.op("Flatten", a, axis=ra - 1), b.op("Flatten", g, axis=ra - 1), transA=1, hint="dmatmul_b"
+            )
         else:
             db = b.op("MatMul", _swap_last(ctx, a, ra), g, hint="dmatmul_b")
             db = _sum_batch_to(ctx, db, bm, out_batch)

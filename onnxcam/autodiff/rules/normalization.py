@@ -8,6 +8,8 @@ depend on the explained layer the rule refuses rather than drop a term.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
@@ -57,10 +59,10 @@ def _normalized_grad(ctx: VJPContext, x: str, gxhat: str, axes: list[int], eps: 
 
 
 @vjp_rule("BatchNormalization")
-def vjp_batch_normalization(ctx: VJPContext):
+def vjp_batch_normalization(ctx: VJPContext) -> Sequence[str | None]:
     """Inference mode is affine per channel: y = x * s + t with s = scale / sqrt(var + eps),
     so dx = g * s, with s broadcast over channel axis 1."""
-    if ctx.attr("training_mode", 0) or len([o for o in ctx.outputs if o]) > 1:
+    if ctx.attr_int("training_mode", 0) or len([o for o in ctx.outputs if o]) > 1:
         raise UnsupportedModelError(
             f"BatchNormalization node {ctx.node.name!r} is in training mode; export the model in eval mode "
             "(model.eval() before torch.onnx.export)"
@@ -68,32 +70,32 @@ def vjp_batch_normalization(ctx: VJPContext):
     _only_data_gradient(ctx)
     b = ctx.b
     x, scale, _bias, _mean, var = ctx.inputs[:5]
-    eps = float(ctx.attr("epsilon", 1e-5))
+    eps = ctx.attr_float("epsilon", 1e-5)
     rank = ctx.require_rank(x)
     scale_v, var_v = ctx.constant_value(scale), ctx.constant_value(var)
     if scale_v is not None and var_v is not None:
         s = scale_v.astype(np.float64) / np.sqrt(var_v.astype(np.float64) + eps)
         factor = ctx.const(s.reshape(s.shape + (1,) * max(rank - 2, 0)), like=x)
     else:
-        s = b.op("Div", scale, b.op("Sqrt", b.op("Add", var, ctx.const(eps, like=var))))
-        factor = _per_channel(ctx, s, rank)
+        s_name = b.op("Div", scale, b.op("Sqrt", b.op("Add", var, ctx.const(eps, like=var))))
+        factor = _per_channel(ctx, s_name, rank)
     return [b.op("Mul", ctx.grad_out, factor)]
 
 
 @vjp_rule("InstanceNormalization")
-def vjp_instance_normalization(ctx: VJPContext):
+def vjp_instance_normalization(ctx: VJPContext) -> Sequence[str | None]:
     """y = scale_c * xhat + B_c with xhat normalised over the spatial axes of each (n, c):
     dx = scale_c / sigma * (g - mean(g) - xhat * mean(g * xhat))."""
     _only_data_gradient(ctx)
     x, scale = ctx.inputs[0], ctx.inputs[1]
     rank = ctx.require_rank(x)
-    eps = float(ctx.attr("epsilon", 1e-5))
+    eps = ctx.attr_float("epsilon", 1e-5)
     gxhat = ctx.b.op("Mul", ctx.grad_out, _per_channel(ctx, scale, rank))
     return [_normalized_grad(ctx, x, gxhat, list(range(2, rank)), eps)]
 
 
 @vjp_rule("LayerNormalization")
-def vjp_layer_normalization(ctx: VJPContext):
+def vjp_layer_normalization(ctx: VJPContext) -> Sequence[str | None]:
     """y = scale * xhat + B with xhat normalised over axes [axis, rank):
     dx = (1/sigma) * (gs - mean(gs) - xhat * mean(gs * xhat)) with gs = g * scale.
     The optional Mean / InvStdDev outputs are not differentiated."""
@@ -101,15 +103,15 @@ def vjp_layer_normalization(ctx: VJPContext):
     _only_first_output(ctx)
     x, scale = ctx.inputs[0], ctx.inputs[1]
     rank = ctx.require_rank(x)
-    axis = int(ctx.attr("axis", -1))
+    axis = ctx.attr_int("axis", -1)
     axis = axis + rank if axis < 0 else axis
-    eps = float(ctx.attr("epsilon", 1e-5))
+    eps = ctx.attr_float("epsilon", 1e-5)
     gxhat = ctx.b.op("Mul", ctx.grad_out, scale)
     return [_normalized_grad(ctx, x, gxhat, list(range(axis, rank)), eps)]
 
 
 @vjp_rule("LRN")
-def vjp_lrn(ctx: VJPContext):
+def vjp_lrn(ctx: VJPContext) -> Sequence[str | None]:
     """y = x * D^-beta with D = bias + alpha/size * W(x^2), W the sum over the channel window
     [c - floor((size-1)/2), c + ceil((size-1)/2)]. Then
 
@@ -122,10 +124,10 @@ def vjp_lrn(ctx: VJPContext):
     b = ctx.b
     x, g = ctx.inputs[0], ctx.grad_out
     rank = ctx.require_rank(x)
-    size = int(ctx.attr("size"))
-    alpha = float(ctx.attr("alpha", 1e-4))
-    beta = float(ctx.attr("beta", 0.75))
-    bias = float(ctx.attr("bias", 1.0))
+    size = ctx.attr_int("size")
+    alpha = ctx.attr_float("alpha", 1e-4)
+    beta = ctx.attr_float("beta", 0.75)
+    bias = ctx.attr_float("bias", 1.0)
     lo, hi = (size - 1) // 2, size // 2
     n_sp = rank - 1  # spatial rank of the window Conv: channels plus x's own spatial axes
     kernel = ctx.const(np.ones((1, 1, size) + (1,) * (n_sp - 1)), like=x)
@@ -136,8 +138,12 @@ def vjp_lrn(ctx: VJPContext):
         t = b.op("Conv", t, kernel, pads=[before, *zeros, after, *zeros], hint="lrn_window")
         return b.op("Squeeze", t, b.ints([1]))
 
-    d = b.op("Add", ctx.const(bias, like=x),
-             b.op("Mul", ctx.const(alpha / size, like=x), window(b.op("Mul", x, x), lo, hi)), hint="lrn_den")
+    d = b.op(
+        "Add",
+        ctx.const(bias, like=x),
+        b.op("Mul", ctx.const(alpha / size, like=x), window(b.op("Mul", x, x), lo, hi)),
+        hint="lrn_den",
+    )
     gp = b.op("Mul", g, b.op("Pow", d, ctx.const(-beta, like=x)))  # g * D^-beta
     back = window(b.op("Div", b.op("Mul", gp, x), d), hi, lo)
     cross = b.op("Mul", b.op("Mul", x, back), ctx.const(2.0 * alpha * beta / size, like=x))

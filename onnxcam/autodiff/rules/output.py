@@ -8,18 +8,20 @@ set of axes below.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
 
 
 def _normalised_axes(ctx: VJPContext) -> list[int]:
     rank = ctx.require_rank(ctx.inputs[0])
     if ctx.b.opset >= 13:
-        return [ctx.attr("axis", -1) % rank]
-    return list(range(ctx.attr("axis", 1) % rank, rank))
+        return [ctx.attr_int("axis", -1) % rank]
+    return list(range(ctx.attr_int("axis", 1) % rank, rank))
 
 
 @vjp_rule("Softmax")
-def vjp_softmax(ctx: VJPContext):
+def vjp_softmax(ctx: VJPContext) -> Sequence[str | None]:
     """dx = y * (g - sum_axis(g * y))."""
     b, y, g = ctx.b, ctx.outputs[0], ctx.grad_out
     dot = b.reduce("ReduceSum", b.op("Mul", g, y), _normalised_axes(ctx), keepdims=True)
@@ -27,7 +29,7 @@ def vjp_softmax(ctx: VJPContext):
 
 
 @vjp_rule("LogSoftmax")
-def vjp_log_softmax(ctx: VJPContext):
+def vjp_log_softmax(ctx: VJPContext) -> Sequence[str | None]:
     """dx = g - e^y * sum_axis(g)."""
     b, y, g = ctx.b, ctx.outputs[0], ctx.grad_out
     total = b.reduce("ReduceSum", g, _normalised_axes(ctx), keepdims=True)

@@ -21,6 +21,8 @@ through because both ops are listed in ``STRAIGHT_THROUGH_OPS``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from onnx import TensorProto
@@ -31,9 +33,13 @@ from onnxcam.errors import UnsupportedModelError
 
 
 #: Representable range of each integer quantized type (float8 types saturate differently: no mask).
-_INT_RANGE = {
-    TensorProto.INT8: (-128, 127), TensorProto.UINT8: (0, 255), TensorProto.INT16: (-32768, 32767),
-    TensorProto.UINT16: (0, 65535), TensorProto.INT4: (-8, 7), TensorProto.UINT4: (0, 15),
+_INT_RANGE: dict[int, tuple[int, int]] = {
+    TensorProto.INT8: (-128, 127),
+    TensorProto.UINT8: (0, 255),
+    TensorProto.INT16: (-32768, 32767),
+    TensorProto.UINT16: (0, 65535),
+    TensorProto.INT4: (-8, 7),
+    TensorProto.UINT4: (0, 15),
 }
 
 
@@ -41,10 +47,10 @@ def _broadcast_scale(ctx: VJPContext, position: int = 1) -> str:
     """The scale (or, with ``position=2``, zero-point) input shaped to broadcast against the data input."""
     b = ctx.b
     x, scale = ctx.inputs[0], ctx.inputs[position]
-    if ctx.attr("block_size", 0):
+    if ctx.attr_int("block_size", 0):
         raise UnsupportedModelError(
             f"blocked quantization ({ctx.node.op_type} node {ctx.node.name!r}, block_size="
-            f"{ctx.attr('block_size', 0)}) is not supported; choose a layer after it"
+            f"{ctx.attr_int('block_size', 0)}) is not supported; choose a layer after it"
         )
     scale_rank = ctx.rank(scale)
     if scale_rank is None:
@@ -53,7 +59,7 @@ def _broadcast_scale(ctx: VJPContext, position: int = 1) -> str:
     if scale_rank == 0:
         return scale
     rank = ctx.require_rank(x)
-    axis = ctx.attr("axis", 1) % max(rank, 1)
+    axis = ctx.attr_int("axis", 1) % max(rank, 1)
     trailing = rank - 1 - axis
     if scale_rank != 1 or trailing <= 0:
         return scale
@@ -61,7 +67,7 @@ def _broadcast_scale(ctx: VJPContext, position: int = 1) -> str:
 
 
 @vjp_rule("QuantizeLinear")
-def vjp_quantize_linear(ctx: VJPContext):
+def vjp_quantize_linear(ctx: VJPContext) -> Sequence[str | None]:
     """q = round(x / s) + z, rounding taken as the identity: dx = g / s, 0 below a folded ReLU's zero.
 
     The incoming gradient belongs to an integer tensor and so has no declared
@@ -95,7 +101,7 @@ def vjp_quantize_linear(ctx: VJPContext):
 
 
 @vjp_rule("DequantizeLinear")
-def vjp_dequantize_linear(ctx: VJPContext):
+def vjp_dequantize_linear(ctx: VJPContext) -> Sequence[str | None]:
     """y = (q - z) s: dq = g s, a float tensor in the scale's (= y's) type."""
     if not ctx.wants[0]:
         return [None]

@@ -9,10 +9,12 @@ each formula below degenerates to its elementwise case.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
 from onnxcam.autodiff.rules.elementwise import cast_like
 from onnxcam.errors import UnsupportedModelError
+from onnxcam.graph.index import static_dims
 
 
 def _reduced_axes(ctx: VJPContext) -> list[int]:
@@ -28,15 +30,15 @@ def _reduced_axes(ctx: VJPContext) -> list[int]:
             )
         axes = [int(a) for a in value.reshape(-1)]
     else:
-        axes = list(ctx.attr("axes", None) or [])
+        axes = ctx.attr_ints("axes") or []
     if not axes:
-        return [] if ctx.attr("noop_with_empty_axes", 0) else list(range(rank))
+        return [] if ctx.attr_int("noop_with_empty_axes", 0) else list(range(rank))
     return sorted({a % rank for a in axes})
 
 
 def _kept(ctx: VJPContext, t: str, axes: list[int]) -> str:
     """``t`` (shaped like the output) with the reduced axes present as size-1 dims, so it broadcasts over x."""
-    if ctx.attr("keepdims", 1) or not axes:
+    if ctx.attr_int("keepdims", 1) or not axes:
         return t
     if ctx.b.opset < 13:
         return ctx.b.op("Unsqueeze", t, axes=axes)
@@ -51,7 +53,7 @@ def _expand_like(ctx: VJPContext, t: str, x: str) -> str:
 
 
 @vjp_rule("ReduceSum")
-def vjp_reduce_sum(ctx: VJPContext):
+def vjp_reduce_sum(ctx: VJPContext) -> Sequence[str | None]:
     """y = sum_A x: every element of x gets the g of its slice."""
     x = ctx.inputs[0]
     axes = _reduced_axes(ctx)
@@ -61,15 +63,15 @@ def vjp_reduce_sum(ctx: VJPContext):
 
 
 @vjp_rule("ReduceMean")
-def vjp_reduce_mean(ctx: VJPContext):
+def vjp_reduce_mean(ctx: VJPContext) -> Sequence[str | None]:
     """y = sum_A x / N, N the number of reduced elements: every element gets g / N."""
     b, x, y = ctx.b, ctx.inputs[0], ctx.outputs[0]
     axes = _reduced_axes(ctx)
     if not axes:
         return [ctx.grad_out]
-    shape = ctx.shape(x)
-    dims = [shape[a] for a in axes]
-    if all(isinstance(d, int) and d > 0 for d in dims):
+    shape = ctx.require_shape(x)  # known: _reduced_axes required the rank
+    dims = static_dims([shape[a] for a in axes])
+    if dims is not None:
         inv_n = ctx.const(1.0 / math.prod(dims), x)
     else:
         n = b.op("Div", b.op("Size", x), b.op("Size", y))
@@ -79,7 +81,7 @@ def vjp_reduce_mean(ctx: VJPContext):
 
 
 @vjp_rule("ReduceMax", "ReduceMin")
-def vjp_reduce_max_min(ctx: VJPContext):
+def vjp_reduce_max_min(ctx: VJPContext) -> Sequence[str | None]:
     """y = max_A x (or min): g goes to the elements equal to y, split evenly among ties (torch.amax/amin)."""
     b, x, y = ctx.b, ctx.inputs[0], ctx.outputs[0]
     axes = _reduced_axes(ctx)
@@ -92,7 +94,7 @@ def vjp_reduce_max_min(ctx: VJPContext):
 
 
 @vjp_rule("ReduceSumSquare")
-def vjp_reduce_sum_square(ctx: VJPContext):
+def vjp_reduce_sum_square(ctx: VJPContext) -> Sequence[str | None]:
     """y = sum_A x^2: dx = 2 x g."""
     b, x = ctx.b, ctx.inputs[0]
     axes = _reduced_axes(ctx)
@@ -100,7 +102,7 @@ def vjp_reduce_sum_square(ctx: VJPContext):
 
 
 @vjp_rule("ReduceL1")
-def vjp_reduce_l1(ctx: VJPContext):
+def vjp_reduce_l1(ctx: VJPContext) -> Sequence[str | None]:
     """y = sum_A |x|: dx = sign(x) g."""
     b, x = ctx.b, ctx.inputs[0]
     axes = _reduced_axes(ctx)
@@ -108,7 +110,7 @@ def vjp_reduce_l1(ctx: VJPContext):
 
 
 @vjp_rule("ReduceL2")
-def vjp_reduce_l2(ctx: VJPContext):
+def vjp_reduce_l2(ctx: VJPContext) -> Sequence[str | None]:
     """y = sqrt(sum_A x^2): dx = x g / y, and 0 for an all-zero slice (torch.linalg.vector_norm)."""
     b, x, y = ctx.b, ctx.inputs[0], ctx.outputs[0]
     axes = _reduced_axes(ctx)
@@ -119,7 +121,7 @@ def vjp_reduce_l2(ctx: VJPContext):
 
 
 @vjp_rule("ReduceLogSumExp")
-def vjp_reduce_log_sum_exp(ctx: VJPContext):
+def vjp_reduce_log_sum_exp(ctx: VJPContext) -> Sequence[str | None]:
     """y = log sum_A e^x: dx = g softmax_A(x) = g e^(x - y)."""
     b, x, y = ctx.b, ctx.inputs[0], ctx.outputs[0]
     axes = _reduced_axes(ctx)
@@ -127,7 +129,7 @@ def vjp_reduce_log_sum_exp(ctx: VJPContext):
 
 
 @vjp_rule("ReduceLogSum")
-def vjp_reduce_log_sum(ctx: VJPContext):
+def vjp_reduce_log_sum(ctx: VJPContext) -> Sequence[str | None]:
     """y = log sum_A x: dx = g / sum_A x = g e^-y."""
     b, x, y = ctx.b, ctx.inputs[0], ctx.outputs[0]
     axes = _reduced_axes(ctx)

@@ -16,24 +16,37 @@ works with any dynamic shape.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias, TypeGuard
 
 import numpy as np
 import onnx
+from numpy.typing import NDArray
 from onnx import helper, numpy_helper
 
 from onnxcam.autodiff.registry import VJPContext, vjp_rule
 from onnxcam.autodiff.rules._broadcast import unbroadcast
 from onnxcam.autodiff.rules._scatter import scatter_elements
 from onnxcam.errors import UnsupportedModelError
+from onnxcam.graph.index import Dim, Shape
 
 _INT64_MAX = np.iinfo(np.int64).max
+
+#: An element of a traced int64 tensor: an int, ``("dim", tensor, axis)`` for ``Shape(tensor)[axis]``, or None.
+_Traced: TypeAlias = int | tuple[str, str, int] | None
+#: How a Resize node resizes (see :func:`_resize_plan`).
+_ResizePlan: TypeAlias = tuple[list[int], list[int], NDArray[Any] | None, list[Dim] | None, NDArray[Any] | None]
 
 
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def _static(shape: tuple | None) -> bool:
+def _static(shape: Shape | None) -> TypeGuard[tuple[int, ...]]:
     return shape is not None and all(isinstance(d, int) and d >= 0 for d in shape)
+
+
+def _all_int(dims: Sequence[Dim]) -> TypeGuard[Sequence[int]]:
+    return all(isinstance(d, int) for d in dims)
 
 
 def _shape_of(ctx: VJPContext, x: str) -> str:
@@ -80,15 +93,22 @@ def _const_ints(ctx: VJPContext, name: str, what: str) -> list[int] | None:
     return [int(i) for i in np.asarray(v).reshape(-1)]
 
 
-def _scatter_back(ctx: VJPContext, x: str, g: str, positions_of, reduction: str = "add",
-                  dump_slot: bool = False) -> str:
-    """dx = zeros(x); dx.flat[positions] += g, where ``positions = positions_of(iota)``.
+def _scatter_back(
+    ctx: VJPContext,
+    x: str,
+    g: str,
+    positions_of: Callable[[str, str], str],
+    reduction: str = "add",
+    dump_slot: bool = False,
+) -> str:
+    """dx = zeros(x); dx.flat[positions] += g, where ``positions = positions_of(iota, size)``.
 
     ``iota`` is an int64 tensor shaped like ``x`` holding each element's flat
     position, so running the forward op on it tells where each output element
-    came from. With ``dump_slot`` the flat buffer has one extra element, at
-    position ``size(x)``, which ``positions_of(iota, size)`` may use for output
-    elements that come from no input element (constant padding); it is dropped.
+    came from; ``size`` is the number of elements of ``x``. With ``dump_slot``
+    the flat buffer has one extra element, at position ``size``, which
+    ``positions_of`` may use for output elements that come from no input
+    element (constant padding); it is dropped.
     """
     b = ctx.b
     s = ctx.shape(x)
@@ -98,17 +118,18 @@ def _scatter_back(ctx: VJPContext, x: str, g: str, positions_of, reduction: str 
     else:
         size, shape = b.op("Size", x, hint="size"), b.shape_of(x)
     iota = b.op("Reshape", b.op("Range", b.ints(0), size, b.ints(1), hint="iota"), shape, hint="iota")
-    pos = positions_of(iota, size) if dump_slot else positions_of(iota)
+    pos = positions_of(iota, size)
     n_buf = b.op("Add", size, b.ints(1)) if dump_slot else size
     buf = _zeros_of_shape(ctx, b.op("Reshape", n_buf, b.ints([1])), x)
-    flat = scatter_elements(ctx, buf, b.op("Reshape", pos, b.ints([-1])), b.op("Reshape", g, b.ints([-1])), x,
-                            reduction, "scatter")
+    flat = scatter_elements(
+        ctx, buf, b.op("Reshape", pos, b.ints([-1])), b.op("Reshape", g, b.ints([-1])), x, reduction, "scatter"
+    )
     if dump_slot:
         flat = b.op("Slice", flat, b.ints([0]), b.op("Reshape", size, b.ints([1])), b.ints([0]))
     return b.op("Reshape", flat, shape, hint="grad_scatter")
 
 
-def _matmul_along(ctx: VJPContext, g: str, axis: int, rank: int, m: np.ndarray, like: str) -> str:
+def _matmul_along(ctx: VJPContext, g: str, axis: int, rank: int, m: NDArray[np.float64], like: str) -> str:
     """Contract axis ``axis`` of ``g`` (length m.shape[0]) with ``m``: result length m.shape[1] there."""
     b = ctx.b
     if axis == rank - 1:
@@ -126,19 +147,19 @@ def _matmul_along(ctx: VJPContext, g: str, axis: int, rank: int, m: np.ndarray, 
 
 
 @vjp_rule("Reshape", "Flatten", "Squeeze", "Unsqueeze")
-def vjp_reshape(ctx: VJPContext):
+def vjp_reshape(ctx: VJPContext) -> Sequence[str | None]:
     """A reshape keeps the elements in order: dx = Reshape(g, Shape(x))."""
     return [_reshape_like(ctx, ctx.grad_out, ctx.inputs[0]) if ctx.wants[0] else None]
 
 
 @vjp_rule("Identity")
-def vjp_identity(ctx: VJPContext):
+def vjp_identity(ctx: VJPContext) -> Sequence[str | None]:
     """dx = g."""
     return [ctx.grad_out]
 
 
 @vjp_rule("Dropout")
-def vjp_dropout(ctx: VJPContext):
+def vjp_dropout(ctx: VJPContext) -> Sequence[str | None]:
     """Inference-mode dropout is the identity: dx = g (the mask output carries no gradient)."""
     ins = ctx.inputs + [""] * (3 - len(ctx.inputs))
     training = ins[2]
@@ -153,7 +174,7 @@ def vjp_dropout(ctx: VJPContext):
 
 
 @vjp_rule("Cast")
-def vjp_cast(ctx: VJPContext):
+def vjp_cast(ctx: VJPContext) -> Sequence[str | None]:
     """y = x in another type: dx = g cast back to x's (float) type; integer inputs get none."""
     x = ctx.inputs[0]
     t = ctx.index.type_of(x)
@@ -168,16 +189,16 @@ def vjp_cast(ctx: VJPContext):
 
 
 @vjp_rule("Expand")
-def vjp_expand(ctx: VJPContext):
+def vjp_expand(ctx: VJPContext) -> Sequence[str | None]:
     """y = broadcast of x: dx = g summed over the broadcast axes."""
     return [unbroadcast(ctx, ctx.grad_out, ctx.inputs[0]) if ctx.wants[0] else None, None]
 
 
 @vjp_rule("Transpose")
-def vjp_transpose(ctx: VJPContext):
+def vjp_transpose(ctx: VJPContext) -> Sequence[str | None]:
     """y = x permuted by perm (default: reversed axes): dx = g permuted by the inverse permutation."""
     x = ctx.inputs[0]
-    perm = ctx.attr("perm", None)
+    perm = ctx.attr_ints("perm")
     if perm is None:
         perm = list(range(ctx.require_rank(x)))[::-1]
     inv = [int(i) for i in np.argsort(np.asarray(perm))]
@@ -188,7 +209,7 @@ def vjp_transpose(ctx: VJPContext):
 
 
 @vjp_rule("Concat")
-def vjp_concat(ctx: VJPContext):
+def vjp_concat(ctx: VJPContext) -> Sequence[str | None]:
     """y = [x_0, x_1, ...] along axis: dx_i is the block of g at x_i's offset along that axis.
 
     Static sizes along the axis give one Split; otherwise each block is a Slice
@@ -199,10 +220,10 @@ def vjp_concat(ctx: VJPContext):
     if len(xs) == 1:
         return [g if ctx.wants[0] else None]
     rank = ctx.require_rank(xs[0])
-    axis = ctx.attr("axis") % rank
+    axis = ctx.attr_int("axis") % rank
     dims = [(ctx.shape(x) or [None] * rank)[axis] for x in xs]
-    if all(isinstance(d, int) for d in dims):
-        parts = b.op("Split", g, b.ints(dims), axis=axis, outputs=len(xs), hint="grad_concat")
+    if _all_int(dims):
+        parts = b.op_outputs("Split", g, b.ints(dims), axis=axis, outputs=len(xs), hint="grad_concat")
         return [p if want else None for p, want in zip(parts, ctx.wants)]
     grads: list[str | None] = []
     start = b.ints([0])
@@ -215,13 +236,13 @@ def vjp_concat(ctx: VJPContext):
 
 
 @vjp_rule("Split")
-def vjp_split(ctx: VJPContext):
+def vjp_split(ctx: VJPContext) -> Sequence[str | None]:
     """x = [y_0, y_1, ...] along axis: dx = Concat(g_0, g_1, ...), zeros for outputs with no gradient."""
     x = ctx.inputs[0]
     if not ctx.wants[0]:
         return [None]
     rank = ctx.require_rank(x)
-    axis = ctx.attr("axis", 0) % rank
+    axis = ctx.attr_int("axis", 0) % rank
     parts = []
     for y, g in zip(ctx.outputs, ctx.grads_out):
         parts.append(g if g is not None else _zeros_of_shape(ctx, _shape_of(ctx, y), x))
@@ -233,7 +254,9 @@ def vjp_split(ctx: VJPContext):
 # ---------------------------------------------------------------------------------- slice and pad
 
 
-def _slice_pads(starts, ends, axes, steps, shape):
+def _slice_pads(
+    starts: list[int], ends: list[int], axes: list[int], steps: list[int], shape: Shape
+) -> list[int] | None:
     """Pad widths (begin, end) per axis that undo a unit-step Slice, or None if they need a dynamic dim."""
     rank = len(shape)
     begin, end = [0] * rank, [0] * rank
@@ -250,7 +273,7 @@ def _slice_pads(starts, ends, axes, steps, shape):
 
 
 @vjp_rule("Slice")
-def vjp_slice(ctx: VJPContext):
+def vjp_slice(ctx: VJPContext) -> Sequence[str | None]:
     """y = x[starts:ends:steps] on axes: dx = zeros(x) with g written back into the sliced window.
 
     Unit steps with constant bounds and static sizes on the sliced axes give a
@@ -262,14 +285,18 @@ def vjp_slice(ctx: VJPContext):
     x, g = ctx.inputs[0], ctx.grad_out
     ins = ctx.inputs + [""] * (5 - len(ctx.inputs))
     _, starts, ends, axes, steps = ins[:5]
-    ctx.require_rank(x)  # a clear UnsupportedOpError when the rank is unknown, before anything is emitted
-    vals = [ctx.constant_value(n) if n else None for n in (starts, ends, axes, steps)]
-    if vals[0] is not None and vals[1] is not None and (not axes or vals[2] is not None) \
-            and (not steps or vals[3] is not None):
-        sv, ev = [int(v) for v in vals[0].reshape(-1)], [int(v) for v in vals[1].reshape(-1)]
-        av = [int(v) for v in vals[2].reshape(-1)] if axes else list(range(len(sv)))
-        stv = [int(v) for v in vals[3].reshape(-1)] if steps else [1] * len(sv)
-        pads = _slice_pads(sv, ev, av, stv, ctx.shape(x))
+    shape = ctx.require_shape(x)  # a clear UnsupportedOpError when the rank is unknown, before anything is emitted
+    s_val, e_val, a_val, st_val = (ctx.constant_value(n) if n else None for n in (starts, ends, axes, steps))
+    if (
+        s_val is not None
+        and e_val is not None
+        and (not axes or a_val is not None)
+        and (not steps or st_val is not None)
+    ):
+        sv, ev = [int(v) for v in s_val.reshape(-1)], [int(v) for v in e_val.reshape(-1)]
+        av = [int(v) for v in a_val.reshape(-1)] if a_val is not None else list(range(len(sv)))
+        stv = [int(v) for v in st_val.reshape(-1)] if st_val is not None else [1] * len(sv)
+        pads = _slice_pads(sv, ev, av, stv, shape)
         if pads is not None:
             if not any(pads):
                 return [g]
@@ -277,11 +304,11 @@ def vjp_slice(ctx: VJPContext):
     node_ins = [starts, ends, axes, steps]
     while node_ins and not node_ins[-1]:
         node_ins.pop()
-    return [_scatter_back(ctx, x, g, lambda iota: ctx.b.op("Slice", iota, *node_ins), reduction="none")]
+    return [_scatter_back(ctx, x, g, lambda iota, size: ctx.b.op("Slice", iota, *node_ins), reduction="none")]
 
 
 @vjp_rule("Pad")
-def vjp_pad(ctx: VJPContext):
+def vjp_pad(ctx: VJPContext) -> Sequence[str | None]:
     """Constant padding by non-negative widths: dx = g sliced back to x's window.
 
     Reflect/edge/wrap padding copies some elements several times and negative
@@ -295,11 +322,11 @@ def vjp_pad(ctx: VJPContext):
     _, pads, _, axes = ins[:4]
     mode = ctx.attr_str("mode", "constant")
     rank = ctx.require_rank(x)
-    pv = ctx.constant_value(pads)
-    av = ctx.constant_value(axes) if axes else np.arange(rank)
-    if mode == "constant" and pv is not None and av is not None:
-        pv = [int(p) for p in pv.reshape(-1)]
-        av = [int(a) % rank for a in np.asarray(av).reshape(-1)]
+    p_val = ctx.constant_value(pads)
+    a_val = ctx.constant_value(axes) if axes else np.arange(rank)
+    if mode == "constant" and p_val is not None and a_val is not None:
+        pv = [int(p) for p in p_val.reshape(-1)]
+        av = [int(a) % rank for a in np.asarray(a_val).reshape(-1)]
         n = len(av)
         if all(p >= 0 for p in pv):
             if not any(pv):
@@ -307,7 +334,7 @@ def vjp_pad(ctx: VJPContext):
             ends = [-pv[n + i] if pv[n + i] > 0 else _INT64_MAX for i in range(n)]
             return [b.op("Slice", g, b.ints(pv[:n]), b.ints(ends), b.ints(av), hint="grad_pad")]
 
-    def positions(iota, size):
+    def positions(iota: str, size: str) -> str:
         extra = [axes] if axes else []
         if mode == "constant":
             return b.op("Pad", iota, pads, size, *extra, mode="constant")
@@ -320,7 +347,7 @@ def vjp_pad(ctx: VJPContext):
 
 
 @vjp_rule("Gather")
-def vjp_gather(ctx: VJPContext):
+def vjp_gather(ctx: VJPContext) -> Sequence[str | None]:
     """y = x[..., indices, ...] along axis: dx = zeros(x) with g scatter-added at the gathered positions.
 
     Repeated indices add up; negative indices are resolved by Gather itself on the iota.
@@ -328,14 +355,22 @@ def vjp_gather(ctx: VJPContext):
     if not ctx.wants[0]:
         return [None, None]
     x, idx = ctx.inputs
-    axis = ctx.attr("axis", 0)
+    axis = ctx.attr_int("axis", 0)
     iv = ctx.constant_value(idx)
     unique = iv is not None and _unique_indices(iv, (ctx.shape(x) or [None] * (axis + 1))[axis])
-    return [_scatter_back(ctx, x, ctx.grad_out, lambda iota: ctx.b.op("Gather", iota, idx, axis=axis),
-                          reduction="none" if unique else "add"), None]
+    return [
+        _scatter_back(
+            ctx,
+            x,
+            ctx.grad_out,
+            lambda iota, size: ctx.b.op("Gather", iota, idx, axis=axis),
+            reduction="none" if unique else "add",
+        ),
+        None,
+    ]
 
 
-def _unique_indices(iv: np.ndarray, dim) -> bool:
+def _unique_indices(iv: NDArray[Any], dim: Dim) -> bool:
     if not isinstance(dim, int):
         return False
     flat = np.asarray(iv).reshape(-1).astype(np.int64)
@@ -349,24 +384,28 @@ def _regather_grad(ctx: VJPContext, op_type: str, attr: str) -> list[str | None]
     if not ctx.wants[0]:
         return [None, None]
     x, idx = ctx.inputs
-    value = ctx.attr(attr, 0)
-    return [_scatter_back(ctx, x, ctx.grad_out, lambda iota: ctx.b.op(op_type, iota, idx, **{attr: value})), None]
+    value = ctx.attr_int(attr, 0)
+
+    def regather(iota: str, size: str) -> str:  # every parameter named, so {attr: value} can only be an attribute
+        return ctx.b.op(op_type, iota, idx, outputs=1, hint=None, domain="", **{attr: value})
+
+    return [_scatter_back(ctx, x, ctx.grad_out, regather), None]
 
 
 @vjp_rule("GatherElements")
-def vjp_gather_elements(ctx: VJPContext):
+def vjp_gather_elements(ctx: VJPContext) -> Sequence[str | None]:
     """y[i] = x[i with i_axis := indices[i]]: dx = scatter-add of g at those positions."""
     return _regather_grad(ctx, "GatherElements", "axis")
 
 
 @vjp_rule("GatherND")
-def vjp_gather_nd(ctx: VJPContext):
+def vjp_gather_nd(ctx: VJPContext) -> Sequence[str | None]:
     """y = x[indices tuples] (with batch_dims): dx = scatter-add of g at the gathered positions."""
     return _regather_grad(ctx, "GatherND", "batch_dims")
 
 
 @vjp_rule("Tile")
-def vjp_tile(ctx: VJPContext):
+def vjp_tile(ctx: VJPContext) -> Sequence[str | None]:
     """y = x repeated r_i times along each axis: dx = g viewed as [r_0, d_0, r_1, d_1, ...] summed over r_i."""
     if not ctx.wants[0]:
         return [None, None]
@@ -377,8 +416,9 @@ def vjp_tile(ctx: VJPContext):
     if rv is not None and _static(s):
         shape = b.ints([v for r, d in zip(rv.reshape(-1), s) for v in (int(r), d)])
     else:
-        pairs = b.op("Concat", b.op("Unsqueeze", repeats, b.ints([1])),
-                     b.op("Unsqueeze", _shape_of(ctx, x), b.ints([1])), axis=1)
+        pairs = b.op(
+            "Concat", b.op("Unsqueeze", repeats, b.ints([1])), b.op("Unsqueeze", _shape_of(ctx, x), b.ints([1])), axis=1
+        )
         shape = b.op("Reshape", pairs, b.ints([-1]))
     split = b.op("Reshape", g, shape, hint="grad_tile")
     return [b.reduce("ReduceSum", split, list(range(0, 2 * rank, 2)), keepdims=False, hint="grad_tile"), None]
@@ -387,7 +427,7 @@ def vjp_tile(ctx: VJPContext):
 # ---------------------------------------------------------------------------------------- resize
 
 
-def _resize_plan(ctx: VJPContext):
+def _resize_plan(ctx: VJPContext) -> _ResizePlan:
     """Which axes the Resize node really resizes, and the scales/sizes to probe it with.
 
     Returns (resized axes, the node's normalised axes, scales or None, sizes or None).
@@ -397,23 +437,25 @@ def _resize_plan(ctx: VJPContext):
     node, x = ctx.node, ctx.inputs[0]
     ins = ctx.inputs + [""] * (4 - len(ctx.inputs))
     _, roi, scales, sizes = ins[:4]
-    rank = ctx.require_rank(x)
-    sx = ctx.shape(x)
+    sx = ctx.require_shape(x)
+    rank = len(sx)
     sy = ctx.shape(ctx.outputs[0]) or (None,) * rank
-    axes = ctx.attr("axes", None)
-    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
+    node_axes = ctx.attr_ints("axes")
+    axes = list(range(rank)) if node_axes is None else [a % rank for a in node_axes]
     policy = ctx.attr_str("keep_aspect_ratio_policy", "stretch")
     mode_crop = ctx.attr_str("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize"
-    roi_v = ctx.constant_value(roi) if roi else None
-    if mode_crop and roi and roi_v is None:
+    roi_c = ctx.constant_value(roi) if roi else None
+    if mode_crop and roi and roi_c is None:
         raise UnsupportedModelError(
-            f"Resize node {node.name!r} (tf_crop_and_resize) takes its roi at run time; onnxcam needs it constant")
-    roi_full = None
-    if mode_crop and roi_v is not None and roi_v.size:
+            f"Resize node {node.name!r} (tf_crop_and_resize) takes its roi at run time; onnxcam needs it constant"
+        )
+    roi_v = None if roi_c is None or not roi_c.size else roi_c
+    roi_full: dict[int, tuple[float, float]] | None = None
+    if mode_crop and roi_v is not None:
         roi_v = roi_v.reshape(-1).astype(np.float64)
         roi_full = {a: (roi_v[i], roi_v[len(axes) + i]) for i, a in enumerate(axes)}
 
-    def roi_trivial(a):
+    def roi_trivial(a: int) -> bool:
         return roi_full is None or (math.isclose(roi_full[a][0], 0.0) and math.isclose(roi_full[a][1], 1.0))
 
     scales_v = ctx.constant_value(scales) if scales else None
@@ -421,8 +463,9 @@ def _resize_plan(ctx: VJPContext):
         scales_v = None
     if scales and scales_v is None and ctx.constant_value(scales) is None:
         raise UnsupportedModelError(
-            f"Resize node {node.name!r} takes its scales at run time; export it with constant scale factors")
-    sizes_v = None
+            f"Resize node {node.name!r} takes its scales at run time; export it with constant scale factors"
+        )
+    sizes_v: list[Dim] | None = None
     if scales_v is None:
         sizes_c = ctx.constant_value(sizes) if sizes else None
         if sizes_c is not None:
@@ -440,7 +483,8 @@ def _resize_plan(ctx: VJPContext):
         else:
             raise UnsupportedModelError(
                 f"Resize node {node.name!r} takes its sizes at run time with keep_aspect_ratio_policy={policy!r}; "
-                "export it with constant sizes")
+                "export it with constant sizes"
+            )
 
     resized = []
     if scales_v is not None:
@@ -448,17 +492,21 @@ def _resize_plan(ctx: VJPContext):
             if not (math.isclose(float(scales_v.reshape(-1)[i]), 1.0) and roi_trivial(a)):
                 resized.append(a)
     else:
+        assert sizes_v is not None  # set above whenever there are no scales
         ratio = None
         if policy != "stretch":
-            if not all(isinstance(sx[a], int) for a in axes):
+            in_lengths = [sx[a] for a in axes]
+            if not _all_int(in_lengths):
                 raise UnsupportedModelError(
-                    f"Resize node {node.name!r}: keep_aspect_ratio_policy needs static input sizes")
-            rs = [sizes_v[i] / sx[a] for i, a in enumerate(axes)]
+                    f"Resize node {node.name!r}: keep_aspect_ratio_policy needs static input sizes"
+                )
+            assert _all_int(sizes_v)  # constant: runtime sizes were refused above under this policy
+            rs = [sizes_v[i] / in_lengths[i] for i in range(len(axes))]
             ratio = min(rs) if policy == "not_larger" else max(rs)
         for i, a in enumerate(axes):
             d, s = sx[a], sizes_v[i]
             if ratio is not None:
-                same = math.isclose(ratio, 1.0) and int(ratio * d + 0.5) == d
+                same = math.isclose(ratio, 1.0) and isinstance(d, int) and int(ratio * d + 0.5) == d
             else:
                 same = s is not None and s == d
             if not (same and roi_trivial(a)):
@@ -467,15 +515,17 @@ def _resize_plan(ctx: VJPContext):
         if not isinstance(sx[a], int):
             raise UnsupportedModelError(
                 f"Resize node {node.name!r} resizes axis {a} whose input length is not static ({sx[a]!r}); "
-                "export the model with a fixed input size")
-        if scales_v is None and not isinstance(sizes_v[axes.index(a)], int):
+                "export the model with a fixed input size"
+            )
+        if sizes_v is not None and not isinstance(sizes_v[axes.index(a)], int):
             raise UnsupportedModelError(
                 f"Resize node {node.name!r}: the output length of axis {a} is unknown; "
-                "export it with constant sizes or scales")
-    return resized, axes, scales_v, sizes_v, (roi_v if roi_v is not None and roi_v.size else None)
+                "export it with constant sizes or scales"
+            )
+    return resized, axes, scales_v, sizes_v, roi_v
 
 
-def _trace_ints(ctx: VJPContext, name: str, depth: int = 0) -> list | None:
+def _trace_ints(ctx: VJPContext, name: str, depth: int = 0) -> list[_Traced] | None:
     """The elements of a small 1-D int64 tensor built from constants and Shape slices, else None.
 
     Each element is an int, ``("dim", tensor, axis)`` for ``Shape(tensor)[axis]``, or None (unknown).
@@ -499,7 +549,12 @@ def _trace_ints(ctx: VJPContext, name: str, depth: int = 0) -> list | None:
         return _trace_ints(ctx, ins[0], depth + 1)
     if op == "Concat":
         parts = [_trace_ints(ctx, i, depth + 1) for i in ins]
-        return None if any(p is None for p in parts) else [e for p in parts for e in p]
+        joined: list[_Traced] = []
+        for p in parts:
+            if p is None:
+                return None
+            joined += p
+        return joined
     if op in ("Slice", "Gather"):
         src = _trace_ints(ctx, ins[0], depth + 1)
         consts = [ctx.constant_value(i) if i else None for i in ins[1:]]
@@ -507,15 +562,25 @@ def _trace_ints(ctx: VJPContext, name: str, depth: int = 0) -> list | None:
             return None
         arr = np.empty(len(src), dtype=object)
         arr[:] = src
+        first, second = consts[0], consts[1] if len(consts) > 1 else None
+        assert first is not None  # Gather's indices, Slice's starts: a required input, so a constant here
         if op == "Gather":
-            return list(np.asarray(arr[np.asarray(consts[0]).reshape(-1)]))
-        st, en = int(consts[0].reshape(-1)[0]), int(consts[1].reshape(-1)[0])
+            return list(np.asarray(arr[np.asarray(first).reshape(-1)]))
+        assert second is not None  # Slice's ends: a required input too
+        st, en = int(first.reshape(-1)[0]), int(second.reshape(-1)[0])
         step = int(consts[3].reshape(-1)[0]) if len(consts) > 3 and consts[3] is not None else 1
         return list(arr[slice(st, en, step)])
     return None
 
 
-def _run_resize_probe(ctx: VJPContext, data: np.ndarray, axes, scales_v, sizes_v, roi_v) -> np.ndarray:
+def _run_resize_probe(
+    ctx: VJPContext,
+    data: NDArray[np.float64],
+    axes: list[int],
+    scales_v: NDArray[Any] | None,
+    sizes_v: list[int] | None,
+    roi_v: NDArray[Any] | None,
+) -> NDArray[np.float64]:
     """The node's own Resize (same attributes, extrapolation 0) on ``data``, by onnx's reference evaluator."""
     from onnx.reference import ReferenceEvaluator
 
@@ -523,7 +588,8 @@ def _run_resize_probe(ctx: VJPContext, data: np.ndarray, axes, scales_v, sizes_v
     attrs["extrapolation_value"] = 0.0
     if "axes" in attrs:
         attrs["axes"] = list(axes)  # normalised: the reference evaluator mishandles negative axes
-    inits, names = [], ["X"]
+    inits: list[onnx.TensorProto] = []
+    names = ["X"]
     f64 = onnx.TensorProto.DOUBLE
     names.append("roi" if roi_v is not None else "")
     if roi_v is not None:
@@ -535,13 +601,27 @@ def _run_resize_probe(ctx: VJPContext, data: np.ndarray, axes, scales_v, sizes_v
         names += ["", "sizes"]
         inits.append(numpy_helper.from_array(np.asarray(sizes_v, dtype=np.int64), "sizes"))
     node = helper.make_node("Resize", names, ["Y"], **attrs)
-    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("X", f64, data.shape)],
-                              [helper.make_tensor_value_info("Y", f64, None)], inits)
+    graph = helper.make_graph(
+        [node],
+        "probe",
+        [helper.make_tensor_value_info("X", f64, data.shape)],
+        [helper.make_tensor_value_info("Y", f64, None)],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", max(ctx.b.opset, 11))])
-    return np.asarray(ReferenceEvaluator(model).run(None, {"X": data})[0], dtype=np.float64)
+    outputs = ReferenceEvaluator(model).run(None, {"X": data})
+    assert isinstance(outputs, list)  # a dict only for intermediate=True
+    return np.asarray(outputs[0], dtype=np.float64)
 
 
-def _resize_matrices(ctx: VJPContext, resized, axes, scales_v, sizes_v, roi_v) -> dict[int, np.ndarray]:
+def _resize_matrices(
+    ctx: VJPContext,
+    resized: list[int],
+    axes: list[int],
+    scales_v: NDArray[Any] | None,
+    sizes_v: list[Dim] | None,
+    roi_v: NDArray[Any] | None,
+) -> dict[int, NDArray[np.float64]]:
     """Interpolation matrices M_a (out_a x in_a) with Y = X x_a M_a for every resized axis a.
 
     Resize is separable, so M_a is read off one probe of the node's own Resize:
@@ -555,22 +635,30 @@ def _resize_matrices(ctx: VJPContext, resized, axes, scales_v, sizes_v, roi_v) -
     of those factors, which is all the Kronecker product needs.
     """
     x = ctx.inputs[0]
-    rank = ctx.require_rank(x)
-    sx = ctx.shape(x)
+    sx = ctx.require_shape(x)
+    rank = len(sx)
     carrier = next((a for a in range(rank) if a not in resized), None)
     if carrier is None:
         raise UnsupportedModelError(
             f"Resize node {ctx.node.name!r} resizes every axis, including batch and channels; "
-            "onnxcam supports resizing spatial axes only")
+            "onnxcam supports resizing spatial axes only"
+        )
     coupled = scales_v is None and ctx.attr_str("keep_aspect_ratio_policy", "stretch") != "stretch"
+    in_len: dict[int, int] = {}
+    out_len: dict[int, int] = {}
+    for a in resized:  # _resize_plan refused a resized axis whose input or output length is unknown
+        d, s = sx[a], None if sizes_v is None else sizes_v[axes.index(a)]
+        assert isinstance(d, int) and (s is None or isinstance(s, int))
+        in_len[a] = d
+        if s is not None:
+            out_len[a] = s
 
-    def probe(data, only=None):
+    def probe(data: NDArray[np.float64], only: int | None = None) -> NDArray[np.float64]:
         p_scales, p_sizes, p_roi = scales_v, None, roi_v
         if scales_v is not None and only is not None:
             p_scales = np.array([v if a == only else 1.0 for v, a in zip(scales_v.reshape(-1), axes)], np.float32)
         if sizes_v is not None:
-            p_sizes = [sizes_v[i] if a in resized and (only is None or a == only) else data.shape[a]
-                       for i, a in enumerate(axes)]
+            p_sizes = [out_len[a] if a in resized and (only is None or a == only) else data.shape[a] for a in axes]
         if roi_v is not None and only is not None:
             p_roi = np.array(roi_v, dtype=np.float64).reshape(-1).copy()
             for i, a in enumerate(axes):
@@ -578,17 +666,17 @@ def _resize_matrices(ctx: VJPContext, resized, axes, scales_v, sizes_v, roi_v) -
                     p_roi[i], p_roi[len(axes) + i] = 0.0, 1.0
         return _run_resize_probe(ctx, data, axes, p_scales, p_sizes, p_roi)
 
-    mats: dict[int, np.ndarray] = {}
+    mats: dict[int, NDArray[np.float64]] = {}
     picks: dict[int, int] = {}
     for a in resized:
-        n = sx[a]
+        n = in_len[a]
         shape = [1] * rank
         if coupled:
             for e in resized:
-                shape[e] = sx[e]
+                shape[e] = in_len[e]
         shape[a] = shape[carrier] = n
         data = np.zeros(shape)
-        idx = [slice(None)] * rank
+        idx: list[int | slice[Any, Any, Any]] = [slice(None)] * rank
         for k in range(n):
             idx[carrier], idx[a] = k, k
             data[tuple(idx)] = 1.0
@@ -596,8 +684,9 @@ def _resize_matrices(ctx: VJPContext, resized, axes, scales_v, sizes_v, roi_v) -
         if y.shape[carrier] != n or any(y.shape[i] != shape[i] for i in range(rank) if i not in resized):
             raise UnsupportedModelError(
                 f"Resize node {ctx.node.name!r} changes an axis onnxcam took for untouched; "
-                "only spatial axes may be resized")
-        sel = [0] * rank
+                "only spatial axes may be resized"
+            )
+        sel: list[int | slice[Any, Any, Any]] = [0] * rank
         sel[carrier], sel[a] = slice(None), slice(None)
         for e in resized:
             if e != a and coupled:
@@ -609,7 +698,7 @@ def _resize_matrices(ctx: VJPContext, resized, axes, scales_v, sizes_v, roi_v) -
     if coupled and len(resized) > 1:
         shape = [1] * rank
         for e in resized:
-            shape[e] = sx[e]
+            shape[e] = in_len[e]
         ones = np.ones(shape)
         y1 = probe(ones)
         cand = ones
@@ -623,7 +712,7 @@ def _resize_matrices(ctx: VJPContext, resized, axes, scales_v, sizes_v, roi_v) -
 
 
 @vjp_rule("Resize")
-def vjp_resize(ctx: VJPContext):
+def vjp_resize(ctx: VJPContext) -> Sequence[str | None]:
     """Resize is linear in X and separable: Y = X x_h M_h x_w M_w, so dX = G x_h M_h^T x_w M_w^T.
 
     The matrices M_a are computed at graph-build time by running the node's own
