@@ -63,10 +63,20 @@ def test_methods_as_ratio_and_as_throughput():
     assert rows(perturbation) == [["scorecam", "m", "100", "2.00 s", "1", "100"]]
 
 
-def test_regenerate_rewrites_only_the_marked_blocks():
-    marker = report.MARKER.format(json="x.json", name="interleaved")
-    doc = f"before\n{marker}\nstale\n<!-- end generated -->\nafter\n"
-    new = report.regenerate(doc, RESULTS, "x.json")
-    assert new.startswith(f"before\n{marker}\n\n| model |") and new.endswith("|\n\n<!-- end generated -->\nafter\n")
-    assert "1.10" in new and "stale" not in new
-    assert report.regenerate(new, RESULTS, "x.json") == new
+def test_machine_states_the_load():
+    meta = {
+        "time": "2026-01-02T03:04:05",
+        "cpu": "CPU X",
+        "nproc": 2,
+        "threads": 2,
+        "duration_s": 600,
+        "command": "python -m tools.bench",
+        "loadavg_start": [0.5, 0, 0],
+        "loadavg_end": [2.25, 0, 0],
+        "git": {"head": "abc1234", "onnxcam_dirty": True},
+        "versions": {"onnxruntime": "1.0", "torch": "2.0", "pytorch_grad_cam": "1.5"},
+    }
+    solo = [{**RESULTS["solo"][0], "loadavg_before": [3.5, 0, 0], "loadavg_after": [1.0, 0, 0]}]
+    text = " ".join(report.machine({**RESULTS, "meta": meta, "solo": solo}).split())
+    assert "load average 0.50 at the start, 2.25 at the end, 0.50-3.50 over the run" in text
+    assert "`abc1234` with local changes; 10 minutes" in text

@@ -40,8 +40,14 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3, help="untimed interleaved rounds first (default 3)")
     p.add_argument("--threads", type=int, default=2, help="threads of onnxruntime, onnxcam and torch (default 2)")
     p.add_argument("--layer", default="auto", help="onnxcam's layer (default auto)")
-    for side in ("gradcam", "onnxcam", "memory", "latency", "methods"):
-        p.add_argument(f"--skip-{side}", action="store_true", help=f"leave out {side}")
+    for part, what in (
+        ("gradcam", "pytorch-grad-cam"),
+        ("onnxcam", "onnxcam"),
+        ("memory", "the peak-memory processes"),
+        ("latency", "all timing (peak memory only)"),
+        ("methods", "the per-method rows"),
+    ):
+        p.add_argument(f"--skip-{part}", action="store_true", help=f"leave out {what}")
     p.add_argument("--memory-runs", type=int, default=3, help="calls per memory process after setup (default 3)")
     p.add_argument(
         "--gap-ms",
@@ -128,22 +134,17 @@ def cpu_name() -> str:
 
 
 def machine(argv: list[str], args) -> dict:
-
     def git(*cmd: str) -> str:
         env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # read only: no index refresh under others' feet
         return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, env=env).stdout.strip()
 
+    settings = ("threads", "repeats", "warmup", "gap_ms", "solo_rounds", "memory_runs")
     return {
         "command": " ".join(["python -m tools.bench", *argv]),
         "cpu": cpu_name(),
         "nproc": os.cpu_count(),
-        "threads": args.threads,
-        "repeats": args.repeats,
-        "warmup": args.warmup,
-        "gap_ms": args.gap_ms,
-        "solo_rounds": args.solo_rounds,
+        **{k: getattr(args, k) for k in settings},
         "solo_idle_ms": args.solo_idle,
-        "memory_runs": args.memory_runs,
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "loadavg_start": os.getloadavg(),
@@ -155,25 +156,14 @@ def machine(argv: list[str], args) -> dict:
 
 
 def versions() -> dict:
+    from importlib import import_module
     from importlib.metadata import version
 
-    import numpy
-    import onnx
-    import onnxruntime
-    import torch
-    import torchvision
-
-    import onnxcam
-
+    modules = ("onnxruntime", "torch", "torchvision", "numpy", "onnx", "onnxcam")
     return {
         "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__,
-        "onnx": onnx.__version__,
         "pytorch_grad_cam": version("grad-cam"),
-        "onnxcam": onnxcam.__version__,
+        **{m: import_module(m).__version__ for m in modules},
     }
 
 

@@ -25,9 +25,6 @@ from tools.bench.models import (
     torch_model,
 )
 
-# Score-CAM and Ablation-CAM make one forward pass per channel of the layer: reported as throughput.
-PERTURBATION = ("scorecam", "ablationcam")
-
 
 def summarize(times_s: list[float]) -> dict:
     ms = [t * 1e3 for t in times_s]
@@ -118,12 +115,13 @@ def interleaved(name: str, batch: int, path: Path, args) -> dict:
 def methods(path: Path, batch: int, args) -> list[dict]:
     """Every ``method=``, interleaved with plain inference on the same batch: median ms of each."""
     import onnxcam
+    from onnxcam.methods import method_spec
 
     x = make_input(batch)
     infer, _ = one_side("infer", "", path, x, args.threads)
     rows = []
     for method in onnxcam.ALL_METHODS:
-        perturbation = method in PERTURBATION
+        perturbation = method_spec(method).kind == "perturbation"  # a pass per channel: reported as throughput
         ex = explainer(path, args.threads, args.layer, method=method, perturbation_batch=args.perturbation_batch)
         ex.explain(x)  # first-call costs (sessions, tails) outside the timing
         rounds = args.perturbation_repeats if perturbation else args.repeats_for(batch)
