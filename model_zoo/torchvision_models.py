@@ -158,38 +158,49 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, exporter: str, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.float().eval()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        if exporter == "torchscript":
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                dynamo=False,
-                opset_version=TORCHSCRIPT_OPSET,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                do_constant_folding=True,
-            )
-        elif exporter == "dynamo":
-            batch = torch.export.Dim("batch", min=1, max=1024)
-            program = torch.onnx.export(
-                model,
-                (example,),
-                dynamo=True,
-                opset_version=DYNAMO_OPSET,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: batch},),
-                optimize=True,
-                verbose=False,
-            )
-            program.save(str(path), external_data=False)
-        else:
-            raise ValueError(f"unknown exporter {exporter!r}; expected one of {EXPORTERS}")
+        # eval + no_grad sends nn.MultiheadAttention to a fused kernel neither exporter knows
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            _export(model, path, exporter, example)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
     _cap_ir_version(path)
     return path
+
+
+def _export(model: torch.nn.Module, path: Path, exporter: str, example: torch.Tensor) -> None:
+    """One export with ``exporter`` (see :func:`export_onnx`)."""
+    if exporter == "torchscript":
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=TORCHSCRIPT_OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=True,
+        )
+    elif exporter == "dynamo":
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            opset_version=DYNAMO_OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+            optimize=True,
+            verbose=False,
+        )
+        program.save(str(path), external_data=False)
+    else:
+        raise ValueError(f"unknown exporter {exporter!r}; expected one of {EXPORTERS}")
 
 
 def example_input(batch: int = 2, size: int = 128, seed: int = 0) -> torch.Tensor:

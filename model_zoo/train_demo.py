@@ -35,6 +35,7 @@ seed 2); held-out seed 20240: accuracy 0.985, Grad-CAM pointing game 0.985 vs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -92,8 +93,38 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, batch: int = 250) ->
 
 
 def train(seed: int, n_train: int, epochs: int, batch: int, log=print):
+    """Train :func:`build_model` as the module docstring says; returns (model, validation accuracy, seconds)."""
+    data = training_data(seed, n_train, log)
+    schedule = Schedule(4e-3, 5e-4, 0.15, 10.0, 0.05)
+    return fit(build_model(), data, seed, epochs, batch, schedule, augment_rot_flip, log)
+
+
+def augment_rot_flip(x, g):
+    """Flips and 90-degree rotations (all six classes are closed under them)."""
     import torch
-    import torch.nn.functional as F
+
+    r = int(torch.randint(0, 4, (1,), generator=g))
+    x = torch.rot90(x, r, (2, 3))
+    if bool(torch.randint(0, 2, (1,), generator=g)):
+        x = torch.flip(x, (3,))
+    return x
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """AdamW with a one-cycle learning rate: peak, weight decay, warm-up share, start = peak / div; label smoothing."""
+
+    lr: float
+    weight_decay: float
+    pct_start: float
+    div_factor: float
+    label_smoothing: float
+    clip_norm: float | None = None
+
+
+def training_data(seed: int, n_train: int, log=print) -> tuple:
+    """(train images, train labels, validation images, validation labels): tensors for training, arrays for eval."""
+    import torch
 
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
@@ -102,29 +133,36 @@ def train(seed: int, n_train: int, epochs: int, batch: int, log=print):
     x_train, y_train, _ = generate(n_train, seed)
     x_val, y_val, _ = generate(1000, VAL_SEED)
     log(f"generated {n_train} + 1000 images in {time.time() - t0:.1f} s")
-    xt = to_tensor(x_train)
-    yt = torch.from_numpy(y_train)
-    del x_train
-    model = build_model()
-    opt = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=5e-4)
+    return to_tensor(x_train), torch.from_numpy(y_train), x_val, y_val
+
+
+def fit(model, data: tuple, seed: int, epochs: int, batch: int, schedule: Schedule, augment, log=print):
+    """The demo models' training loop; ``augment(x, generator)`` transforms each batch. Returns (model, acc, s)."""
+    import torch
+    import torch.nn.functional as F
+
+    t0 = time.time()
+    xt, yt, x_val, y_val = data
+    n_train = len(xt)
+    opt = torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
     steps = epochs * (n_train // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps, pct_start=0.15, div_factor=10.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=schedule.lr, total_steps=steps, pct_start=schedule.pct_start, div_factor=schedule.div_factor
+    )
     g = torch.Generator().manual_seed(seed)
+    acc = 0.0
     for ep in range(epochs):
         model.train()
         perm = torch.randperm(n_train, generator=g)
         tot, t_ep = 0.0, time.time()
         for k in range(n_train // batch):
             idx = perm[k * batch : (k + 1) * batch]
-            x = xt[idx]
-            # augmentation: flips and 90-degree rotations (all six classes are closed under them)
-            r = int(torch.randint(0, 4, (1,), generator=g))
-            x = torch.rot90(x, r, (2, 3))
-            if bool(torch.randint(0, 2, (1,), generator=g)):
-                x = torch.flip(x, (3,))
-            loss = F.cross_entropy(model(x), yt[idx], label_smoothing=0.05)
+            x = augment(xt[idx], g)
+            loss = F.cross_entropy(model(x), yt[idx], label_smoothing=schedule.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if schedule.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), schedule.clip_norm)
             opt.step()
             sched.step()
             tot += float(loss.detach())
@@ -133,7 +171,8 @@ def train(seed: int, n_train: int, epochs: int, batch: int, log=print):
         acc = evaluate(model, x_val, y_val)
         log(
             f"epoch {ep + 1}/{epochs}: loss {tot / (n_train // batch):.4f}, val acc {acc:.4f}, "
-            f"{time.time() - t_ep:.0f} s"
+            f"{time.time() - t_ep:.0f} s",
+            flush=True,
         )
     model.eval()
     return model, acc, time.time() - t0
@@ -156,8 +195,15 @@ def export(model, path: Path) -> None:
     )
     m = onnx.load(str(path))
     m.ir_version = min(m.ir_version, MAX_IR_VERSION)
-    m.producer_name = "onnxcam model_zoo/train_demo.py"
-    m.doc_string = "onnxcam demo: one shape per 96x96 image (" + ", ".join(CLASSES) + "); input RGB in [0, 1]"
+    tag_and_save(m, path, "onnxcam model_zoo/train_demo.py", "onnxcam demo")
+
+
+def tag_and_save(m, path: Path, producer: str, title: str) -> None:
+    """Describe an exported demo model, record its preprocessing and labels as metadata, check it and save it."""
+    import onnx
+
+    m.producer_name = producer
+    m.doc_string = f"{title}: one shape per 96x96 image (" + ", ".join(CLASSES) + "); input RGB in [0, 1]"
     del m.metadata_props[:]
     for k, v in (("onnxcam.preprocess", json.dumps(PREPROCESS)), ("onnxcam.labels", json.dumps(list(CLASSES)))):
         p = m.metadata_props.add()

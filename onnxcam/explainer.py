@@ -28,6 +28,7 @@ from onnxcam.explain.runner import Runner
 from onnxcam.explain.targeting import class_count, plan_target, seed_for
 from onnxcam.graph.layers import CandidateLayer, candidate_layers, image_input
 from onnxcam.graph.prepare import prepared_index
+from onnxcam.graph.tokens import TokenOverrides
 from onnxcam.graph.weights import save_model
 from onnxcam.methods import METHODS, method_spec
 from onnxcam.methods.perturbation import DEFAULT_BATCH
@@ -57,6 +58,11 @@ class Explainer:
     contributions instead of their sum. ``perturbation_batch`` is how many
     masked or ablated copies Score-CAM and Ablation-CAM send through one
     session run; ``progress(done, total)`` is called after each such run.
+
+    Token layers (vision transformers' ``(N, T, C)`` activations) are
+    explained over their patch tokens; their grid and prefix-token count are
+    read from the graph, and ``token_grid=(h, w)`` / ``prefix_tokens=P`` set
+    them where the graph does not say (see :mod:`onnxcam.graph.tokens`).
     """
 
     def __init__(
@@ -73,6 +79,8 @@ class Explainer:
         eigen_smooth: bool = False,
         perturbation_batch: int = DEFAULT_BATCH,
         progress: ProgressFn | None = None,
+        token_grid: tuple[int, int] | None = None,
+        prefix_tokens: int | None = None,
     ):
         require_onnxruntime()  # say which extra to install before any work
         self.spec = method_spec(method)
@@ -87,7 +95,10 @@ class Explainer:
         self._use_logit = score == "logit"
         self.score_spec: ScoreSpec = resolve_score(self.index, output, use_logit=self._use_logit)
         self.candidates: list[CandidateLayer] = candidate_layers(self.index)
-        self._layers, self.layer_reason = pick_layers(self.index, layer, self.score_spec.tensor, self.candidates)
+        tokens = TokenOverrides(token_grid, prefix_tokens)
+        self._layers, self.layer_reason = pick_layers(
+            self.index, layer, self.score_spec.tensor, self.candidates, tokens
+        )
         self._runner = Runner(self.index, providers, threads)
         self._graphs = ExplainerGraphs(
             self._runner,
@@ -97,6 +108,7 @@ class Explainer:
             self._layers,
             isinstance(layer, str) and layer == "auto",
             self.candidates,
+            tokens,
         )
         self._inputs = InputChecker(self.index)
         self._host = HostFinish(self._runner, self.spec, self.eigen_smooth, perturbation_batch, progress)
@@ -211,6 +223,7 @@ class Explainer:
         )
         graph, session = self._graphs.ready(run.mode, run.score)
         fetch = [*graph.model_outputs, graph.cam, *graph.cam_lowres, *(name for pair in graph.exposed for name in pair)]
+        fetch += graph.exposed_tokens.values()
         fetch += [name for name in (graph.target_output, graph.guided_backprop, graph.guided_gradcam) if name]
         outs = self._runner.run(
             session, fetch, {**run.feeds, graph.target_input: run.target_feed}, len(run.target_feed)

@@ -57,6 +57,20 @@ def _batch(*args: str) -> int:
     return main(["batch", MODEL, *args])
 
 
+def kill_after_first_shard(cmd: list[str], out: Path, wait: float = 60) -> int:
+    """Run ``cmd`` and SIGKILL it the moment its first results shard is committed; its pid."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + wait
+        while not list((out / "results").glob("part-*.parquet")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return proc.pid
+
+
 def test_rows_match_explainer(tmp_path, capsys):
     images = _demo_folder(tmp_path / "imgs")
     out = tmp_path / "out"
@@ -127,15 +141,7 @@ def test_killed_run_resumes_without_duplicates(tmp_path):
         "--batch-size",
         "5",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while not list((out / "results").glob("part-*.parquet")) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_first_shard(cmd, out)
     partial = len(_rows(out))
     assert 0 < partial < 150, "the run should be killed between its first shard and its end"
     # a shard cut off while being written: a dot-file that readers ignore and the rerun removes
@@ -224,9 +230,136 @@ def test_usage_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_docs_list_every_column():
-    from onnxcam.batch import FAILURE_COLUMNS, RESULT_COLUMNS
+    from onnxcam.batch import FAILURE_COLUMNS, OUTPUT_COLUMNS, RESULT_COLUMNS
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "batch.md").read_text(encoding="utf-8")
-    for columns in (RESULT_COLUMNS, FAILURE_COLUMNS):
+    assert list(OUTPUT_COLUMNS) == [*RESULT_COLUMNS, "error"]
+    for columns in (RESULT_COLUMNS, FAILURE_COLUMNS, OUTPUT_COLUMNS):
         for name, (kind, meaning) in columns.items():
             assert f"| `{name}` | `{kind}` | {meaning} |" in text
+
+
+def test_an_image_that_makes_the_explainer_raise_fails_alone(tmp_path, capsys, monkeypatch):
+    """A worker's ONNX Runtime call that raises (here: for a flat image) fails that image only, not its batch."""
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    _noise_images(folder, 7)
+    flat = folder / "img0002_flat.png"  # sorts among the others: it shares a batch with them
+    Image.new("RGB", (50, 40), (7, 7, 7)).save(flat)
+    explain = Explainer.explain
+
+    def failing(self, inputs, **kwargs):
+        for x in inputs.values():
+            flat_images = x.reshape(x.shape[0], x.shape[1], -1)
+            if (flat_images.max(axis=2) == flat_images.min(axis=2)).all(axis=1).any():
+                raise RuntimeError("injected fault\nsecond line")
+        return explain(self, inputs, **kwargs)
+
+    monkeypatch.setattr(Explainer, "explain", failing)
+    out = tmp_path / "out"
+    assert _batch(str(folder), "-o", str(out), "--workers", "1", "--batch-size", "4") == 1
+    err = capsys.readouterr().err
+    assert "explained 7 image(s), 7 row(s)" in err and "1 failed" in err and "Traceback" not in err
+    assert _rows(out, "failures") == [{"path": str(flat), "error": "RuntimeError: injected fault"}]
+    assert str(flat) not in {r["path"] for r in _rows(out)}
+
+
+def test_ray_engine_without_ray_is_one_line(tmp_path, capsys, monkeypatch):
+    _demo_folder(tmp_path / "imgs")
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert _batch(str(tmp_path / "imgs"), "-o", str(tmp_path / "out"), "--engine", "ray") == 1
+    assert _batch(str(tmp_path / "imgs"), "-o", str(tmp_path / "out"), "--address", "auto") == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("onnxcam: error")]
+    assert len(lines) == 2 and "Traceback" not in err
+    assert "pip install 'onnxcam[ray]'" in lines[0] and "--address and --gpus-per-worker are for" in lines[1]
+    from onnxcam.batch import explain_dataset
+    from onnxcam.errors import OnnxcamError
+
+    with pytest.raises(OnnxcamError, match=r"pip install 'onnxcam\[ray\]'"):
+        explain_dataset(MODEL, None)
+    # and importing the batch package never imports Ray (seconds of start-up, and an optional extra)
+    code = "import sys, onnxcam.batch, onnxcam.cli.main; assert 'ray' not in sys.modules, 'ray imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+_PEAK_RSS = """
+import resource, sys
+from onnxcam.cli.main import main
+rc = main(["batch", sys.argv[1], sys.argv[2], "-o", sys.argv[3], "--workers", "1", "--threads", "1", "--heatmaps"])
+print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # kilobytes on Linux
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in kilobytes on Linux")
+def test_peak_memory_is_flat_in_the_number_of_images(tmp_path):
+    """Peak RSS over 5,000 images exceeds that over 1,000 by less than 16 MB (4 KB an image at most).
+
+    Measured here: +3 MB (the job list and the set of done paths); a run that kept every row until the end
+    (one shard) grows by 36 MB. Each run is its own process, so each peak is its own.
+    """
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(5000):
+        names.append(f"imgs/i{i:05d}.png")
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / names[-1])
+    peaks = {}
+    for n in (1000, 5000):
+        listing = tmp_path / f"list{n}.txt"
+        listing.write_text("\n".join(names[:n]) + "\n")
+        done = subprocess.run(
+            [sys.executable, "-c", _PEAK_RSS, MODEL, str(listing), str(tmp_path / f"out{n}")],
+            capture_output=True,
+            text=True,
+        )
+        rc, peak = done.stdout.split()
+        assert rc == "0", done.stderr
+        assert f"explained {n} image(s)" in done.stderr
+        peaks[n] = int(peak) / 1024
+    growth = peaks[5000] - peaks[1000]
+    assert growth < 16, f"peak RSS {peaks[1000]:.0f} MB for 1,000 images, {peaks[5000]:.0f} MB for 5,000"
+
+
+def test_panels_are_the_explain_commands_own(tmp_path, capsys):
+    from PIL import Image
+
+    images = _demo_folder(tmp_path / "imgs")
+    panels, explained = tmp_path / "panels", tmp_path / "explained"
+    args = ["--top", "2", "--colormap", "jet", "--box"]
+    assert (
+        _batch(str(tmp_path / "imgs"), "-o", str(tmp_path / "out"), "--workers", "1", "--panels", str(panels), *args)
+        == 0
+    )
+    assert main(["explain", MODEL, str(tmp_path / "imgs"), "-o", str(explained), *args]) == 0
+    for p in images:
+        ours = np.asarray(Image.open(panels / f"{p.name}.cam.png").convert("RGB"), dtype=np.int16)
+        theirs = np.asarray(Image.open(explained / f"{p.name}.cam.png").convert("RGB"), dtype=np.int16)
+        assert ours.shape == theirs.shape and np.abs(ours - theirs).mean() < 1.0
+    # names from a list stay inside the panels folder, whatever they say
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    shutil.copy(images[0], nested / "x.png")
+    listing = nested / "list.txt"
+    listing.write_text(f"../../imgs/{images[1].name}\nx.png\n")
+    out2, panels2 = tmp_path / "out2", tmp_path / "panels2"
+    assert _batch(str(listing), "-o", str(out2), "--workers", "1", "--panels", str(panels2)) == 0
+    assert sorted(p.relative_to(panels2).as_posix() for p in panels2.rglob("*.png")) == [
+        f"imgs/{images[1].name}.cam.png",
+        "x.png.cam.png",
+    ]
+    assert _batch(str(listing), "-o", str(out2), "--panels", str(panels2), "--alpha", "2") == 1
+    assert "--alpha must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_ray_address_where_nothing_listens_is_one_line(tmp_path, capsys):
+    pytest.importorskip("ray")
+    _demo_folder(tmp_path / "imgs")
+    out = tmp_path / "out"
+    assert _batch(str(tmp_path / "imgs"), "-o", str(out), "--engine", "ray", "--address", "127.0.0.1:1") == 1
+    err = capsys.readouterr().err
+    assert "onnxcam: error: cannot join the Ray cluster at 127.0.0.1:1" in err and "Traceback" not in err

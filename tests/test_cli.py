@@ -55,6 +55,7 @@ def test_layers_table_and_json(model_path):
         "name": "features",
         "op": "Relu",
         "shape": ["N", 8, 8, 8],
+        "layout": "NCHW",
         "channel_axis": 1,
         "auto": True,
     }

@@ -30,8 +30,8 @@ def test_the_docs_tables_are_generated_from_the_table():
 def test_the_cli_and_the_server_offer_what_the_table_says():
     assert _method_choices("explain") == _method_choices("compare") == tuple(METHODS)
     in_graph = ("gradcam", "gradcam++", "xgradcam", "hirescam", "gradcam-elementwise", "layercam", "counterfactual")
-    assert _method_choices("export") == in_graph
-    assert SERVED_METHODS == (*in_graph, "eigencam", "eigengradcam")
+    assert _method_choices("export") == (*in_graph, "gradient-rollout")
+    assert SERVED_METHODS == (*in_graph, "eigencam", "eigengradcam", "gradient-rollout")
 
 
 #: Where each method is checked against a reference implementation (the torch tests skip without torch).
@@ -52,6 +52,7 @@ PARITY_TESTS = {
     ),
     **dict.fromkeys(["guided-backprop", "guided-gradcam"], "tests/test_guided.py"),
     **dict.fromkeys(["scorecam", "ablationcam"], "tests/test_perturbation_methods.py"),
+    "gradient-rollout": "tests/test_vit.py",
 }
 
 

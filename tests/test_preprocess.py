@@ -306,7 +306,7 @@ def blob_image(h, w, y, x):
     return Image.fromarray(np.repeat(np.rint(a).astype(np.uint8)[:, :, None], 3, axis=2))
 
 
-@pytest.mark.parametrize("mode", ["squash", "crop"])
+@pytest.mark.parametrize("mode", ["squash", "crop", "letterbox"])
 @pytest.mark.parametrize(
     "orig,target,blob",
     [
@@ -317,7 +317,8 @@ def blob_image(h, w, y, x):
     ],
 )
 def test_peak_maps_back_to_the_blob(mode, orig, target, blob):
-    spec = with_options(PreprocessSpec(size=target), preset="raw255", resize=mode)
+    dark = {"pad_value": 0} if mode == "letterbox" else {}  # black padding: only the blob is bright
+    spec = with_options(PreprocessSpec(size=target), preset="raw255", resize=mode, **dark)
     batch, (g,) = preprocess_batch(blob_image(*orig, *blob), spec)
     lum = batch[0].sum(axis=0).astype(np.float64)
     lum = np.where(lum > 0.5 * lum.max(), lum, 0)

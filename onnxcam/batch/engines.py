@@ -6,7 +6,9 @@ the batches came, holding at most a few in flight so memory stays bounded.
 ``local`` runs in-process for one worker, else on a pool of worker processes,
 each with one Explainer built once (an ONNX Runtime session is expensive to
 make, cheap to reuse) and its share of the cores as ONNX Runtime threads.
-Another engine (Ray, later) implements the same :class:`Engine` protocol.
+``ray`` (:mod:`.ray_engine`, imported only when chosen) runs the same
+:func:`~onnxcam.batch.rows.explain_jobs` on a pool of Ray actors, on this
+machine or a cluster. Either way only the parent writes shards.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from onnxcam.batch.sources import Job
 from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import Explainer
 
-ENGINES = ("local",)
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -39,15 +41,25 @@ class ExplainerConfig:
     output: str | int = 0
     threads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # aug_smooth, eigen_smooth, perturbation_batch
+    providers: tuple[str, ...] | None = None  # ONNX Runtime's execution providers (CUDA on a GPU worker)
 
     def build(self) -> Explainer:
         return Explainer(
-            self.model, layer=self.layer, method=self.method, output=self.output, threads=self.threads, **self.options
+            self.model,
+            layer=self.layer,
+            method=self.method,
+            providers=list(self.providers) if self.providers else None,
+            output=self.output,
+            threads=self.threads,
+            **self.options,
         )
 
 
 class Engine(Protocol):
-    """``with engine: for outcome in engine.map(batches): ...``, outcomes in the batches' order."""
+    """``with engine: for outcome in engine.map(batches): ...``: one outcome per batch of jobs.
+
+    ``local`` yields them in the batches' order, ``ray`` as they finish; the caller depends on neither.
+    """
 
     def __enter__(self) -> Engine: ...
 
@@ -165,11 +177,29 @@ class ProcessPoolEngine:
 
 
 def make_engine(
-    name: str, config: ExplainerConfig, options: RowOptions, workers: int, explainer: Explainer | None = None
+    name: str,
+    config: ExplainerConfig,
+    options: RowOptions,
+    workers: int | None,
+    explainer: Explainer | None = None,
+    *,
+    batch_size: int = 8,
+    address: str | None = None,
+    gpus_per_worker: float = 0.0,
 ) -> Engine:
-    """The engine called ``name``; ``explainer``: one already built with ``config``, reused in-process."""
+    """The engine called ``name``; ``explainer``: one already built with ``config``, reused in-process.
+
+    ``workers``: processes (``local``) or Ray actors (``ray``; None: as many as the cluster's CPUs allow).
+    ``batch_size``, ``address`` and ``gpus_per_worker`` are for ``ray``, which cuts its own batches.
+    """
+    if name == "ray":
+        from onnxcam.batch.ray_engine import RayEngine  # imports ray only now
+
+        return RayEngine(config, options, workers, batch_size=batch_size, address=address, gpus=gpus_per_worker)
     if name != "local":
         raise OnnxcamError(f"unknown engine {name!r}; this version has: {', '.join(ENGINES)}")
-    if workers == 1:
+    if address is not None or gpus_per_worker:
+        raise OnnxcamError("--address and --gpus-per-worker are for --engine ray")
+    if workers is None or workers == 1:
         return InProcessEngine(config, options, explainer)
     return ProcessPoolEngine(config, options, workers)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxcam.batch.engines import Engine, ExplainerConfig, make_engine
-from onnxcam.batch.rows import RowOptions
+from onnxcam.batch.rows import BatchOutcome, RowOptions
 from onnxcam.batch.sources import Job
 from onnxcam.batch.shards import ShardWriter
 from onnxcam.cli.progress import Progress
@@ -30,8 +30,10 @@ class BatchOptions:
     batch_size: int = 8
     shard_size: int = 256
     engine: str = "local"
-    workers: int = 1
+    workers: int | None = 1  # None: ray sizes its actor pool from the cluster's CPUs
     overwrite: bool = False
+    address: str | None = None  # ray: the cluster to join; None starts a local runtime
+    gpus_per_worker: float = 0.0  # ray: GPUs each actor reserves (and runs ONNX Runtime's CUDA provider on)
 
 
 @dataclass
@@ -81,7 +83,17 @@ def run_batch(
             seen.add(job.key)
             todo.append(job)
     summary = BatchSummary(out, todo=len(todo), done_before=len(done), failed_before=failed_before)
-    engine: Engine = make_engine(options.engine, config, rows, options.workers, explainer)
+    engine: Engine = make_engine(
+        options.engine,
+        config,
+        rows,
+        options.workers,
+        explainer,
+        batch_size=options.batch_size,
+        address=options.address,
+        gpus_per_worker=options.gpus_per_worker,
+    )
+    emitted: set[str] = set()  # images given rows or a failure in this run
     pending_rows: list[dict[str, Any]] = []
     pending_failures: list[dict[str, str]] = []
     in_shard = 0
@@ -90,6 +102,7 @@ def run_batch(
         with engine, Progress(len(todo), "explaining") as bar:
             started = time.monotonic()  # workers are up: from here on the clock times the work
             for outcome in engine.map(batches):
+                outcome = _first_time(outcome, emitted)
                 pending_rows += outcome.rows
                 pending_failures += outcome.failures
                 in_shard += outcome.images
@@ -108,3 +121,20 @@ def run_batch(
         ) from None
     summary.shards = writer.written
     return summary
+
+
+def _first_time(outcome: BatchOutcome, emitted: set[str]) -> BatchOutcome:
+    """``outcome`` without the images already handled in this run, which joins ``emitted``.
+
+    An engine hands each image back once, but one that retries work (Ray re-runs the batches of an actor that
+    died) must never make a second row reach a shard: this is the last guard before the writer.
+    """
+    keys = {r["path"] for r in outcome.rows} | {f["path"] for f in outcome.failures}
+    if emitted.isdisjoint(keys):
+        emitted |= keys
+        return outcome
+    rows = [r for r in outcome.rows if r["path"] not in emitted]
+    failures = [f for f in outcome.failures if f["path"] not in emitted]
+    fresh = {r["path"] for r in rows} | {f["path"] for f in failures}
+    emitted |= fresh
+    return BatchOutcome(rows, failures, len(fresh))

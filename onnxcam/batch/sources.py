@@ -30,13 +30,17 @@ class Job:
 
     ``key``: the path as the source names it (the rows' ``path``); ``file``: where it is read from;
     ``target``: the class to explain instead of the top classes (``--label-column``), else None;
-    ``error``: why it cannot be explained at all (a bad label), recorded as a failure without reading it.
+    ``error``: why it cannot be explained at all (a bad label), recorded as a failure without reading it;
+    ``data``: the image file's bytes, when they come with the job (a Ray dataset of bytes) instead of from ``file``;
+    ``name``: its name under the source folder, for its ``--panels`` picture (else the key is used).
     """
 
     key: str
     file: str
     target: int | None = None
     error: str | None = None
+    data: bytes | None = None
+    name: str | None = None
 
 
 def read_source(source: str, path_column: str = "path", label_column: str | None = None) -> list[Job]:
@@ -48,9 +52,9 @@ def read_source(source: str, path_column: str = "path", label_column: str | None
     if kind in ("folder", "list") and label_column:
         raise OnnxcamError("--label-column needs a CSV or Parquet table as SOURCE")
     if kind == "folder":
-        return [Job(str(path), str(path)) for path, _ in collect_images([source])]
+        return [Job(str(path), str(path), name=relative.as_posix()) for path, relative in collect_images([source])]
     if p.suffix.lower() in IMAGE_SUFFIXES:
-        return [Job(source, source)]
+        return [Job(source, source, name=p.name)]
     if kind == "list":
         return _jobs(p.parent, ((line, None) for line in _read_lines(p)))
     rows = _read_csv(p, path_column, label_column) if kind == "csv" else _read_parquet(p, path_column, label_column)
@@ -107,12 +111,12 @@ def _jobs(base: Path, rows: Iterable[tuple[str, object]]) -> list[Job]:
         if not key:
             continue  # an empty cell names no image
         file = str(base / key)
-        target, error = _label(label)
+        target, error = parse_label(label)
         jobs.append(Job(key, file, target, error))
     return jobs
 
 
-def _label(value: object) -> tuple[int | None, str | None]:
+def parse_label(value: object) -> tuple[int | None, str | None]:
     """A label cell as a class id; empty is no label (explain the top classes); anything else is an error."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None, None
@@ -130,7 +134,7 @@ def check_targets(jobs: list[Job], classes: int | None) -> list[Job]:
     if classes is None:
         return jobs
     return [
-        Job(j.key, j.file, None, f"label {j.target} is not a class of the model (it has {classes})")
+        Job(j.key, j.file, None, f"label {j.target} is not a class of the model (it has {classes})", j.data, j.name)
         if j.target is not None and j.target >= classes
         else j
         for j in jobs

@@ -6,14 +6,16 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from onnxcam.cli.explain_files import check_labels, load_extra_inputs
+from onnxcam.cli.explain_files import check_labels, load_extra_inputs, prepare_output_dir
 from onnxcam.cli.options import (
     add_method_options,
+    add_render_options,
     add_model_output_option,
     add_preprocess_options,
     method_options,
     model_output,
     preprocess_spec,
+    render_options,
 )
 from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import ALL_METHODS
@@ -87,26 +89,47 @@ class BatchCommand:
             action="store_true",
             help="add each heatmap on the image's pixels as 8-bit PNG bytes (larger output)",
         )
+        p.add_argument(
+            "--panels",
+            metavar="DIR",
+            help="also write each image's PNG panel, as `onnxcam explain` draws it, in DIR (named after the image "
+            "under SOURCE + .cam.png; with --engine ray on a cluster, DIR must be shared by every node)",
+        )
+        add_render_options(p)
         add_model_output_option(p)
         add_preprocess_options(p)
         run = p.add_argument_group("running")
         run.add_argument(
             "--engine",
             default="local",
-            choices=["local"],
-            help="where batches run: local (default), worker processes on this machine",
+            choices=["local", "ray"],
+            help="where batches run: local (default), worker processes on this machine; ray, Ray actors on a "
+            "local Ray runtime or the cluster at --address (extra: onnxcam[ray])",
         )
         run.add_argument(
             "--workers",
             type=int,
             metavar="N",
-            help="worker processes, one Explainer each (default: cores / --threads); 1 runs in-process",
+            help="worker processes (ray: actors), one Explainer each (default: cores / --threads; with "
+            "--address, the cluster's CPUs / --threads); 1 runs in-process",
         )
         run.add_argument(
             "--threads",
             type=int,
             metavar="N",
-            help="ONNX Runtime threads per worker (default: cores / workers, else 1)",
+            help="ONNX Runtime threads (ray: CPUs reserved) per worker (default: cores / workers, else 1)",
+        )
+        run.add_argument(
+            "--address",
+            metavar="ADDR",
+            help="ray: join this Ray cluster (e.g. auto, or HOST:6379) instead of starting a local runtime",
+        )
+        run.add_argument(
+            "--gpus-per-worker",
+            type=float,
+            default=0.0,
+            metavar="G",
+            help="ray: GPUs each actor reserves, run with ONNX Runtime's CUDA provider (needs onnxcam[gpu])",
         )
         run.add_argument(
             "--batch-size", type=int, default=8, metavar="N", help="images per ONNX Runtime call (default 8)"
@@ -136,14 +159,33 @@ class BatchCommand:
         from onnxcam.batch.sources import check_targets, read_source
 
         require_pyarrow()
+        ray = args.engine == "ray"
+        if ray:
+            from onnxcam.batch.ray_engine import require_ray
+
+            require_ray()
+        elif args.address or args.gpus_per_worker:
+            raise OnnxcamError("--address and --gpus-per-worker are for --engine ray")
         if args.top < 1 or args.topk_scores < 0:
             raise OnnxcamError("--top must be at least 1 and --topk-scores at least 0")
+        if args.gpus_per_worker < 0:
+            raise OnnxcamError("--gpus-per-worker must be 0 or more")
+        if not 0 <= args.alpha <= 1:
+            raise OnnxcamError("--alpha must be between 0 and 1")
+        panels = str(Path(args.panels).resolve()) if args.panels else None  # actors' working folders differ
+        if panels:
+            prepare_output_dir(Path(panels))
         jobs = read_source(args.source, args.path_column, args.label_column)  # before the model: the cheap error
-        workers, threads = split_cores(args.workers, args.threads)
+        workers: int | None
+        if ray and args.address:  # a cluster's cores are not this machine's: one thread each unless told
+            workers, threads = args.workers, split_cores(args.workers or 1, args.threads or 1)[1]
+        else:
+            workers, threads = split_cores(args.workers, args.threads)
+        in_process = not ray and workers == 1
         options = method_options(args)
         options.pop("progress")  # a per-pass bar per worker would garble the batch's own bar
         config = ExplainerConfig(args.model, args.layer, args.method, model_output(args), threads, options)
-        ex = dataclasses.replace(config, threads=threads if workers == 1 else 1).build()
+        ex = dataclasses.replace(config, threads=threads if in_process else 1).build()
         config = dataclasses.replace(config, layer=str(ex.layer))  # the layer auto picked, for every worker
         spec = preprocess_spec(ex, args.model, args)
         check_labels(spec.labels, ex)
@@ -158,6 +200,8 @@ class BatchCommand:
             topk_scores=args.topk_scores,
             heatmaps=args.heatmaps,
             max_pixels=args.max_pixels,
+            panels=panels,
+            render=render_options(args),
         )
         batch = BatchOptions(
             batch_size=args.batch_size,
@@ -165,14 +209,16 @@ class BatchCommand:
             engine=args.engine,
             workers=workers,
             overwrite=args.overwrite,
+            address=args.address,
+            gpus_per_worker=args.gpus_per_worker,
         )
-        print(
-            f"onnxcam batch: {len(jobs)} image(s), layer {ex.layer}, {args.method}, {workers} worker(s) x "
-            f"{threads} thread(s)",
-            file=sys.stderr,
-        )
+        if workers is None:  # ray on a cluster: the pool is sized once connected
+            who = f"one Ray actor per {threads} of the cluster's CPUs"
+        else:
+            who = f"{workers} {'Ray actor' if ray else 'worker'}(s) x {threads} thread(s)"
+        print(f"onnxcam batch: {len(jobs)} image(s), layer {ex.layer}, {args.method}, {who}", file=sys.stderr)
         summary = run_batch(
-            config, check_targets(jobs, classes), Path(args.output), rows, batch, explainer=ex if workers == 1 else None
+            config, check_targets(jobs, classes), Path(args.output), rows, batch, explainer=ex if in_process else None
         )
         print(summary.line(), file=sys.stderr)
         if summary.failed_before and not summary.failed:

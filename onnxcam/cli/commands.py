@@ -26,10 +26,12 @@ from onnxcam.cli.options import (
     add_preprocess_options,
     add_render_options,
     add_run_options,
+    add_token_options,
     method_options,
     model_output,
     preprocess_spec,
     render_options,
+    token_options,
 )
 from onnxcam.cli.serve_command import ServeCommand
 from onnxcam.errors import OnnxcamError
@@ -55,40 +57,42 @@ class LayersCommand:
         p = sub.add_parser(
             self.name,
             parents=[common],
-            help="list the spatial feature maps a CAM can use",
-            description="List the candidate layers of MODEL (4-D feature maps with height and width "
-            "above 1, in graph order) and mark the one layer='auto' picks.",
+            help="list the feature maps and token layers a CAM can use",
+            description="List the candidate layers of MODEL in graph order: 4-D feature maps with height and "
+            "width above 1, and vision transformers' token layers (batch, tokens, channels) with their patch grid "
+            "and prefix tokens; mark the one layer='auto' picks.",
         )
         p.add_argument("model", help="path to the .onnx file")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         add_model_output_option(p)
+        add_token_options(p)
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
-        ex = Explainer(args.model, output=model_output(args))
-        rows: list[dict[str, Any]] = [
-            {
-                "name": c.name,
-                "op": c.op_type,
-                "shape": [d if isinstance(d, int) else str(d) for d in c.shape],
-                "channel_axis": c.channel_axis,
-                "auto": c.name == ex.layer,
-            }
-            for c in ex.candidates
-        ]
+        ex = Explainer(args.model, output=model_output(args), **token_options(args))
+        rows: list[dict[str, Any]] = [{**c.row(), "auto": c.name == ex.layer} for c in ex.candidates]
         if args.json:
             print(json.dumps({"layers": rows, "auto": ex.layer, "reason": ex.layer_reason}, indent=2))
             return 0
-        shape = [("x".join(str(d) for d in r["shape"])) for r in rows]
-        width = max([len(r["name"]) for r in rows] + [4])
-        op_w = max([len(r["op"]) for r in rows] + [2])
-        sh_w = max([len(s) for s in shape] + [5])
-        print(f"  {'name':<{width}}  {'op':<{op_w}}  {'shape':<{sh_w}}  channel axis")
-        for r, s in zip(rows, shape):
-            mark = "*" if r["auto"] else " "
-            print(f"{mark} {r['name']:<{width}}  {r['op']:<{op_w}}  {s:<{sh_w}}  {r['channel_axis']}")
+        table = [
+            (r["name"], r["op"], "x".join(str(d) for d in r["shape"]), _layout_column(r), "*" if r["auto"] else " ")
+            for r in rows
+        ]
+        widths = [max([len(t[i]) for t in table] + [len(h)]) for i, h in enumerate(("name", "op", "shape"))]
+        print(f"  {'name':<{widths[0]}}  {'op':<{widths[1]}}  {'shape':<{widths[2]}}  layout")
+        for name, op, shape, layout, mark in table:
+            print(f"{mark} {name:<{widths[0]}}  {op:<{widths[1]}}  {shape:<{widths[2]}}  {layout}")
         print(f"\n* {ex.layer_reason}")
         return 0
+
+
+def _layout_column(row: dict[str, Any]) -> str:
+    """NCHW / NHWC, or a token layer's layout with its prefix count and patch grid ("NTC 1+14x14")."""
+    if "token_grid" not in row:
+        return str(row["layout"])
+    h, w = row["token_grid"]
+    prefix = f"{row['prefix_tokens']}+" if row["prefix_tokens"] else ""
+    return f"{row['layout']} {prefix}{h}x{w}"
 
 
 class ExportCommand:
@@ -121,7 +125,7 @@ class ExportCommand:
         p.add_argument(
             "--method",
             default="gradcam",
-            choices=method_names("gradient"),
+            choices=method_names("gradient", "attention"),
             help="CAM method (the ones computed in the graph)",
         )
         p.add_argument(
@@ -131,13 +135,21 @@ class ExportCommand:
             help="explain the logit before a final Softmax/Sigmoid (default, as in the paper) or the probability",
         )
         add_model_output_option(p)
+        add_token_options(p)
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
         if not args.output and not args.triton:  # a usage error (exit 2), as argparse's own
             print("onnxcam export: error: where to? pass -o FILE.onnx, --triton REPO_DIR, or both", file=sys.stderr)
             return 2
-        ex = Explainer(args.model, layer=args.layer, method=args.method, score=args.score, output=model_output(args))
+        ex = Explainer(
+            args.model,
+            layer=args.layer,
+            method=args.method,
+            score=args.score,
+            output=model_output(args),
+            **token_options(args),
+        )
         if args.output:
             out = Path(args.output)
             if out.exists() and out.is_dir():
@@ -194,6 +206,7 @@ class ExplainCommand:
             help="CAM method (see the README's table); guided methods add the guided pictures to the panel",
         )
         add_method_options(p)
+        add_token_options(p)
         which = p.add_mutually_exclusive_group()
         which.add_argument("--target", type=int, nargs="+", metavar="K", help="class id(s) to explain")
         which.add_argument(
@@ -230,7 +243,14 @@ class ExplainCommand:
         if not isinstance(layers, str) and several:
             raise OnnxcamError("several layers and several classes at once: pass one class (--target K) or one layer")
         images = collect_images(args.images)  # before the model loads: a mistyped path is the cheapest error
-        ex = Explainer(args.model, layer=layers, method=args.method, output=model_output(args), **method_options(args))
+        ex = Explainer(
+            args.model,
+            layer=layers,
+            method=args.method,
+            output=model_output(args),
+            **method_options(args),
+            **token_options(args),
+        )
         spec = preprocess_spec(ex, args.model, args)
         check_labels(spec.labels, ex)
         extra_inputs = load_extra_inputs(ex, spec.input_name, args.input)

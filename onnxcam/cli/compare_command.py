@@ -47,10 +47,11 @@ from onnxcam.compare import (
 from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import ALL_METHODS, Explainer
 from onnxcam.preprocess import PRESETS
+from onnxcam.preprocess.geometry import RESIZE_MODES
 from onnxcam.preprocess.presets import ALIASES as PRESET_ALIASES
 
 #: The preprocessing fields a flag can set per model, as ``onnxcam explain`` names them.
-_SIDE_FIELDS = ("preprocess", "size", "mean", "std", "scale", "bgr", "layout", "resize")
+_SIDE_FIELDS = ("preprocess", "size", "mean", "std", "scale", "bgr", "layout", "resize", "crop_pct", "pad_value")
 RESULT_FILES = ("compare.json", "compare.csv")
 
 
@@ -213,7 +214,9 @@ def _add_side_preprocessing(p: argparse.ArgumentParser, side: str) -> None:
     g.add_argument(f"--scale-{side}", type=float, metavar="X", help="pixel multiplier, e.g. 0.00392157")
     g.add_argument(f"--bgr-{side}", action="store_true", default=None, help="B, G, R channel order")
     g.add_argument(f"--layout-{side}", choices=["NCHW", "NHWC"], help="where the graph does not fix it")
-    g.add_argument(f"--resize-{side}", choices=["squash", "crop"], help="squash, or shorter side + centre crop")
+    g.add_argument(f"--resize-{side}", choices=list(RESIZE_MODES), help="squash, crop or letterbox")
+    g.add_argument(f"--crop-pct-{side}", metavar="F", help="crop's share of the resized image, e.g. 0.875")
+    g.add_argument(f"--pad-value-{side}", metavar="N", help="letterbox padding grey level (default 114)")
 
 
 def _side(args, side: str) -> ModelSide:

@@ -336,6 +336,7 @@ def _write_summary(
             "layer_reason": explainer.layer_reason,
             "method": explainer.method,
             "preprocess": spec.describe(),
+            "preprocessing": spec.record(),
             "interrupted": interrupted,
             "results": report.records,
             "failures": report.failures,

@@ -26,7 +26,7 @@ from types import FrameType
 from typing import Any
 
 from onnxcam.cli import commands
-from onnxcam.cli.options import EXIT_STATUS_HELP
+from onnxcam.cli.options import EXIT_STATUS_HELP, flush_notices
 from onnxcam.errors import OnnxcamError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -129,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with stop:
             code = int(args.run(args) or EXIT_OK)
+            flush_notices()
             sys.stdout.flush()  # a reader that left early shows here, where it is handled, not in Python's exit
             return code
     except OnnxcamError as e:
@@ -138,11 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"onnxcam: error: {e}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt as e:
+        flush_notices()
         print(interruption_message(stop.received, e), file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_FAILURE
+    finally:
+        flush_notices(show=False)  # whatever a failed run held back: its one error line stands alone
 
 
 if __name__ == "__main__":

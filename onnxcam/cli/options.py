@@ -9,6 +9,9 @@ imports point one way: ``main`` -> ``commands`` -> ``*_command`` -> ``options``.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
 from onnxcam.cli.explain_files import RenderOptions
 from onnxcam.cli.pass_progress import PassProgress
@@ -18,6 +21,7 @@ from onnxcam.graph.layers import image_input
 from onnxcam.methods import method_spec
 from onnxcam.methods.perturbation import DEFAULT_BATCH
 from onnxcam.preprocess import DEFAULT_MAX_PIXELS, PRESETS, PreprocessSpec, derive_spec
+from onnxcam.preprocess.geometry import DEFAULT_PAD_VALUE, RESIZE_MODES
 from onnxcam.preprocess.presets import ALIASES as PRESET_ALIASES
 from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP
 
@@ -87,8 +91,20 @@ def add_preprocess_options(p) -> None:
     pre.add_argument("--layout", choices=["NCHW", "NHWC"], help="only where the graph does not pin it down")
     pre.add_argument(
         "--resize",
-        choices=["squash", "crop"],
-        help="squash to the input size, or resize the shorter side and centre-crop",
+        choices=list(RESIZE_MODES),
+        help="squash to the input size (default); crop: resize the shorter side to size / crop-pct and "
+        "centre-crop (torchvision, timm); letterbox: fit the longer side and pad (Ultralytics YOLO)",
+    )
+    pre.add_argument(
+        "--crop-pct",
+        metavar="F",
+        help="with --resize crop (implied): the crop's share of the resized image, in (0, 1]; default 1, "
+        "0.875 for torchvision's resize 256 / crop 224, timm's crop_pct for timm models",
+    )
+    pre.add_argument(
+        "--pad-value",
+        metavar="N",
+        help=f"with --resize letterbox (implied): the padding's grey level 0..255 (default {DEFAULT_PAD_VALUE})",
     )
     p.add_argument("--labels", help="class names: a .txt file (one per line) or .json list")
 
@@ -99,13 +115,16 @@ def preprocess_spec(ex: Explainer, model, args) -> PreprocessSpec:
     The image input is the one the Explainer's layer is computed from (see
     :func:`onnxcam.graph.layers.image_input`), so the pictures are sized and
     fed for the input the heatmap covers, not for some other 4-D input.
+    Where a part of it is only onnxcam's default, one line on stderr says so
+    (:func:`preprocessing_notice`), held back until the run has done its work
+    (:func:`flush_notices`).
     """
     size = None
     if args.size:
         if len(args.size) not in (1, 2):
             raise OnnxcamError("--size takes one number or two (H W)")
         size = args.size * 2 if len(args.size) == 1 else args.size
-    return derive_spec(
+    spec = derive_spec(
         ex.index,
         model_path=model,
         input_name=explained_image_input(ex),
@@ -117,8 +136,57 @@ def preprocess_spec(ex: Explainer, model, args) -> PreprocessSpec:
         bgr=args.bgr,
         layout=args.layout,
         resize=args.resize,
+        crop_pct=getattr(args, "crop_pct", None),
+        pad_value=getattr(args, "pad_value", None),
         labels=args.labels,
         max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS),
+    )
+    notice = preprocessing_notice(spec, model)
+    if notice and notice not in _NOTICES:
+        _NOTICES.append(notice)
+    return spec
+
+
+#: Notices held back by :func:`preprocess_spec` until :func:`flush_notices`.
+_NOTICES: list[str] = []
+
+
+def flush_notices(show: bool = True) -> None:
+    """Print the held-back notices once each (``show=False``: drop them), then forget them.
+
+    A run that fails up front must end in its one error line alone, so a notice is not printed the moment the
+    spec is derived: ``onnxcam.cli.main`` shows it once the command has done its work (or was interrupted),
+    ``serve`` once it listens, and drops it when the command fails.
+    """
+    notices = list(_NOTICES)
+    _NOTICES.clear()
+    for notice in notices if show else ():
+        print(notice, file=sys.stderr)
+
+
+#: How to set each part of the preprocessing that :meth:`PreprocessSpec.assumed` can report.
+_HOW_TO_SET = {
+    "normalization": "--preprocess (or --mean/--std/--scale/--bgr)",
+    "resize": "--resize squash|crop|letterbox (with --crop-pct or --pad-value)",
+    "size": "--size",
+}
+
+
+def preprocessing_notice(spec: PreprocessSpec, model: str | os.PathLike[str]) -> str | None:
+    """One line naming the preprocessing onnxcam fell back to, and the flags that set it; None if none was assumed.
+
+    A wrong guess still runs and gives a plausible-looking but wrong map, so a guess is never silent.
+    """
+    assumed = spec.assumed()
+    if not assumed:
+        return None
+    h, w = spec.size
+    values = {"normalization": f"preset {spec.preset}", "resize": spec.describe_resize(), "size": f"size {h}x{w}"}
+    path = Path(model)
+    return (
+        f"onnxcam: note: no flag, settings file or metadata gives {path.name}'s {', '.join(assumed)}; "
+        f"assumed {', '.join(values[a] for a in assumed)}; set {', '.join(_HOW_TO_SET[a] for a in assumed)}, "
+        f"or write them in {path.stem}.onnxcam.toml beside the model"
     )
 
 
@@ -172,3 +240,32 @@ def add_run_options(p) -> None:
         help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS}, "
         "a guard against decompression bombs)",
     )
+
+
+def parse_grid(text: str) -> tuple[int, int]:
+    """``--token-grid 14x14`` as (14, 14); argparse turns the error into a usage error."""
+    parts = text.lower().replace("*", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected HxW with two positive whole numbers, e.g. 14x14; got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def add_token_options(p) -> None:
+    g = p.add_argument_group("token layers (vision transformers)")
+    g.add_argument(
+        "--token-grid",
+        type=parse_grid,
+        metavar="HxW",
+        help="patch grid of a (batch, tokens, channels) layer, e.g. 14x14 (default: read from the graph)",
+    )
+    g.add_argument(
+        "--prefix-tokens",
+        type=int,
+        metavar="P",
+        help="tokens before the patch tokens: class, distillation and register tokens (default: from the graph)",
+    )
+
+
+def token_options(args) -> dict:
+    """Explainer keyword arguments from :func:`add_token_options`."""
+    return {"token_grid": args.token_grid, "prefix_tokens": args.prefix_tokens}

@@ -16,7 +16,13 @@ import sys
 from pathlib import Path
 
 from onnxcam.cli.explain_files import check_labels
-from onnxcam.cli.options import add_preprocess_options, preprocess_spec
+from onnxcam.cli.options import (
+    add_preprocess_options,
+    add_token_options,
+    flush_notices,
+    preprocess_spec,
+    token_options,
+)
 from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import Explainer
 from onnxcam.server.batching import (
@@ -65,6 +71,7 @@ class ServeCommand:
         net.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
         net.add_argument("--access-log", action="store_true", help="log every request on stderr")
         p.add_argument("--layer", default="auto", help="default layer (default: auto); requests may name another")
+        add_token_options(p)
         p.add_argument(
             "--method",
             default="gradcam",
@@ -165,13 +172,14 @@ class ServeCommand:
             raise OnnxcamError(INSTALL_HINT) from None
         model = _model_path(args)
         limits, policy = serve_settings(args)
-        ex = Explainer(model, layer=args.layer, method=args.method, threads=args.threads)
+        ex = Explainer(model, layer=args.layer, method=args.method, threads=args.threads, **token_options(args))
         spec = preprocess_spec(ex, model, args)
         check_labels(spec.labels, ex)
         config = ServeConfig(
             model=model,
             method=args.method,
             layer=args.layer,
+            **token_options(args),
             limits=limits,
             batching=policy,
             cache_size=args.cache_size,
@@ -186,6 +194,7 @@ class ServeCommand:
             file=sys.stderr,
             flush=True,
         )
+        flush_notices()  # the preprocessing onnxcam assumed, if any: now, not when the server stops
         if not _is_loopback(host):
             print(
                 f"onnxcam: note: {args.host} is reachable from other machines; the API has no authentication",

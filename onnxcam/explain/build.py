@@ -21,11 +21,13 @@ import onnx
 from onnx import TensorProto, helper
 
 from onnxcam.autodiff import build_vjp
+from onnxcam.explain.rollout import attention_maps, rolled_out
 from onnxcam.graph.builder import GraphBuilder
 from onnxcam.errors import OnnxcamError, TargetError
 from onnxcam.graph.index import Dim, GraphIndex, static_dims
 from onnxcam.graph.layers import CandidateLayer, image_axes, image_input, image_size
 from onnxcam.graph.load import default_opset
+from onnxcam.graph.tokens import token_map
 from onnxcam.graph.prepare import emitted_ir_version
 from onnxcam.methods import channel_sum, method_spec
 from onnxcam.methods.guided import GUIDED_RULES
@@ -99,8 +101,9 @@ class ExplainerGraph:
     method: str
     guided_backprop: str | None = None
     guided_gradcam: str | None = None
-    exposed: list[tuple[str, str]] = field(default_factory=list)  # (activation, gradient) per layer
+    exposed: list[tuple[str, str]] = field(default_factory=list)  # (activation, gradient) per layer, as maps
     image: str = ""  # the model input the heatmap covers (see image_input)
+    exposed_tokens: dict[int, str] = field(default_factory=dict)  # token layer i's activations, (N, T, C)
 
 
 def build_explainer(
@@ -124,8 +127,14 @@ def build_explainer(
     model shares ``index``'s external weights; the caller saves it beside them
     and runs the ONNX checker on the file.
     """
-    if method_spec(method).formula is None:
+    rollout = method_spec(method).kind == "attention"
+    if method_spec(method).formula is None and not rollout:
         raise OnnxcamError(f"method {method!r} has no in-graph formula; build {method_spec(method).graph_method!r}")
+    if rollout and (expose or len(layers) != 1):
+        raise OnnxcamError(
+            f"method {method!r} rolls out a transformer's attention maps over one token layer's grid: pass one layer, "
+            "without eigen_smooth or host-side methods"
+        )
     if mode in _CLASS_MODES and score.class_axis is None:
         raise TargetError(
             f"{score.describe()} has shape {index.shape(score.tensor)}, not (batch, classes); "
@@ -175,18 +184,38 @@ def build_explainer(
     else:
         raise ValueError(f"unknown mode {mode!r}")
 
-    grads = build_vjp(index, b, [layer.name for layer in layers], {score.tensor: seed}, one_hot=one_hot)
+    sources = attention_maps(index, layers[0], score.tensor) if rollout else [layer.name for layer in layers]
+    grads = build_vjp(index, b, sources, {score.tensor: seed}, one_hot=one_hot)
 
     hw = _input_hw(index, b, image)
     H, W = in_hw = image_size(index, image)
     cam = b.reserve("cam")
     cams_lowres, cams = [], []
     exposed = []
+    tokens: dict[int, str] = {}  # token layers' raw activations, for a host method that feeds them back
     for i, layer in enumerate(layers):
+        if rollout:
+            maps = {name: _as_float32(index, b, name) for name in sources}
+            weights = {maps[name]: _as_float32(index, b, grads[name], like=name) for name in sources}
+            ranks = [len(index.known_type(name).dims) for name in sources]
+            summed = rolled_out(b, list(maps.values()), weights, ranks, layer)
+            cams_lowres.append(b.reserve("cam_lowres"))
+            b.op("Relu", summed, outputs=[cams_lowres[-1]])
+            h, w = layer.spatial_size
+            new_outputs.append(helper.make_tensor_value_info(cams_lowres[-1], TensorProto.FLOAT, [batch_dim, h, w]))
+            cams.append(_upsampled_cam(b, cams_lowres[-1], (h, w), in_hw, hw, out=cam))
+            continue
         A, G = _as_float32(index, b, layer.name), _as_float32(index, b, grads[layer.name], like=layer.name)
+        if layer.tokens is not None:  # the CAM head reads the patch tokens as an (N, C, h, w) map
+            if expose:  # batch first, as every output is, whatever the layer's own order
+                tokens[i] = b.reserve(f"tokens_{i}")
+                b.op("Transpose", A, perm=[layer.tokens.batch_axis, layer.tokens.token_axis, 2], outputs=[tokens[i]])
+                shape = [batch_dim, _dim(layer.shape[layer.tokens.token_axis]), _dim(layer.shape[2])]
+                new_outputs.append(helper.make_tensor_value_info(tokens[i], TensorProto.FLOAT, shape))
+            A, G = token_map(b, A, layer.tokens), token_map(b, G, layer.tokens)
         if expose:
             pair = (b.reserve(f"activation_{i}"), b.reserve(f"gradient_{i}"))
-            shape = [batch_dim, *(_dim(d) for d in layer.shape[1:])]
+            shape = [batch_dim, *(_dim(d) for d in layer.map_shape[1:])]
             for src, name in zip((A, G), pair):
                 b.op("Identity", src, outputs=[name])
                 new_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
@@ -222,6 +251,7 @@ def build_explainer(
         guided_gradcam,
         exposed=exposed,
         image=image,
+        exposed_tokens=tokens,
     )
 
 

@@ -15,6 +15,7 @@ from onnxcam.explain.build import ExplainerGraph, ScoreSpec, build_explainer
 from onnxcam.explain.layer_choice import choose_layer, with_later_layers
 from onnxcam.explain.runner import GraphKey, Runner
 from onnxcam.graph.layers import CandidateLayer
+from onnxcam.graph.tokens import TokenOverrides
 from onnxcam.methods.spec import MethodSpec
 
 
@@ -30,9 +31,11 @@ class ExplainerGraphs:
         layers: list[CandidateLayer],
         auto_layer: bool,
         candidates: list[CandidateLayer],
+        tokens: TokenOverrides | None = None,
     ):
         self.runner, self.spec, self.score = runner, spec, score
         self.layers, self.auto_layer, self.candidates = layers, auto_layer, candidates
+        self.tokens = tokens or TokenOverrides()
         self.expose = spec.on_host or eigen_smooth  # the host finishes the map from each layer's A and G
         self._ready: dict[tuple[str, str], tuple[ExplainerGraph, Any]] = {}  # the hot path: no key to build
 
@@ -41,7 +44,8 @@ class ExplainerGraphs:
         if not self.auto_layer or score.output == self.score.output:
             return self.layers
         return self.runner.once(
-            ("auto layer", score.output), lambda: [choose_layer(self.runner.index, score.tensor, self.candidates).layer]
+            ("auto layer", score.output),
+            lambda: [choose_layer(self.runner.index, score.tensor, self.candidates).layer.with_tokens(self.tokens)],
         )
 
     def _key(self, mode: str, score: ScoreSpec, layers: list[CandidateLayer]) -> GraphKey:

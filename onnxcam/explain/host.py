@@ -20,6 +20,7 @@ from onnxcam.explain.build import ExplainerGraph
 from onnxcam.explain.result import ExplainResult
 from onnxcam.explain.runner import Runner
 from onnxcam.graph.layers import CandidateLayer, image_axes
+from onnxcam.graph.tokens import tokens_from_map
 from onnxcam.methods.fusion import fuse_layers, mean_of_normalised
 from onnxcam.methods.perturbation import BatchScorer
 from onnxcam.methods.smoothing import augmentations, eigen_smooth
@@ -42,8 +43,9 @@ class HostFinish:
         """The fused ``cam`` and each layer's raw map; ``outs`` gains the guided product of the new ``cam``."""
         scorer = _target_scorer(graph, outs, target_feed)
         lows = []
-        for layer, (a_name, g_name) in zip(graph.layers, graph.exposed):
-            run = self._method_run(graph, layer, outs[a_name], outs[g_name], feeds, scorer)
+        for i, (layer, (a_name, g_name)) in enumerate(zip(graph.layers, graph.exposed)):
+            tokens = outs[graph.exposed_tokens[i]] if i in graph.exposed_tokens else None
+            run = self._method_run(graph, layer, outs[a_name], outs[g_name], tokens, feeds, scorer)
             contributions = self.spec.host(run) if self.spec.host else run.graph_contributions()
             if self.spec.reduce is not None:
                 signed = self.spec.reduce(contributions)
@@ -95,10 +97,16 @@ class HostFinish:
         layer: CandidateLayer,
         A: np.ndarray,
         G: np.ndarray,
+        tokens: np.ndarray | None,
         feeds: dict[str, np.ndarray],
         target_score: BatchScorer,
     ) -> MethodRun:
-        """The run context of one layer; ``A`` and ``G`` in the model's layout."""
+        """The run context of one layer; ``A`` and ``G`` as the explainer graph exposes them.
+
+        Those are a feature map in the model's layout, or a token layer's
+        patch-token map (N, C, h, w), whose ``tokens`` (N, T, C) give the
+        prefix tokens back when replaced activations are fed to the model.
+        """
         runner, image, score = self.runner, graph.image, graph.score.tensor
         axes = image_axes(runner.index, image)
 
@@ -120,7 +128,8 @@ class HostFinish:
             # the ablation value (min - 1e7) is -inf in float16: keep it the most negative finite value instead
             if np.issubdtype(dtype, np.floating):
                 acts = np.clip(acts, np.finfo(dtype).min, np.finfo(dtype).max)
-            copies[layer.name] = _from_nchw(acts, layer).astype(dtype)
+            replaced = _from_nchw(acts, layer) if tokens is None else tokens_from_map(acts, tokens[rows], layer.tokens)
+            copies[layer.name] = replaced.astype(dtype)
             scored = runner.run(session, [score], copies, len(acts))[score]
             if len(rows) and (rows == rows[0]).all():
                 return target_score(int(rows[0]), scored)

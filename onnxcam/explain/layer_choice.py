@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from onnxcam.autodiff.engine import backward_reachable, carries_gradient
-from onnxcam.errors import LayerError, UnsupportedOpError
+from onnxcam.errors import LayerError, OnnxcamError, UnsupportedOpError
 from onnxcam.explain.build import _PASS_THROUGH, _SQUASHING_OPS
+from onnxcam.explain.token_reach import last_reaching
 from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.layers import CandidateLayer, candidate_layers, resolve_layer
+from onnxcam.graph.tokens import TokenOverrides
 
 
 #: Ops between a logit and the output that keep its shape: the squashing ops and pass-throughs of resolve_score.
@@ -42,12 +44,14 @@ def choose_layer(index: GraphIndex, score: str, candidates: list[CandidateLayer]
             "found no spatial feature map (a 4-D tensor with height and width above 1) that the score depends on; "
             "pass layer=<tensor name> explicitly (list candidates with onnxcam.Explainer(...).candidates)"
         )
-    for cand in reversed(usable):
-        if _is_cut(index, cand.name, score):
-            return LayerChoice(
-                cand,
-                f"auto: {cand.describe()} is the last spatial feature map on every path from the input to the score",
-            )
+    cuts = [c for c in usable if _is_cut(index, c.name, score)]
+    if any(c.tokens is not None for c in cuts):
+        return _token_choice(index, score, cuts)
+    if cuts:
+        return LayerChoice(
+            cuts[-1],
+            f"auto: {cuts[-1].describe()} is the last spatial feature map on every path from the input to the score",
+        )
     cand = usable[-1]
     return LayerChoice(
         cand,
@@ -56,19 +60,57 @@ def choose_layer(index: GraphIndex, score: str, candidates: list[CandidateLayer]
     )
 
 
+def _token_choice(index: GraphIndex, score: str, cuts: list[CandidateLayer]) -> LayerChoice:
+    """The last cut whose patch tokens reach the score: in a class-token ViT, the input of the last block.
+
+    pytorch-grad-cam's ViT tutorial picks that block's first LayerNorm by hand;
+    that LayerNorm's output is not a cut (the residual bypasses it), its input is.
+    Models that pool every token (DINOv2's mean, Swin) keep their last layer.
+    """
+    try:
+        cand = last_reaching(index, score, cuts)
+    except OnnxcamError as e:  # an op without a rule on some candidate's tail: fall back to the plain rule
+        return LayerChoice(
+            cuts[-1],
+            f"auto: {cuts[-1].describe()} is the last layer on every path from the input to the score (whether "
+            f"patch tokens reach the score could not be measured: {e})",
+        )
+    if cand is None:
+        raise LayerError(
+            "no token layer on every path to the score has patch tokens that reach it (their gradient is zero); "
+            "pass layer=<tensor name> explicitly (list candidates with `onnxcam layers MODEL`)"
+        )
+    skipped = len(cuts) - cuts.index(cand) - 1
+    why = f"auto: {cand.describe()} is the last layer on every path from the input to the score"
+    if skipped:
+        why += (
+            f" whose patch tokens reach the score (the {skipped} later layer(s) on every path reach it only through "
+            "prefix tokens: their patch-token gradient is zero)"
+        )
+    return LayerChoice(cand, why)
+
+
 def pick_layers(
-    index: GraphIndex, layer: str | Sequence[str], score: str, candidates: list[CandidateLayer]
+    index: GraphIndex,
+    layer: str | Sequence[str],
+    score: str,
+    candidates: list[CandidateLayer],
+    tokens: TokenOverrides | None = None,
 ) -> tuple[list[CandidateLayer], str]:
-    """The layers ``layer`` asks for ("auto", a tensor or node name, or a list of those), and why them."""
+    """The layers ``layer`` asks for ("auto", a tensor or node name, or a list of those), and why them.
+
+    ``tokens``: the user's token grid and prefix count, applied to every chosen layer.
+    """
+    tokens = tokens or TokenOverrides()
     if isinstance(layer, str) and layer == "auto":
         choice = choose_layer(index, score, candidates)
-        return [choice.layer], choice.reason
+        return [choice.layer.with_tokens(tokens)], choice.reason
     if not isinstance(layer, (str, list, tuple)) or not all(isinstance(s, str) for s in layer):
         raise LayerError(f"layer must be 'auto', a tensor or node name, or a list of names; got {layer!r}")
     specs = [layer] if isinstance(layer, str) else list(layer)
     if not specs:
         raise LayerError("layer list is empty; pass 'auto', a tensor name, or a list of names")
-    chosen = [resolve_layer(index, s, candidates) for s in specs]
+    chosen = [resolve_layer(index, s, candidates, tokens) for s in specs]
     return chosen, "requested: " + ", ".join(c.describe() for c in chosen)
 
 

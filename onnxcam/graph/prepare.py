@@ -18,6 +18,7 @@ from onnx import shape_inference, version_converter
 from onnxcam.errors import UnsupportedModelError, first_line
 from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.load import default_opset, read_model
+from onnxcam.graph.shapes import fill_unknown_shapes
 from onnxcam.graph.weights import WeightFolder
 
 #: Opset every explainer graph is built at (or the model's own, if newer).
@@ -78,4 +79,4 @@ def prepared_index(source: str | os.PathLike[str] | onnx.ModelProto) -> tuple[Gr
     weights = WeightFolder()
     weights.detach(loaded)
     weights.check(loaded, "model.onnx")
-    return GraphIndex(prepare_model(loaded), weights), files
+    return GraphIndex(fill_unknown_shapes(prepare_model(loaded), weights), weights), files

@@ -95,7 +95,7 @@ def contributions_model(method: str, layer: CandidateLayer, opset: int) -> onnx.
     contributions the explainer graph sums, with no second copy of the formulas.
     """
     b = GraphBuilder(opset, taken_names={"A", "G", "M"})
-    shape = ["N", *(d if isinstance(d, int) and d > 0 else None for d in layer.shape[1:])]
+    shape = ["N", *(d if isinstance(d, int) and d > 0 else None for d in layer.map_shape[1:])]
     b.op("Identity", method_contributions(b, method, "A", "G", layer.spatial_axes), outputs=["M"])
     graph = helper.make_graph(
         b.nodes,

@@ -11,7 +11,10 @@ in how they get ``M_k`` (pytorch-grad-cam's ``get_cam_weights``):
   SVD has no standard ONNX op), with its own reduction over channels;
 * ``perturbation``: numpy weights measured with extra forward passes, which
   the :class:`MethodRun` runs through the model's own sessions;
-* ``guided``: Grad-CAM plus the guided input gradient, both in the graph.
+* ``guided``: Grad-CAM plus the guided input gradient, both in the graph;
+* ``attention``: not a CAM of one layer but of a transformer's attention maps
+  and their gradients, rolled out over the blocks in the graph
+  (:mod:`onnxcam.explain.rollout`); the chosen token layer gives the grid.
 
 The table of every method is :mod:`onnxcam.methods.table`.
 """
@@ -27,7 +30,7 @@ import numpy as np
 from onnxcam.graph.builder import GraphBuilder
 
 #: How a method gets its contributions (see the module docstring).
-Kind = Literal["gradient", "host", "perturbation", "guided"]
+Kind = Literal["gradient", "host", "perturbation", "guided", "attention"]
 
 #: (builder, A, G, spatial_axes) -> a tensor name: channel weights (spatial dims kept as 1) or contributions.
 CamFormula = Callable[[GraphBuilder, str, str, Sequence[int]], str]
@@ -94,6 +97,7 @@ class MethodSpec:
             "host": (False, True),
             "perturbation": (False, True),
             "guided": (False, False),
+            "attention": (False, False),
         }[self.kind]  # (a formula, a host hook)
         if (self.formula is not None, self.host is not None) != wants:
             raise ValueError(
@@ -104,7 +108,7 @@ class MethodSpec:
     @property
     def graph_method(self) -> str:
         """The formula the explainer graph computes: the method's own, else Grad-CAM's."""
-        return self.name if self.formula is not None else "gradcam"
+        return self.name if self.formula is not None or self.kind == "attention" else "gradcam"
 
     @property
     def on_host(self) -> bool:
@@ -119,7 +123,7 @@ class MethodSpec:
     @property
     def served(self) -> bool:
         """Whether ``onnxcam serve`` offers it: one pass per request (no perturbation loops, no guided images)."""
-        return self.kind in ("gradient", "host")
+        return self.kind in ("gradient", "host", "attention")
 
     @property
     def guided(self) -> bool:
@@ -132,6 +136,7 @@ class MethodSpec:
         return {
             "gradient": "in the graph",
             "guided": "in the graph",
+            "attention": "in the graph",
             "host": "host (SVD)",
             "perturbation": "host (one pass per channel)",
         }[self.kind]

@@ -122,6 +122,16 @@ _ROWS = (
         "Grad-CAM, plus `res.guided_gradcam = res.guided * cam` (high-resolution and class-discriminative)",
     ),
     MethodSpec(
+        "gradient-rollout",
+        "Gradient-weighted attention rollout",
+        "Chefer et al., ICCV 2021",
+        "vision transformers: attention maps times their gradients, rolled out over the blocks",
+        "attention",
+        "not per channel: `R = I`, then for each block `R += mean_heads(relu(dS/dP * P)) R` over its attention "
+        "probabilities `P` (the Softmax outputs); the map is the class token's row of `R` over the patch tokens (the "
+        "mean row without prefix tokens)",
+    ),
+    MethodSpec(
         "scorecam",
         "Score-CAM",
         "Wang et al., CVPRW 2020",

@@ -7,12 +7,18 @@ precedence, highest first, field by field:
 1. explicit user options;
 2. a settings file beside the model, ``<model stem>.onnxcam.toml`` or
    ``<model stem>.onnxcam.json`` (fields: preset, size, mean, std, bgr,
-   scale, layout, resize, labels);
+   scale, layout, resize, crop_pct, pad_value, labels);
 3. the model's ``metadata_props``: ``onnxcam.preprocess`` (JSON, same fields)
    > ONNX ``Image.BitmapPixelFormat`` / ``Image.NominalPixelRange`` >
-   Ultralytics ``author``/``imgsz``/``names``/``task``;
+   Ultralytics ``author``/``imgsz``/``names``/``task`` (letterbox for
+   detectors, crop for classifiers);
 4. defaults: ``imagenet`` (``raw255`` for integer inputs), ``squash``, 224x224
-   for dynamic sizes.
+   for dynamic sizes; :meth:`PreprocessSpec.assumed` lists which of these a
+   spec fell back to.
+
+Resize modes (:mod:`.geometry`): ``squash``; ``crop`` with ``crop_pct``
+(torchvision's and timm's eval transforms); ``letterbox`` with ``pad_value``
+(Ultralytics YOLO).
 
 A preset replaces mean/std/scale/bgr from weaker sources; single fields at
 the same or a stronger source adjust it. What the model fixes (static size,

@@ -55,7 +55,7 @@ def preprocess_image(
 ) -> tuple[np.ndarray, Geometry]:
     """One photo -> ``(array without batch axis, Geometry)``."""
     img = as_image(item, max_pixels)
-    g = plan_geometry((img.height, img.width), spec.size, spec.resize)
+    g = plan_geometry((img.height, img.width), spec.size, spec.resize, crop_pct=spec.crop_pct, pad_value=spec.pad_value)
     return normalize(apply_geometry(img, g), spec), g
 
 

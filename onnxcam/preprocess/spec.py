@@ -10,7 +10,10 @@ Fields (the same names in user options, the settings file and the
 ``scale``   number, or a string such as "1/255"; pixel values 0..255 are multiplied by it
 ``bgr``     true to feed channels as B, G, R
 ``layout``  NCHW | NHWC; only needed where the graph does not pin the layout down
-``resize``  squash (default) | crop
+``resize``  squash (default) | crop | letterbox (see :mod:`.geometry`)
+``crop_pct`` crop's share of the resized image, in (0, 1] (default 1: resize the shorter side straight to the
+            size; timm's ``crop_pct``, 0.875 for torchvision's resize 256 / crop 224); implies ``crop``
+``pad_value`` letterbox's padding grey level, 0..255 (default 114, as Ultralytics); implies ``letterbox``
 ``labels``  list of class names, or the path of a ``.txt`` (one name a line) or ``.json`` file; a path
             from a settings file or metadata must stay inside that file's (the model's) folder
 
@@ -29,7 +32,9 @@ Precedence, highest first, field by field:
    ``Normalized_0_1`` -> raw01, ``Normalized_1_1`` -> inception,
    ``NominalRange_16_235`` -> ``16 + p * 219/255``) >
    Ultralytics export keys (``author`` = "Ultralytics ..." -> raw01;
-   ``imgsz`` -> size, ``names`` -> labels, ``task`` = classify -> crop).
+   ``imgsz`` -> size, ``names`` -> labels, ``task`` = classify -> crop, any
+   other task (detect, segment, pose, obb) -> letterbox, as Ultralytics'
+   predictors).
    Unreadable metadata values are ignored with a warning, never an error;
 4. **defaults**: preset ``imagenet`` (``raw255`` for integer-typed inputs such
    as uint8), resize ``squash``, size 224x224 for a dynamic input.
@@ -38,6 +43,13 @@ Settings files and metadata are untrusted input: what they may make onnxcam
 read and allocate is bounded by :mod:`onnxcam.trust`. An input size over
 ``max_pixels`` (the image files' cap, ``--max-pixels``) from any source but
 the graph's own static shape is a ``PreprocessError``.
+
+``crop_pct`` and ``pad_value`` each belong to one resize mode. Given at a
+stronger source than ``resize``, one picks its mode (``--crop-pct 0.875``
+alone means crop); at a weaker source it is dropped when ``resize`` names
+another mode (a settings file's ``crop_pct`` does not apply under
+``--resize letterbox``); at the same source as a contradicting ``resize``, or
+beside the other mode's field, it is an error.
 
 A ``preset`` sets mean, std, scale and bgr together and replaces whatever a
 weaker source said about them; ``mean``/``std``/``scale``/``bgr`` given at the
@@ -70,7 +82,13 @@ from onnxcam.errors import OnnxcamError, PreprocessError
 from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.load import load_model
 from onnxcam.graph.layers import image_input, infer_channel_axes, input_spatial_axes
-from onnxcam.preprocess.geometry import RESIZE_MODES
+from onnxcam.preprocess.geometry import (
+    DEFAULT_CROP_PCT,
+    DEFAULT_PAD_VALUE,
+    RESIZE_MODES,
+    check_crop_pct,
+    check_pad_value,
+)
 from onnxcam.preprocess.images import DEFAULT_MAX_PIXELS
 from onnxcam.preprocess.presets import DEFAULT_PRESET, get_preset
 from onnxcam.trust import (
@@ -87,8 +105,10 @@ from onnxcam.trust import (
     read_bounded,
 )
 
-FIELDS = ("preset", "size", "mean", "std", "bgr", "scale", "layout", "resize", "labels")
+FIELDS = ("preset", "size", "mean", "std", "bgr", "scale", "layout", "resize", "crop_pct", "pad_value", "labels")
 _NORM = ("scale", "mean", "std", "bgr")
+#: The fields that belong to one resize mode, and that mode.
+MODE_FIELDS = {"crop_pct": "crop", "pad_value": "letterbox"}
 DEFAULT_SIZE = 224
 METADATA_KEY = "onnxcam.preprocess"
 LABELS_KEY = "onnxcam.labels"
@@ -108,6 +128,8 @@ class PreprocessSpec:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     bgr: bool = False
     resize: str = "squash"
+    crop_pct: float = DEFAULT_CROP_PCT  # crop only: the target's share of the resized image
+    pad_value: int = DEFAULT_PAD_VALUE  # letterbox only: the padding's grey level
     preset: str | None = "imagenet"  # name of the preset used unchanged, "custom" otherwise
     labels: tuple[str, ...] | None = None
     input_name: str | None = None
@@ -121,6 +143,10 @@ class PreprocessSpec:
             raise PreprocessError(f"only 1- or 3-channel image inputs are supported, not {self.channels}")
         if self.resize not in RESIZE_MODES:
             raise PreprocessError(f"unknown resize mode {self.resize!r}; choose one of {', '.join(RESIZE_MODES)}")
+        object.__setattr__(self, "crop_pct", check_crop_pct(self.crop_pct))
+        object.__setattr__(self, "pad_value", check_pad_value(self.pad_value))
+        if self.crop_pct != DEFAULT_CROP_PCT and self.resize != "crop":
+            raise PreprocessError(f"crop_pct {self.crop_pct:g} belongs to resize mode crop, not {self.resize}")
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
         object.__setattr__(self, "size", tuple(int(v) for v in self.size))
         for name in ("mean", "std"):
@@ -141,13 +167,59 @@ class PreprocessSpec:
         return "L" if self.channels == 1 else "RGB"
 
     def describe(self) -> str:
+        """One line for people: preset, channel order, layout, size, dtype, resize mode and the formula."""
         h, w = self.size
         order = "gray" if self.channels == 1 else ("BGR" if self.bgr else "RGB")
         return (
-            f"{self.preset or 'custom'}: {order} {self.layout} {h}x{w} {self.dtype}, resize={self.resize}, "
+            f"{self.preset or 'custom'}: {order} {self.layout} {h}x{w} {self.dtype}, {self.describe_resize()}, "
             f"x = (p * {self.scale:.6g} - {[round(float(v), 6) for v in self.mean]}) / "
             f"{[round(float(v), 6) for v in self.std]}"
         )
+
+    def describe_resize(self) -> str:
+        """``resize=MODE`` plus the mode's own field where it matters (``crop_pct`` below 1, ``pad_value``)."""
+        if self.resize == "crop" and self.crop_pct != DEFAULT_CROP_PCT:
+            return f"resize=crop, crop_pct={self.crop_pct:g}"
+        if self.resize == "letterbox":
+            return f"resize=letterbox, pad_value={self.pad_value}"
+        return f"resize={self.resize}"
+
+    def record(self) -> dict[str, Any]:
+        """The preprocessing as plain JSON values, for ``summary.json``: what a rerun needs to feed the same tensor.
+
+        ``assumed`` lists the fields no option, settings file or metadata gave (see :meth:`assumed`).
+        """
+        rec: dict[str, Any] = {
+            "preset": self.preset,
+            "resize": self.resize,
+            "size": list(self.size),
+            "layout": self.layout,
+            "channels": self.channels,
+            "dtype": str(self.dtype),
+            "bgr": self.bgr,
+            "scale": float(self.scale),
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+        if self.resize == "crop":
+            rec["crop_pct"] = self.crop_pct
+        if self.resize == "letterbox":
+            rec["pad_value"] = self.pad_value
+        rec["assumed"] = self.assumed()
+        return rec
+
+    def assumed(self) -> list[str]:
+        """What onnxcam fell back to a default for: any of "normalization", "resize", "size".
+
+        "normalization" only when none of scale/mean/std/bgr came from a flag, settings file or metadata.
+        A spec built by hand (no ``sources``) assumed nothing.
+        """
+
+        def default(k: str) -> bool:
+            return self.sources.get(k, "").startswith("default")
+
+        out = ["normalization"] if all(default(k) for k in _NORM) else []
+        return out + [k for k in ("resize", "size") if default(k)]
 
 
 def derive_spec(
@@ -212,6 +284,7 @@ def derive_spec(
     levels.append(("user", _user_options(options)))
 
     merged, sources, preset = _merge(levels)
+    _settle_resize(merged, sources, [where for where, _ in levels])
     labels_file = merged.pop("labels_file", None)
     if sources.pop("labels_file", None) != sources.get("labels"):  # a stronger source gave the labels as a list
         labels_file = None
@@ -262,6 +335,9 @@ def derive_spec(
     sources["dtype"] = "model" if ttype is not None else "default"
     if sources["size"] not in ("model", "default"):  # a static size is the model's own; the default is small
         check_input_size(size, max_pixels, sources["size"], PreprocessError)
+    if merged.get("crop_pct", DEFAULT_CROP_PCT) != DEFAULT_CROP_PCT:  # photos are resized to size / crop_pct first
+        scaled = (math.floor(size[0] / merged["crop_pct"]), math.floor(size[1] / merged["crop_pct"]))
+        check_input_size(scaled, max_pixels, f"size / crop_pct ({sources['crop_pct']})", PreprocessError)
 
     return PreprocessSpec(
         size=size,
@@ -273,6 +349,8 @@ def derive_spec(
         std=merged["std"],
         bgr=merged["bgr"],
         resize=merged["resize"],
+        crop_pct=merged.get("crop_pct", DEFAULT_CROP_PCT),
+        pad_value=merged.get("pad_value", DEFAULT_PAD_VALUE),
         preset=preset,
         labels=merged.get("labels"),
         input_name=name,
@@ -317,6 +395,40 @@ def _merge(levels: list[tuple[str, dict]]) -> tuple[dict[str, Any], dict[str, st
                     preset = "custom"
             merged[k], sources[k] = v, where
     return merged, sources, preset
+
+
+def _settle_resize(merged: dict[str, Any], sources: dict[str, str], order: list[str]) -> None:
+    """Make ``resize`` agree with ``crop_pct``/``pad_value`` by source strength (rules in the module docstring).
+
+    ``order``: the sources, weakest first. A mode field stronger than ``resize`` picks its mode; one weaker than
+    a ``resize`` naming another mode is dropped; a tie is the user's (or file's) own contradiction: an error.
+    """
+
+    def rank(key: str) -> int:
+        return order.index(sources[key])
+
+    def named(key: str) -> str:
+        return "your options" if sources[key] == "user" else sources[key]
+
+    given = [k for k in MODE_FIELDS if k in merged]
+    stronger = [k for k in given if rank(k) > rank("resize")]
+    if len({rank(k) for k in stronger}) < len(stronger):  # both fields from the same, strongest-so-far source
+        raise PreprocessError(
+            f"crop_pct (resize crop) and pad_value (resize letterbox) both come from {named(stronger[0])}; "
+            "give only the one of the resize mode you want"
+        )
+    if stronger:
+        top = max(stronger, key=rank)
+        merged["resize"], sources["resize"] = MODE_FIELDS[top], sources[top]
+    for k in given:
+        if MODE_FIELDS[k] == merged["resize"]:
+            continue
+        if rank(k) >= rank("resize"):
+            raise PreprocessError(
+                f"{k} (from {named(k)}) belongs to resize mode {MODE_FIELDS[k]}, but {named('resize')} "
+                f"set resize {merged['resize']}; drop one of them"
+            )
+        del merged[k], sources[k]
 
 
 # -- settings file -------------------------------------------------------------------------------
@@ -417,8 +529,9 @@ def _metadata_levels(model: onnx.ModelProto, base_dir: Path | None) -> list[tupl
                 if isinstance(names, dict):
                     names = [str(names[i]) for i in sorted(names)]
                 u["labels"] = _validate("labels", names, "metadata names", None)
-            if lower.get("task", "").strip().lower() == "classify":
-                u["resize"] = "crop"
+            # Ultralytics' ClassificationPredictor resizes the shorter side and centre-crops (crop_pct 1); every
+            # other predictor (detect, segment, pose, obb) letterboxes, LetterBox(center=True, padding_value=114)
+            u["resize"] = "crop" if lower.get("task", "").strip().lower() == "classify" else "letterbox"
         except (ValueError, TypeError, KeyError, PreprocessError) as e:
             warnings.warn(f"ignoring unreadable Ultralytics metadata: {e}", stacklevel=3)
         levels.append(("metadata (Ultralytics)", u))
@@ -548,8 +661,12 @@ def _validate(key: str, v: Any, where: str, base_dir: Path | None, trusted: bool
         return v.strip().upper()
     if key == "resize":
         if not isinstance(v, str) or v.strip().lower() not in RESIZE_MODES:
-            raise PreprocessError(f"{what} must be one of {', '.join(RESIZE_MODES)}, not {v!r}")
+            raise PreprocessError(f"{what} must be one of {', '.join(RESIZE_MODES)}, not {_short(v)}")
         return v.strip().lower()
+    if key == "crop_pct":
+        return check_crop_pct(_number(v, what), what)
+    if key == "pad_value":
+        return check_pad_value(_number(v, what), what)
     if key == "labels":
         return load_labels(v, base_dir, where, trusted=trusted)
     raise PreprocessError(f"unknown field {key!r}")
@@ -621,4 +738,19 @@ def with_options(spec: PreprocessSpec, **changes: Any) -> PreprocessSpec:
         vals.update(base, preset=p.name if all(base[k] == getattr(p, k) for k in _NORM) else "custom")
     elif any(k in vals for k in _NORM):
         vals["preset"] = "custom"
-    return replace(spec, **vals)
+    settled = _settled_modes(spec, vals)
+    changed = [k for k in vals if k != "labels_file"] + [k for k in settled if settled[k] != getattr(spec, k)]
+    return replace(spec, **{**vals, **settled}, sources={**spec.sources, **dict.fromkeys(changed, "user")})
+
+
+def _settled_modes(spec: PreprocessSpec, changes: dict[str, Any]) -> dict[str, Any]:
+    """``resize``, ``crop_pct`` and ``pad_value`` after ``changes`` (stronger) over ``spec`` (weaker)."""
+    defaults = {"crop_pct": DEFAULT_CROP_PCT, "pad_value": DEFAULT_PAD_VALUE}
+    merged: dict[str, Any] = {"resize": spec.resize}
+    merged.update({k: getattr(spec, k) for k in MODE_FIELDS if getattr(spec, k) != defaults[k]})
+    sources = dict.fromkeys(merged, "the spec")
+    for k in ("resize", *MODE_FIELDS):
+        if k in changes:
+            merged[k], sources[k] = changes[k], "user"
+    _settle_resize(merged, sources, ["the spec", "user"])
+    return {"resize": merged["resize"], **{k: merged.get(k, d) for k, d in defaults.items()}}

@@ -79,6 +79,8 @@ class ServeConfig:
     batching: BatchPolicy = field(default_factory=BatchPolicy)
     cache_size: int = 4  # extra (method, layer) pairs kept besides the default
     threads: int | None = None  # ONNX Runtime intra-op threads per session
+    token_grid: tuple[int, int] | None = None  # token layers' patch grid and prefix count, where the graph does not say
+    prefix_tokens: int | None = None
     workers: int = max(1, min(4, os.cpu_count() or 1))  # decode/encode threads
 
 
@@ -132,7 +134,17 @@ class ExplainService:
 
     def _build(self, key: Key) -> Slot:
         method, layer = key
-        return self._slot(Explainer(self.config.model, layer=layer, method=method, threads=self.config.threads))
+        config = self.config
+        return self._slot(
+            Explainer(
+                config.model,
+                layer=layer,
+                method=method,
+                threads=config.threads,
+                token_grid=config.token_grid,
+                prefix_tokens=config.prefix_tokens,
+            )
+        )
 
     def key_for(self, method: str, layer: str) -> Key:
         """(method, the layer's tensor name); a name that is no candidate layer is a LayerError (400).
@@ -283,15 +295,7 @@ class ExplainService:
 
     def layers(self) -> dict:
         ex = self.pool.default.explainer
-        rows = [
-            {
-                "name": c.name,
-                "op": c.op_type,
-                "shape": [d if isinstance(d, int) else str(d) for d in c.shape],
-                "channel_axis": c.channel_axis,
-            }
-            for c in ex.candidates
-        ]
+        rows = [c.row() for c in ex.candidates]
         return {"layers": rows, "default": self.default_layer_name, "reason": ex.layer_reason}
 
     def info(self) -> dict:

@@ -3,6 +3,12 @@
 For every model and batch size: peak memory of each side in a fresh process, latency of inference and explain
 each alone in fresh processes (back to back, and after idle), the three sides interleaved in one process, and
 every ``method=`` against inference. Prints markdown tables; ``--json`` keeps everything, raw timings included.
+
+The ViT-B/16 run behind docs/performance.md's transformer tables is a separate, shorter one, stored in the same
+JSON file under its own key::
+
+    python -m tools.bench --models vit_b_16 --skip-memory --solo-rounds 0 --skip-methods \
+        --profile /tmp/vit_profile --profile-runs 10 --json docs/data/bench.json --section vit
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import time
 from pathlib import Path
 
 from tools.bench import children, report, timing
-from tools.bench.models import MODELS, ensure_model, log
+from tools.bench.models import DEFAULT_MODELS, MODELS, ensure_model, log
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,7 +35,12 @@ def words(values: list[str]) -> list[str]:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    p.add_argument("--models", nargs="+", default=list(MODELS), help=f"torchvision models ({', '.join(MODELS)})")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        help=f"torchvision models ({', '.join(MODELS)}; default {' '.join(DEFAULT_MODELS)})",
+    )
     p.add_argument("--batches", nargs="+", default=["1", "8"], help="batch sizes (default 1 8)")
     p.add_argument(
         "--repeats",
@@ -71,6 +82,11 @@ def parse_args(argv=None):
     )
     p.add_argument("--profile-runs", type=int, default=20, help="profiled runs per session (default 20)")
     p.add_argument("--json", type=Path, help="write all results here (docs/data/bench.json for the docs)")
+    p.add_argument(
+        "--section",
+        metavar="KEY",
+        help="store the results under KEY of the --json file, keeping the rest of it (the ViT run: vit)",
+    )
     p.add_argument("--perturbation-repeats", type=int, default=2, help="timed Score-CAM/Ablation-CAM calls")
     p.add_argument("--perturbation-batch", type=int, default=64, help="copies per session run (default 64)")
     p.add_argument(
@@ -217,11 +233,15 @@ def main(argv=None) -> int:
         if "error" in e.get(mode, {})
     ]
     res["notes"] += [f"alone {e['model']} b{e['batch']}: {e['error']}" for e in res["solo"] if "error" in e]
-    print(report.console(res))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        # The sections of other runs (--section) are kept; a run with --section replaces only its own.
+        whole = json.loads(args.json.read_text(encoding="utf-8")) if args.json.exists() else {}
+        kept = {k: v for k, v in whole.items() if k in report.SECTION_TABLES}
+        res = {**whole, args.section: res} if args.section else {**res, **kept}
         args.json.write_text(json.dumps(res, indent=1, default=str) + "\n")
         log(f"wrote {args.json}")
+    print(report.console(res[args.section] if args.json and args.section else res))
     return 0
 
 

@@ -155,7 +155,84 @@ def layers(res: dict) -> str:
     return table([*header.split(" | "), "nodes: model → explainer"], rows)
 
 
+def speedup(res: dict) -> str:
+    """Interleaved medians with the bound on the speedup over pytorch-grad-cam.
+
+    explain runs the forward pass and then some, so pytorch-grad-cam / explain can at best reach
+    pytorch-grad-cam / inference; the last column but one is the share of that bound reached (= inference / explain).
+    """
+    rows = []
+    for r in res["latency"]:
+        med = {k: t["median_ms"] for k, t in r["timings"].items()}
+        if not {"infer", "explain", "gradcam"} <= set(med):
+            continue
+        i, e, g = med["infer"], med["explain"], med["gradcam"]
+        times = [ms(i), ms(e), ms(g), ratio(e, i)]
+        load = f"{r['loadavg_before'][0]:.1f}→{r['loadavg_after'][0]:.1f}"
+        rows.append([r["model"], r["batch"], *times, f"{g / e:.2f}x", f"{g / i:.2f}x", f"{i / e:.0%}", load])
+    header = "model | batch | ORT inference | onnxcam explain | pytorch-grad-cam | explain / inference | speedup"
+    return table([*header.split(" | "), "bound (grad-cam / inference)", "share of bound", "load"], rows)
+
+
+def _profiled(res: dict) -> list[dict]:
+    return sorted(
+        (r for r in res["latency"] if "onnxcam_nodes_ms" in r.get("profile", {}).get("explain", {})),
+        key=lambda r: r["batch"],
+    )
+
+
+def profile_parts(res: dict) -> str:
+    """onnxruntime profiles (``--profile``): kernel ms of the model's own nodes and of the nodes onnxcam appends.
+
+    Each node's time is its median over the profiled runs; a part is the sum over its nodes. onnxcam's nodes are
+    those named ``onnxcam/...`` (the gradient tail and the CAM head, fused by onnxruntime or not); the rest of the
+    explainer graph is the model's forward pass.
+    """
+    recs = _profiled(res)
+    if not recs:
+        return "no profile in this run (--profile DIR)"
+    last = recs[-1]["profile"]
+    own = last["explain"]["nodes_executed"] - last["explain"]["onnxcam_nodes"]
+    parts = [
+        ("the model's nodes", f"{last['infer']['nodes_executed']} → {own}"),
+        ("onnxcam's nodes (gradient tail, CAM head)", f"0 → {last['explain']['onnxcam_nodes']}"),
+        ("all kernels", f"{last['infer']['nodes_executed']} → {last['explain']['nodes_executed']}"),
+        ("session run", ""),
+    ]
+    rows = [[label, count] for label, count in parts]
+    for r in recs:
+        i, e = r["profile"]["infer"], r["profile"]["explain"]
+        cells = [
+            (i["sum_node_median_ms"], e["sum_node_median_ms"] - e["onnxcam_nodes_ms"]),
+            (0.0, e["onnxcam_nodes_ms"]),
+            (i["sum_node_median_ms"], e["sum_node_median_ms"]),
+            (i["median_model_run_ms"], e["median_model_run_ms"]),
+        ]
+        for row, (a, b) in zip(rows, cells):
+            row += [f"{a:.1f}", f"{b:.1f}", f"{b / i['sum_node_median_ms']:.1%}" if row is rows[1] else ratio(b, a)]
+    header = ["part", "kernels, inference → explain"]
+    for r in recs:
+        header += [f"b{r['batch']} inference ms", "explain ms", "ratio"]
+    return table(header, rows)
+
+
+def profile_tail(res: dict, top: int = 10) -> str:
+    """The slowest of onnxcam's nodes at the largest profiled batch, with their ms at every batch."""
+    recs = _profiled(res)
+    if not recs:
+        return "no profile in this run (--profile DIR)"
+    ms = [{t["node"]: t["ms"] for t in r["profile"]["explain"]["onnxcam_top_nodes"]} for r in recs]
+    rows = []
+    for t in recs[-1]["profile"]["explain"]["onnxcam_top_nodes"][:top]:
+        shape = "x".join(str(d) for d in next(iter(t["output"][0].values()))) if t["output"] else "?"
+        cells = [f"{m[t['node']]:.1f}" if t["node"] in m else "n/a" for m in ms]
+        rows.append([f"`{t['node']}`", t["op"], shape, *cells])
+    return table(["node", "op", f"output at batch {recs[-1]['batch']}", *(f"b{r['batch']} ms" for r in recs)], rows)
+
+
 TABLES = {make.__name__: make for make in (machine, solo, interleaved, memory, methods, layers)}
+#: Tables of a run stored under a key of the JSON (``python -m tools.bench --section KEY``): ``KEY_NAME``.
+SECTION_TABLES = {"vit": {make.__name__: make for make in (machine, speedup, layers, profile_parts, profile_tail)}}
 
 
 def diagnostics(res: dict) -> str:
@@ -216,7 +293,11 @@ def console(res: dict) -> str:
 
 def tables(res: dict) -> dict[str, str]:
     """Every generated block of docs/performance.md, by name."""
-    return {name: make(res) for name, make in TABLES.items()}
+    out = {name: make(res) for name, make in TABLES.items()}
+    for key, makers in SECTION_TABLES.items():
+        if key in res:
+            out.update({f"{key}_{name}": make(res[key]) for name, make in makers.items()})
+    return out
 
 
 def main(argv=None) -> int:

@@ -141,6 +141,35 @@ def methods(path: Path, batch: int, args) -> list[dict]:
     return rows
 
 
+def profiled_nodes(profile_file: str, warm: int) -> tuple[list[dict], dict[str, tuple[str, list[float]]]]:
+    """An onnxruntime profile after ``warm`` runs: (its model_run events, per node (op, kernel µs of each run))."""
+    events = json.loads(Path(profile_file).read_text())
+    model_runs = [e for e in events if e.get("name") == "model_run"][warm:]
+    per_node: dict[str, tuple[str, list[float]]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= model_runs[0]["ts"]:
+            per_node.setdefault(e["name"], (e["args"].get("op_name"), []))[1].append(e["dur"])
+    return model_runs, per_node
+
+
+def onnxcam_nodes(profile_file: str, warm: int, top: int = 20) -> dict:
+    """The explainer graph's own nodes (named ``onnxcam/...``, the gradient tail and the CAM head, fused ones
+    included) in its profile: their count, summed median kernel ms, and the ``top`` slowest with output shapes."""
+    _, per_node = profiled_nodes(profile_file, warm)
+    events = json.loads(Path(profile_file).read_text())
+    shapes = {e["name"]: e["args"].get("output_type_shape") for e in events if e.get("cat") == "Node"}
+    ours = {n: (op, statistics.median(d) / 1e3) for n, (op, d) in per_node.items() if n.startswith("onnxcam/")}
+    slowest = sorted(ours.items(), key=lambda kv: -kv[1][1])[:top]
+    return {
+        "onnxcam_nodes": len(ours),
+        "onnxcam_nodes_ms": sum(ms for _, ms in ours.values()),
+        "onnxcam_top_nodes": [
+            {"ms": ms, "op": op, "node": n.removesuffix("_kernel_time"), "output": shapes.get(n)}
+            for n, (op, ms) in slowest
+        ],
+    }
+
+
 def profile_pair(path: Path, ex, batch: int, threads: int, runs: int, out_dir: Path) -> dict:
     """onnxruntime profiles of the model and of ``ex.explainer_model`` under the same session options.
 
@@ -157,12 +186,7 @@ def profile_pair(path: Path, ex, batch: int, threads: int, runs: int, out_dir: P
         for _ in range(warm + runs):
             sess.run(None, feeds)
         profile_file = sess.end_profiling()
-        events = json.loads(Path(profile_file).read_text())
-        model_runs = [e for e in events if e.get("name") == "model_run"][warm:]
-        per_node: dict[str, tuple[str, list[float]]] = {}
-        for e in events:
-            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= model_runs[0]["ts"]:
-                per_node.setdefault(e["name"], (e["args"].get("op_name"), []))[1].append(e["dur"])
+        model_runs, per_node = profiled_nodes(profile_file, warm)
         ms_by_op: dict[str, float] = {}
         count_by_op: dict[str, int] = {}
         for op, durs in per_node.values():
@@ -179,6 +203,8 @@ def profile_pair(path: Path, ex, batch: int, threads: int, runs: int, out_dir: P
                 ((statistics.median(d) / 1e3, op, n) for n, (op, d) in per_node.items()), reverse=True
             )[:15],
         }
+        if tag == "explain":
+            res[tag].update(onnxcam_nodes(profile_file, warm))
     i, e = res["infer"], res["explain"]
     res["extra_ms_by_op"] = sorted(
         (

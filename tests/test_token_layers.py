@@ -1,0 +1,165 @@
+"""Token layers without a framework: finding them, their grid and prefix, the overrides, and every method on them.
+
+The model is :func:`tests.tiny_models.tiny_vit`: a class-token transformer in
+a few ONNX nodes whose token reshape is sized at run time, as exporters write
+it. The torch-exported families (torchvision, timm, Hugging Face) are in
+``tests/test_vit.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import onnxcam
+from onnxcam.errors import LayerError
+from onnxcam.graph.prepare import prepared_index
+from onnxcam.graph.tokens import TokenLayout, tokens_from_map
+from onnxcam.methods import method_spec
+from tests.oracles import run_with_intermediates, tail_gradient_check
+from tests.tiny_models import tiny_vit
+
+GRID = (2, 3)
+IMAGE = (8, 12)
+
+
+def _images(n: int = 2) -> np.ndarray:
+    return np.random.default_rng(3).standard_normal((n, 3, *IMAGE)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_vit") / "tiny_vit.onnx"
+    onnx.save(tiny_vit(grid=GRID), path)
+    return path
+
+
+def test_run_time_token_shapes_are_filled_in_by_the_probe():
+    index, _ = prepared_index(tiny_vit(grid=GRID))
+    assert index.shape("embedded") == ("N", 7, 8)  # 1 class token + 2x3 patches; the batch stays the input's
+    assert index.shape("flat") == ("N", 8, 6)
+
+
+def test_candidates_and_the_automatic_layer(model_path):
+    ex = onnxcam.Explainer(model_path)
+    tokens = {c.name: c.tokens for c in ex.candidates if c.tokens is not None}
+    assert list(tokens) == ["embedded", "normed", "mixed", "mlp", "tokens_out"]
+    assert {(t.grid, t.prefix, t.batch_axis) for t in tokens.values()} == {(GRID, 1, 0)}
+    # (N, C, h*w) 'flat', the transposed key and the (N, T, T) scores look like tokens but are not
+    assert not {"flat", "normed_t", "logits_tt", "attention"} & {c.name for c in ex.candidates}
+    # 'mixed' and later reach the score only through the class token: their patch tokens have no gradient
+    assert ex.layer == "normed"
+    assert "patch tokens reach the score" in ex.layer_reason and "the 3 later layer(s) on every path" in ex.layer_reason
+
+
+@pytest.mark.parametrize("layer", ["embedded", "normed"])
+def test_gradcam_on_patch_tokens_matches_finite_differences(model_path, layer):
+    ex = onnxcam.Explainer(model_path, layer=layer)
+    x = _images()
+    res = ex.explain(x)
+    full = ex.index.weights.materialize(ex.index.model)
+    score = ex.score_spec.tensor
+    for i in range(len(x)):
+        values = run_with_intermediates(full, {"x": x[i : i + 1]}, [layer, score])
+        seed = np.zeros_like(values[score])
+        seed[0, res.targets[i]] = 1.0
+        gradient = tail_gradient_check(full, layer, score, values[layer], seed)["gradient"]
+        # pytorch-grad-cam's reshape_transform: drop the class token, patch tokens row-major onto the grid
+        A = values[layer].astype(np.float64)[:, 1:].reshape(1, *GRID, -1).transpose(0, 3, 1, 2)
+        G = gradient[:, 1:].reshape(1, *GRID, -1).transpose(0, 3, 1, 2)
+        want = np.maximum((G.mean(axis=(2, 3), keepdims=True) * A).sum(axis=1), 0)
+        assert (want > 0).sum() >= 2, "the reference map is (nearly) all zero: it would not test the gradient"
+        got = res.cam_lowres[i : i + 1]
+        assert got.shape == want.shape and np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
+
+
+@pytest.mark.parametrize("method", onnxcam.ALL_METHODS)
+def test_every_method_on_a_token_layer_fused_with_a_conv_map(model_path, method):
+    if method_spec(method).kind == "attention":  # a rollout over the attention maps: one token layer, in the graph
+        res = onnxcam.Explainer(model_path, method=method, aug_smooth=True).explain(_images())
+        assert res.cam_lowres.shape == (2, *GRID) and np.isfinite(res.cam).all()
+        with pytest.raises(onnxcam.OnnxcamError, match="one layer"):
+            onnxcam.Explainer(model_path, layer=["embedded", "normed"], method=method)
+        with pytest.raises(LayerError, match="not a token layer"):
+            onnxcam.Explainer(model_path, layer="patches", method=method)
+        return
+    ex = onnxcam.Explainer(model_path, layer=["patches", "normed"], method=method)
+    res = ex.explain(_images())
+    assert [m.shape for m in res.cam_lowres] == [(2, *GRID), (2, *GRID)]
+    assert res.cam.shape == (2, *IMAGE) and np.isfinite(res.cam).all()
+    smooth = onnxcam.Explainer(model_path, layer="normed", method=method, aug_smooth=True, eigen_smooth=True)
+    assert smooth.explain(_images()).cam_lowres.shape == (2, *GRID)
+
+
+def test_ablation_replaces_patch_tokens_and_keeps_the_prefix():
+    layout = TokenLayout(GRID, 1, 0, "test")
+    tokens = np.arange(2 * 7 * 4, dtype=np.float32).reshape(2, 7, 4)
+    patch_map = -np.arange(2 * 4 * 6, dtype=np.float32).reshape(2, 4, *GRID)
+    got = tokens_from_map(patch_map, tokens, layout)
+    np.testing.assert_array_equal(got[:, 0], tokens[:, 0])
+    np.testing.assert_array_equal(got[:, 1:].reshape(2, *GRID, 4).transpose(0, 3, 1, 2), patch_map)
+    tnc = tokens_from_map(patch_map, tokens, TokenLayout(GRID, 1, 1, "test"))
+    np.testing.assert_array_equal(tnc, got.transpose(1, 0, 2))
+
+
+def test_overrides_set_the_grid_and_prefix(model_path):
+    ex = onnxcam.Explainer(model_path, layer="embedded", token_grid=(3, 2), prefix_tokens=1)
+    assert ex.explain(_images()).cam_lowres.shape == (2, 3, 2)
+    # a rank-3 tensor onnxcam does not list becomes a token layer with a grid
+    ex = onnxcam.Explainer(model_path, layer="patch_tokens", token_grid=GRID)
+    assert ex.explain(_images()).cam_lowres.shape == (2, *GRID)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"layer": "embedded", "token_grid": (3, 3)}, "fewer than the 9 patches of token_grid=3x3"),
+        ({"layer": "embedded", "token_grid": (2, 2), "prefix_tokens": 1}, "does not fit"),
+        ({"layer": "embedded", "prefix_tokens": 7}, "prefix_tokens=7 leaves no patch tokens"),
+        ({"layer": "embedded", "prefix_tokens": 2}, "fit no grid"),
+        ({"layer": "patches", "token_grid": GRID}, "is a 4-D feature map already"),
+        ({"token_grid": (0, 4)}, "token_grid must be two positive ints"),
+        ({"token_grid": "2x3"}, "token_grid must be two positive ints"),
+        ({"prefix_tokens": -1}, "prefix_tokens must be a non-negative int"),
+        ({"layer": "patch_tokens"}, "--token-grid"),
+    ],
+)
+def test_bad_token_options_are_clear_errors(model_path, kwargs, message):
+    with pytest.raises(LayerError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        onnxcam.Explainer(model_path, **kwargs)
+
+
+def test_exported_file_carries_the_patch_token_map(model_path, tmp_path):
+    ex = onnxcam.Explainer(model_path, layer="embedded")
+    x = _images(3)
+    want = ex.explain(x)
+    ex.export(tmp_path / "explainer.onnx")
+    session = ort.InferenceSession(str(tmp_path / "explainer.onnx"), providers=["CPUExecutionProvider"])
+    cam, cam_lowres = session.run(["cam", "cam_lowres"], {"x": x, "target_class": np.full(3, -1, np.int64)})
+    np.testing.assert_allclose(cam_lowres, want.cam_lowres, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cam, want.cam, rtol=1e-5, atol=1e-6)
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "onnxcam.cli.main", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_lists_token_layers_and_rejects_a_grid_that_does_not_fit(model_path, tmp_path):
+    listing = _cli("layers", model_path, "--json")
+    assert listing.returncode == 0, listing.stderr
+    rows = {r["name"]: r for r in json.loads(listing.stdout)["layers"]}
+    assert rows["normed"]["layout"] == "NTC" and rows["normed"]["token_grid"] == list(GRID)
+    assert rows["normed"]["prefix_tokens"] == 1 and rows["normed"]["channel_axis"] == 2 and rows["normed"]["auto"]
+    table = _cli("layers", model_path).stdout
+    assert "NTC 1+2x3" in table
+    bad = _cli("export", model_path, "-o", tmp_path / "e.onnx", "--layer", "normed", "--token-grid", "5x5")
+    assert bad.returncode == 1 and "onnxcam: error:" in bad.stderr and "Traceback" not in bad.stderr
+    assert "--token-grid" in bad.stderr and not (tmp_path / "e.onnx").exists()
