@@ -26,7 +26,7 @@ from onnxcam.explain.layer_choice import pick_layers
 from onnxcam.explain.result import ExplainResult, Prediction, per_layer
 from onnxcam.explain.runner import Runner
 from onnxcam.explain.targeting import class_count, plan_target, seed_for
-from onnxcam.graph.layers import CandidateLayer, candidate_layers, image_input
+from onnxcam.graph.layers import CandidateLayer, candidate_layers, image_input, image_size
 from onnxcam.graph.prepare import prepared_index
 from onnxcam.graph.tokens import TokenOverrides
 from onnxcam.graph.weights import save_model
@@ -62,7 +62,10 @@ class Explainer:
     Token layers (vision transformers' ``(N, T, C)`` activations) are
     explained over their patch tokens; their grid and prefix-token count are
     read from the graph, and ``token_grid=(h, w)`` / ``prefix_tokens=P`` set
-    them where the graph does not say (see :mod:`onnxcam.graph.tokens`).
+    them where the graph does not say (see :mod:`onnxcam.graph.tokens`). A
+    model exported with a dynamic image size says nothing about its tokens:
+    ``input_size=(H, W)`` pins it (the explainer then takes that size only;
+    :attr:`dynamic_input_size` tells whether a model needs it).
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class Explainer:
         progress: ProgressFn | None = None,
         token_grid: tuple[int, int] | None = None,
         prefix_tokens: int | None = None,
+        input_size: tuple[int, int] | None = None,
     ):
         require_onnxruntime()  # say which extra to install before any work
         self.spec = method_spec(method)
@@ -89,7 +93,8 @@ class Explainer:
         if type(perturbation_batch) is not int or perturbation_batch < 1:  # True is an int, but not a count
             raise OnnxcamError(f"perturbation_batch must be a positive int, not {perturbation_batch!r}")
         self.method, self.aug_smooth, self.eigen_smooth = method, bool(aug_smooth), bool(eigen_smooth)
-        self.index, self.source_files = prepared_index(model)  # source files are never written over
+        self.index, self.source_files = prepared_index(model, input_size)  # source files are never written over
+        self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))  # the pin, if any
         if not self.index.inputs:
             raise OnnxcamError("the model has no inputs to feed")
         self._use_logit = score == "logit"
@@ -128,6 +133,11 @@ class Explainer:
     def providers_in_use(self) -> list[str]:
         """Execution providers the session really uses (onnxruntime-gpu may silently fall back to CPU)."""
         return list(self.session.get_providers())
+
+    @property
+    def dynamic_input_size(self) -> bool:
+        """Whether the image input's height or width is dynamic (then ``input_size=`` can pin it)."""
+        return not all(isinstance(d, int) and d > 0 for d in image_size(self.index, image_input(self.index)))
 
     @property
     def source(self) -> Path | None:

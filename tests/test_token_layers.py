@@ -163,3 +163,30 @@ def test_cli_lists_token_layers_and_rejects_a_grid_that_does_not_fit(model_path,
     bad = _cli("export", model_path, "-o", tmp_path / "e.onnx", "--layer", "normed", "--token-grid", "5x5")
     assert bad.returncode == 1 and "onnxcam: error:" in bad.stderr and "Traceback" not in bad.stderr
     assert "--token-grid" in bad.stderr and not (tmp_path / "e.onnx").exists()
+
+
+def test_a_dynamic_image_size_is_pinned_by_input_size(tmp_path):
+    """Exported with a dynamic height and width, the token count is unknown until the size is pinned."""
+    dynamic = tiny_vit(grid=GRID, dynamic_size=True)
+    unsized = onnxcam.Explainer(dynamic)
+    assert unsized.dynamic_input_size and not any(c.tokens for c in unsized.candidates)
+    sized = onnxcam.Explainer(dynamic, input_size=IMAGE)
+    assert not sized.dynamic_input_size and sized.layer == "normed"
+    want = onnxcam.Explainer(tiny_vit(grid=GRID)).explain(_images())
+    np.testing.assert_allclose(sized.explain(_images()).cam_lowres, want.cam_lowres, rtol=1e-5, atol=1e-7)
+    wider = onnxcam.Explainer(dynamic, input_size=(8, 16))  # another size: another grid
+    assert wider.explain(np.zeros((1, 3, 8, 16), np.float32)).cam_lowres.shape == (1, 2, 4)
+    with pytest.raises(onnxcam.OnnxcamError, match="is fixed at 8x12"):
+        onnxcam.Explainer(tiny_vit(grid=GRID), input_size=(16, 16))
+    with pytest.raises(onnxcam.OnnxcamError, match="input_size must be two positive ints"):
+        onnxcam.Explainer(dynamic, input_size=(8, 0))
+    # the command line pins it to the size it resizes images to, and then finds a layer named by the user
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(dynamic, path)
+    from PIL import Image
+
+    Image.new("RGB", (30, 20), (200, 40, 40)).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    run = _cli("explain", path, tmp_path / "photo.png", "--size", "8", "12", "--layer", "normed", "-o", out)
+    assert run.returncode == 0, run.stderr
+    assert json.loads((out / "summary.json").read_text())["layer"] == "normed"

@@ -45,7 +45,9 @@ def tiny_cnn(classes: int = 5, size: int = 16, batch="N", opset: int = 17, seed:
     return model
 
 
-def tiny_vit(classes: int = 5, grid: tuple[int, int] = (2, 3), channels: int = 8, seed: int = 0) -> onnx.ModelProto:
+def tiny_vit(
+    classes: int = 5, grid: tuple[int, int] = (2, 3), channels: int = 8, seed: int = 0, dynamic_size: bool = False
+) -> onnx.ModelProto:
     """A class-token transformer in a few nodes, with run-time shapes like exporters write them.
 
     x (N, 3, 4h, 4w) -> Conv (patch embedding, stride 4) -> Reshape (N, C, h*w) with its shape computed by
@@ -53,7 +55,8 @@ def tiny_vit(classes: int = 5, grid: tuple[int, int] = (2, 3), channels: int = 8
     LayerNormalization -> ``normed`` -> one attention-like token mix ``softmax(T T^T) T`` -> ``mixed`` -> a
     token-wise MatMul + Relu -> ``tokens_out``
     -> Gather token 0 -> Gemm -> logits. The patch tokens of ``embedded`` and ``normed`` reach the score; those
-    of ``mixed`` and later do not (only the class token is read after the mix).
+    of ``mixed`` and later do not (only the class token is read after the mix). ``dynamic_size``: the input's
+    height and width are symbols, as exporters write them with dynamic axes.
     """
     rng = np.random.default_rng(seed)
     h, w = grid
@@ -98,7 +101,11 @@ def tiny_vit(classes: int = 5, grid: tuple[int, int] = (2, 3), channels: int = 8
     graph = helper.make_graph(
         nodes,
         "tiny_vit",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4 * h, 4 * w])],
+        [
+            helper.make_tensor_value_info(
+                "x", TensorProto.FLOAT, ["N", 3, *(("H", "W") if dynamic_size else (4 * h, 4 * w))]
+            )
+        ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
         inits,
     )

@@ -27,9 +27,9 @@ from onnxcam.cli.options import (
     add_render_options,
     add_run_options,
     add_token_options,
+    explainer_and_spec,
     method_options,
     model_output,
-    preprocess_spec,
     render_options,
     token_options,
 )
@@ -243,15 +243,15 @@ class ExplainCommand:
         if not isinstance(layers, str) and several:
             raise OnnxcamError("several layers and several classes at once: pass one class (--target K) or one layer")
         images = collect_images(args.images)  # before the model loads: a mistyped path is the cheapest error
-        ex = Explainer(
+        ex, spec = explainer_and_spec(
             args.model,
+            args,
             layer=layers,
             method=args.method,
             output=model_output(args),
             **method_options(args),
             **token_options(args),
         )
-        spec = preprocess_spec(ex, args.model, args)
         check_labels(spec.labels, ex)
         extra_inputs = load_extra_inputs(ex, spec.input_name, args.input)
         if not images:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from onnxcam.cli.explain_files import RenderOptions
 from onnxcam.cli.pass_progress import PassProgress
-from onnxcam.errors import OnnxcamError
+from onnxcam.errors import LayerError, OnnxcamError
 from onnxcam.explainer import Explainer
 from onnxcam.graph.layers import image_input
 from onnxcam.methods import method_spec
@@ -269,3 +269,29 @@ def add_token_options(p) -> None:
 def token_options(args) -> dict:
     """Explainer keyword arguments from :func:`add_token_options`."""
     return {"token_grid": args.token_grid, "prefix_tokens": args.prefix_tokens}
+
+
+def explainer_and_spec(model, args, **kwargs) -> tuple[Explainer, PreprocessSpec]:
+    """The Explainer and the preprocessing its images get; a dynamic image size is pinned to the preprocessing's.
+
+    A transformer exported with a dynamic height and width has no known token
+    grid until its size is fixed. The command resizes every image to one size,
+    so the Explainer is built again for that size (``input_size``). A token
+    layer named by the user may only exist then, so when the first build
+    cannot find it, the size comes from a build at the automatic layer.
+    """
+    try:
+        ex = Explainer(model, **kwargs)
+    except LayerError as error:
+        auto = Explainer(model, **{k: v for k, v in kwargs.items() if k not in _LAYER_OPTIONS})
+        if not auto.dynamic_input_size:
+            raise error from None
+        ex = auto
+    spec = preprocess_spec(ex, model, args)
+    if ex.dynamic_input_size:
+        ex = Explainer(model, **kwargs, input_size=spec.size)
+    return ex, spec
+
+
+#: Explainer options that name or shape the layer: left out of the build that only finds the input size.
+_LAYER_OPTIONS = ("layer", "token_grid", "prefix_tokens")

@@ -20,11 +20,10 @@ from onnxcam.cli.options import (
     add_preprocess_options,
     add_token_options,
     flush_notices,
-    preprocess_spec,
+    explainer_and_spec,
     token_options,
 )
 from onnxcam.errors import OnnxcamError
-from onnxcam.explainer import Explainer
 from onnxcam.server.batching import (
     DEFAULT_MAX_BATCH,
     DEFAULT_QUEUE_SIZE,
@@ -172,14 +171,16 @@ class ServeCommand:
             raise OnnxcamError(INSTALL_HINT) from None
         model = _model_path(args)
         limits, policy = serve_settings(args)
-        ex = Explainer(model, layer=args.layer, method=args.method, threads=args.threads, **token_options(args))
-        spec = preprocess_spec(ex, model, args)
+        ex, spec = explainer_and_spec(
+            model, args, layer=args.layer, method=args.method, threads=args.threads, **token_options(args)
+        )
         check_labels(spec.labels, ex)
         config = ServeConfig(
             model=model,
             method=args.method,
             layer=args.layer,
             **token_options(args),
+            input_size=ex.input_size,
             limits=limits,
             batching=policy,
             cache_size=args.cache_size,

@@ -15,8 +15,9 @@ from pathlib import Path
 import onnx
 from onnx import shape_inference, version_converter
 
-from onnxcam.errors import UnsupportedModelError, first_line
+from onnxcam.errors import OnnxcamError, UnsupportedModelError, first_line
 from onnxcam.graph.index import GraphIndex
+from onnxcam.graph.layers import image_axes, image_input
 from onnxcam.graph.load import default_opset, read_model
 from onnxcam.graph.shapes import fill_unknown_shapes
 from onnxcam.graph.weights import WeightFolder
@@ -69,14 +70,56 @@ def prepare_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def prepared_index(source: str | os.PathLike[str] | onnx.ModelProto) -> tuple[GraphIndex, tuple[Path, ...]]:
+def prepared_index(
+    source: str | os.PathLike[str] | onnx.ModelProto, input_size: tuple[int, int] | None = None
+) -> tuple[GraphIndex, tuple[Path, ...]]:
     """The model at ``source``, its large weights moved to a private folder, prepared and indexed.
 
     Also returns the files it was read from (the model, its external data):
     what onnxcam must never write over. The caller's ``ModelProto`` is not changed.
+    ``input_size``: (height, width) the image input is pinned to where its
+    size is dynamic (see :func:`pin_image_size`).
     """
     loaded, files = read_model(source)
     weights = WeightFolder()
     weights.detach(loaded)
     weights.check(loaded, "model.onnx")
-    return GraphIndex(fill_unknown_shapes(prepare_model(loaded), weights), weights), files
+    model = prepare_model(loaded)
+    if input_size is not None:
+        model = pin_image_size(model, input_size)
+    return GraphIndex(fill_unknown_shapes(model, weights), weights), files
+
+
+def pin_image_size(model: onnx.ModelProto, size: tuple[int, int]) -> onnx.ModelProto:
+    """``model`` with its image input's dynamic height and width set to ``size``; the batch stays dynamic.
+
+    A transformer exported with a dynamic image size computes its token count
+    from it, so nothing about its tokens is known until the size is: pinned,
+    shape inference and the probe (:mod:`onnxcam.graph.shapes`) size every
+    tensor. The explainer graph then takes images of that size only. A static
+    size that differs from ``size`` is an error.
+    """
+    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(type(d) is int and d > 0 for d in size)):
+        raise OnnxcamError(f"input_size must be two positive ints (height, width); got {size!r}")
+    index = GraphIndex(model)
+    image = image_input(index)
+    height_axis, width_axis = image_axes(index, image)
+    dims = index.known_type(image).dims
+    current = (dims[height_axis], dims[width_axis])
+    if all(isinstance(d, int) and d > 0 for d in current):
+        if tuple(current) != tuple(size):
+            raise OnnxcamError(
+                f"the model's image input {image!r} is fixed at {current[0]}x{current[1]}; "
+                f"input_size={size[0]}x{size[1]} does not match it"
+            )
+        return model
+    pinned = onnx.ModelProto()
+    pinned.CopyFrom(model)
+    value = next(v for v in pinned.graph.input if v.name == image)
+    for axis, length in zip((height_axis, width_axis), size):
+        value.type.tensor_type.shape.dim[axis].dim_value = int(length)
+    del pinned.graph.value_info[:]  # inferred for the dynamic size: infer them again
+    try:
+        return shape_inference.infer_shapes(pinned, data_prop=True)
+    except Exception as e:  # inference raises bare exceptions
+        raise UnsupportedModelError(f"ONNX shape inference failed at input size {size}: {first_line(e)}") from None

@@ -81,6 +81,7 @@ class ServeConfig:
     threads: int | None = None  # ONNX Runtime intra-op threads per session
     token_grid: tuple[int, int] | None = None  # token layers' patch grid and prefix count, where the graph does not say
     prefix_tokens: int | None = None
+    input_size: tuple[int, int] | None = None  # a dynamic image size pinned to the one requests are resized to
     workers: int = max(1, min(4, os.cpu_count() or 1))  # decode/encode threads
 
 
@@ -143,6 +144,7 @@ class ExplainService:
                 threads=config.threads,
                 token_grid=config.token_grid,
                 prefix_tokens=config.prefix_tokens,
+                input_size=config.input_size,
             )
         )
 
