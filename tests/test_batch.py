@@ -363,3 +363,38 @@ def test_ray_address_where_nothing_listens_is_one_line(tmp_path, capsys):
     assert _batch(str(tmp_path / "imgs"), "-o", str(out), "--engine", "ray", "--address", "127.0.0.1:1") == 1
     err = capsys.readouterr().err
     assert "onnxcam: error: cannot join the Ray cluster at 127.0.0.1:1" in err and "Traceback" not in err
+
+
+def test_panels_never_overwrite_an_input_image(tmp_path):
+    """--panels into the images' folder, where a listed input is named like a panel: refused before any work.
+
+    (A folder source skips ``*.cam.png`` files, as ``onnxcam explain`` does: they are taken for earlier panels.)
+    """
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (20, 20), (10, 200, 30)).save(images / "a.png")
+    Image.new("RGB", (20, 20), (200, 10, 30)).save(images / "a.png.cam.png")  # an input that looks like a panel
+    before = (images / "a.png.cam.png").read_bytes()
+    listing = images / "list.txt"
+    listing.write_text("a.png\na.png.cam.png\n")  # names relative to the list's folder
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onnxcam.cli.main",
+            "batch",
+            str(demo.DEMO_MODEL),
+            str(listing),
+            "-o",
+            str(tmp_path / "out"),
+            "--panels",
+            str(images),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 1 and "would be written over the input image" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr and (images / "a.png.cam.png").read_bytes() == before

@@ -147,3 +147,17 @@ def test_channel_shuffle_output_is_a_candidate():
     m = _model(nodes, inits, ["N", 3, 6, 6], "logits", ["N", 4])
     names = [c.name for c in onnxcam.Explainer(m).candidates]
     assert {"shuffled", "left", "right", "joined"} <= set(names)
+
+
+def test_a_layernorm_over_the_width_of_an_nchw_map_stays_nchw():
+    """A LayerNorm over the last axis is a channels-last hint (Swin, ConvNeXt) only where no Conv says otherwise."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("LayerNormalization", ["c1", "ln_scale", "ln_bias"], ["ln"], axis=-1),
+        helper.make_node("Conv", ["ln", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("ReduceMean", ["c2"], ["score"], axes=[1, 2, 3], keepdims=0),
+    ]
+    inits = [_w("w1", 8, 3, 3, 3), _w("w2", 4, 8, 3, 3), _w("ln_scale", 16), _w("ln_bias", 16)]
+    model = _model(nodes, inits, ["N", 3, 8, 16], "score", ["N"])
+    axes = {c.name: c.channel_axis for c in candidate_layers(GraphIndex(prepare_model(model)))}
+    assert axes == {"c1": 1, "ln": 1, "c2": 1}

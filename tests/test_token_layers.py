@@ -190,3 +190,17 @@ def test_a_dynamic_image_size_is_pinned_by_input_size(tmp_path):
     run = _cli("explain", path, tmp_path / "photo.png", "--size", "8", "12", "--layer", "normed", "-o", out)
     assert run.returncode == 0, run.stderr
     assert json.loads((out / "summary.json").read_text())["layer"] == "normed"
+
+
+def test_the_automatic_layer_falls_back_when_the_gradient_run_fails(monkeypatch):
+    """An ONNX Runtime failure while measuring which patch tokens reach the score is no traceback."""
+    import onnxcam.explain.token_reach as token_reach
+
+    class Failing:
+        def run(self, *_args, **_kwargs):
+            raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : index out of range")
+
+    monkeypatch.setattr(token_reach, "create_session", lambda *_args, **_kwargs: Failing())
+    ex = onnxcam.Explainer(tiny_vit(grid=GRID))
+    assert ex.layer == "tokens_out"  # the last layer on every path: the plain rule
+    assert "could not be measured" in ex.layer_reason and "index out of range" in ex.layer_reason

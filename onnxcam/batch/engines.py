@@ -36,7 +36,7 @@ class ExplainerConfig:
     """How to build the same Explainer in every worker: plain values, pickled to each process."""
 
     model: str
-    layer: str
+    layer: str | tuple[str, ...]  # a name, or several (a tuple: the config is frozen and hashable)
     method: str
     output: str | int = 0
     threads: int | None = None

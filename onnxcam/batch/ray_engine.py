@@ -237,7 +237,7 @@ def explain_dataset(
     config = ExplainerConfig(os.path.abspath(model), layer, method, output, 1, dict(explainer_options or {}))
     explainer = config.build()  # says now what is wrong with the model, and resolves layer="auto" once for all
     providers = CUDA if gpus_per_worker > 0 else None
-    config = dataclasses.replace(config, layer=str(explainer.layer), threads=threads, providers=providers)
+    config = dataclasses.replace(config, layer=_as_layer(explainer.layer), threads=threads, providers=providers)
     spec = spec or derive_spec(explainer.index, model_path=config.model)
     classes = explainer.num_classes
     if targets and classes is not None and any(not 0 <= t < classes for t in targets):
@@ -435,3 +435,8 @@ class RayEngine:
             raise OnnxcamError(
                 f"the Ray job failed: {ray_error_line(e)}; the shards written are kept: rerun the same command to go on"
             ) from None
+
+
+def _as_layer(layer: str | list[str]) -> str | tuple[str, ...]:
+    """The Explainer's resolved layer(s) for the actors' config: a name, or a tuple of names (hashable, frozen)."""
+    return layer if isinstance(layer, str) else tuple(layer)

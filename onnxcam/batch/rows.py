@@ -12,6 +12,8 @@ explained one by one, so only the image at fault fails (whatever it raised).
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -96,6 +98,16 @@ def panel_file(folder: str, job: Job) -> Path:
     """
     parts = [p for p in PurePath(job.name or job.key).parts if p not in ("", ".", "..") and not PurePath(p).anchor]
     return Path(folder, *parts[:-1], f"{parts[-1] if parts else 'image'}{PANEL_SUFFIX}")
+
+
+def panels_over_inputs(folder: str, jobs: Sequence[Job]) -> tuple[Job, Path] | None:
+    """The first job whose panel would be written over an input image (``--panels`` into the source folder)."""
+    inputs = {os.path.realpath(job.file) for job in jobs}
+    for job in jobs:
+        target = panel_file(folder, job)
+        if os.path.realpath(target) in inputs:
+            return job, target
+    return None
 
 
 def _panel(

@@ -154,7 +154,7 @@ class BatchCommand:
     def run(self, args) -> int:
         from onnxcam.batch import BatchOptions, run_batch
         from onnxcam.batch.engines import ExplainerConfig, split_cores
-        from onnxcam.batch.rows import RowOptions
+        from onnxcam.batch.rows import RowOptions, panels_over_inputs
         from onnxcam.batch.shards import require_pyarrow
         from onnxcam.batch.sources import check_targets, read_source
 
@@ -176,6 +176,12 @@ class BatchCommand:
         if panels:
             prepare_output_dir(Path(panels))
         jobs = read_source(args.source, args.path_column, args.label_column)  # before the model: the cheap error
+        clash = panels_over_inputs(panels, jobs) if panels else None
+        if clash:
+            raise OnnxcamError(
+                f"--panels {args.panels}: the panel of {clash[0].key} would be written over the input image "
+                f"{clash[1]}; choose a panels folder outside the images"
+            )
         workers: int | None
         if ray and args.address:  # a cluster's cores are not this machine's: one thread each unless told
             workers, threads = args.workers, split_cores(args.workers or 1, args.threads or 1)[1]

@@ -38,12 +38,15 @@ def attention_maps(index: GraphIndex, layer: CandidateLayer, score: str) -> list
         )
     tokens = layer.shape[layer.tokens.token_axis]
     batch = layer.shape[layer.tokens.batch_axis]
+    # (N, T, T) only where the batch dim is known (a symbol or an int): an unknown one may be N*heads, whose heads
+    # would be rolled out as images
+    ranks = (3, 4) if isinstance(batch, (int, str)) else (4,)
     upstream = backward_reachable(index, [score], differentiable=True)
     found = []
     for node in index.nodes:
         out = node.output[0] if node.output else ""
         shape = index.shape(out)
-        if node.op_type != "Softmax" or out not in upstream or shape is None or len(shape) not in (3, 4):
+        if node.op_type != "Softmax" or out not in upstream or shape is None or len(shape) not in ranks:
             continue
         if shape[0] == batch and shape[-2:] == (tokens, tokens):
             found.append(out)

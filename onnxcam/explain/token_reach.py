@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from onnxcam.errors import OnnxcamError, first_line
+
 from onnxcam.explain.build import ScoreSpec, build_explainer
 from onnxcam.graph.index import GraphIndex, static_dims
 from onnxcam.graph.layers import CandidateLayer
@@ -60,5 +62,8 @@ def _patch_tokens_reaching(index: GraphIndex, score: str, tokens: Sequence[Candi
         return {c.name for c in tokens}
     feeds = sample_feeds(index, batch, np.random.default_rng(0))
     feeds[graph.target_input] = np.ones((batch, *score_dims), index.known_type(score).np_dtype)
-    gradients = session.run([g for _, g in graph.exposed], feeds)
+    try:
+        gradients = session.run([g for _, g in graph.exposed], feeds)
+    except Exception as e:  # onnxruntime's own exception types: the caller falls back to the plain rule
+        raise OnnxcamError(f"ONNX Runtime failed on a random image: {first_line(e)}") from None
     return {c.name for c, g in zip(tokens, gradients) if np.abs(g).max() > 0}

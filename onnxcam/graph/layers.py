@@ -9,7 +9,7 @@ guessed from shapes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -185,7 +185,16 @@ def infer_channel_axes(index: GraphIndex) -> dict[str, int]:
         s = index.shape(name)
         return s is not None and len(s) == 4
 
-    for _ in range(4):  # forward and backward sweeps until nothing changes
+    # The ops the ONNX spec fixes first; then, for what is still unknown, the channels-last hints (a LayerNorm over
+    # the last axis, a linear layer after it), so that a Conv's NCHW always wins over a hint.
+    for hints in (False, True):
+        _sweep(index, axis, rank4, hints)
+    return axis
+
+
+def _sweep(index: GraphIndex, axis: dict[str, int], rank4: Callable[[str], bool], hints: bool) -> None:
+    """Forward and backward sweeps over the graph until no tensor's layout changes (see infer_channel_axes)."""
+    for _ in range(4):
         before = len(axis)
         for node in index.nodes:
             op = node.op_type
@@ -208,11 +217,13 @@ def infer_channel_axes(index: GraphIndex) -> dict[str, int]:
                 if known is not None:
                     for t in data_in + outs:
                         axis.setdefault(t, known)
-            elif op == "LayerNormalization" and outs and data_in[:1] == node.input[:1] and _last_axis_only(node):
-                for t in data_in[:1] + outs[:1]:  # normalising channels-last maps (Swin, ConvNeXt): axis 3 is C
-                    axis.setdefault(t, 3)
-            elif op == "MatMul" and outs and data_in[:1] == node.input[:1] and _is_matrix(index, node.input[1]):
-                if axis.get(node.input[0]) == 3:  # a linear layer over the channels of an NHWC map
+            elif op == "LayerNormalization" and hints and outs and data_in[:1] == node.input[:1]:
+                labelled = {a for a in (axis.get(node.input[0]), axis.get(outs[0])) if a is not None}
+                if _last_axis_only(node) and labelled <= {3}:  # normalising channels-last maps (Swin, ConvNeXt)
+                    for t in data_in[:1] + outs[:1]:
+                        axis.setdefault(t, 3)
+            elif op == "MatMul" and hints and outs and data_in[:1] == node.input[:1]:
+                if axis.get(node.input[0]) == 3 and _is_matrix(index, node.input[1]):  # a linear layer over NHWC C
                     axis.setdefault(outs[0], 3)
             elif op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze") and outs and data_in:
                 # tf2onnx swaps NHWC<->NCHW with a Reshape when there is one channel
@@ -225,7 +236,6 @@ def infer_channel_axes(index: GraphIndex) -> dict[str, int]:
                     axis[dst] = 1
         if len(axis) == before:
             break
-    return axis
 
 
 def _last_axis_only(node: onnx.NodeProto) -> bool:
