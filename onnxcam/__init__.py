@@ -13,6 +13,7 @@ from onnxcam.errors import (
     UnsupportedModelError,
     UnsupportedOpError,
 )
+from onnxcam.detect import DetectionTarget
 from onnxcam.explainer import ALL_METHODS, ExplainResult, Explainer, Prediction
 from onnxcam.targets import MultiLabelTarget, OutputTarget, RegionTarget, SeedTarget, SimilarityTarget, TopK
 
@@ -28,6 +29,7 @@ __all__ = [
     "TopK",
     "MultiLabelTarget",
     "SeedTarget",
+    "DetectionTarget",
     "OnnxcamError",
     "ModelLoadError",
     "UnsupportedModelError",

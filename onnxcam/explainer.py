@@ -10,6 +10,8 @@ Repeated calls cost one ``session.run`` each.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxcam.errors import OnnxcamError
+from onnxcam.errors import LayerError, OnnxcamError
 from onnxcam.explain.build import ScoreSpec, resolve_score
 from onnxcam.explain.host import HostFinish
 from onnxcam.explain.inputs import InputChecker
@@ -26,7 +28,14 @@ from onnxcam.explain.layer_choice import pick_layers
 from onnxcam.explain.result import ExplainResult, Prediction, per_layer
 from onnxcam.explain.runner import Runner
 from onnxcam.explain.targeting import class_count, plan_target, seed_for
-from onnxcam.graph.layers import CandidateLayer, candidate_layers, image_input, image_size
+from onnxcam.graph.layers import (
+    CandidateLayer,
+    candidate_layers,
+    image_axes,
+    image_input,
+    image_size,
+    normalises_tokens,
+)
 from onnxcam.graph.prepare import prepared_index
 from onnxcam.graph.tokens import TokenOverrides
 from onnxcam.graph.weights import save_model
@@ -40,6 +49,11 @@ from onnxcam.targets import SeedTarget
 ALL_METHODS: tuple[str, ...] = tuple(METHODS)
 
 __all__ = ["ALL_METHODS", "ExplainResult", "Explainer", "Prediction"]
+
+
+#: Explainers kept per image size by :meth:`Explainer.for_size` (a dynamic-size transformer), the least recently
+#: used dropped first.
+SIZES_KEPT = 8
 
 
 class Explainer:
@@ -63,9 +77,12 @@ class Explainer:
     explained over their patch tokens; their grid and prefix-token count are
     read from the graph, and ``token_grid=(h, w)`` / ``prefix_tokens=P`` set
     them where the graph does not say (see :mod:`onnxcam.graph.tokens`). A
-    model exported with a dynamic image size says nothing about its tokens:
-    ``input_size=(H, W)`` pins it (the explainer then takes that size only;
-    :attr:`dynamic_input_size` tells whether a model needs it).
+    model exported with a dynamic image size says nothing about its tokens
+    until the size is known: ``input_size=(H, W)`` pins it (the explainer then
+    takes that size only; :attr:`dynamic_input_size` tells whether a model has
+    a dynamic size). Without a pin, a transformer of dynamic size is explained
+    by an Explainer built for each batch's image size, kept per size
+    (:meth:`for_size`); a convolutional one runs at any size as it is.
     """
 
     def __init__(
@@ -87,6 +104,18 @@ class Explainer:
         input_size: tuple[int, int] | None = None,
     ):
         require_onnxruntime()  # say which extra to install before any work
+        _arguments: dict[str, Any] = dict(
+            layer=layer,
+            method=method,
+            providers=providers,
+            output=output,
+            score=score,
+            threads=threads,
+            aug_smooth=aug_smooth,
+            eigen_smooth=eigen_smooth,
+            perturbation_batch=perturbation_batch,
+            progress=progress,
+        )
         self.spec = method_spec(method)
         if score not in ("logit", "probability"):
             raise OnnxcamError(f"score must be 'logit' or 'probability', not {score!r}")
@@ -101,9 +130,21 @@ class Explainer:
         self.score_spec: ScoreSpec = resolve_score(self.index, output, use_logit=self._use_logit)
         self.candidates: list[CandidateLayer] = candidate_layers(self.index)
         tokens = TokenOverrides(token_grid, prefix_tokens)
-        self._layers, self.layer_reason = pick_layers(
-            self.index, layer, self.score_spec.tensor, self.candidates, tokens
-        )
+        # A transformer of dynamic image size: its token layers exist only at a fixed size (see for_size).
+        sized_apart = input_size is None and self.dynamic_input_size and normalises_tokens(self.index)
+        try:
+            self._layers, self.layer_reason = pick_layers(
+                self.index, layer, self.score_spec.tensor, self.candidates, tokens
+            )
+        except LayerError:
+            if not sized_apart:
+                raise
+            # A token layer named by the user exists only in the builds per size, which look for it again;
+            # this unsized build takes the automatic layer.
+            layer = "auto"
+            self._layers, self.layer_reason = pick_layers(self.index, "auto", self.score_spec.tensor, self.candidates)
+        # Only where the layer depends on the size: the automatic choice, or a layer this build does not have.
+        self._per_size = sized_apart and isinstance(layer, str) and layer == "auto"
         self._runner = Runner(self.index, providers, threads)
         self._graphs = ExplainerGraphs(
             self._runner,
@@ -118,6 +159,12 @@ class Explainer:
         self._inputs = InputChecker(self.index)
         self._host = HostFinish(self._runner, self.spec, self.eigen_smooth, perturbation_batch, progress)
         self._graphs.graph(self._default_mode(), self.score_spec)  # unsupported graphs fail here, before any image
+        self._sized: OrderedDict[tuple[int, int], Explainer] = OrderedDict()  # the most recently used last
+        self._sized_lock = threading.Lock()
+        # what for_size builds from; no reference to the caller's ModelProto where it is not needed
+        self._rebuild: tuple[Any, dict[str, Any]] = (None, {})
+        if self._per_size:
+            self._rebuild = (model, {**_arguments, "token_grid": token_grid, "prefix_tokens": prefix_tokens})
 
     @property
     def layer(self) -> str | list[str]:
@@ -138,6 +185,41 @@ class Explainer:
     def dynamic_input_size(self) -> bool:
         """Whether the image input's height or width is dynamic (then ``input_size=`` can pin it)."""
         return not all(isinstance(d, int) and d > 0 for d in image_size(self.index, image_input(self.index)))
+
+    @property
+    def sizes_explained_apart(self) -> bool:
+        """Whether :meth:`explain` builds an Explainer per image size (a transformer of dynamic image size)."""
+        return self._per_size
+
+    def for_size(self, size: tuple[int, int]) -> Explainer:
+        """The Explainer this one uses for images of ``size`` (H, W): itself, or one pinned to that size.
+
+        A transformer exported with a dynamic height and width has no token grid
+        until its size is fixed, so its token layers, the automatic layer among
+        them, exist only in a build for one size. Such builds are made on first
+        use and kept, the :data:`SIZES_KEPT` most recently used (each holds
+        its sessions and a copy of the weights); every other model is
+        explained at any size by this Explainer.
+        """
+        if not self._per_size:
+            return self
+        size = (int(size[0]), int(size[1]))
+        with self._sized_lock:  # one build at a time: a build of another size waits
+            if size not in self._sized:
+                model, arguments = self._rebuild
+                self._sized[size] = Explainer(model, **arguments, input_size=size)
+                while len(self._sized) > SIZES_KEPT:
+                    self._sized.popitem(last=False)
+            self._sized.move_to_end(size)
+            return self._sized[size]
+
+    def _explainer_for(self, feeds: Mapping[str, np.ndarray]) -> Explainer:
+        if not self._per_size:
+            return self
+        image = image_input(self.index)
+        height, width = image_axes(self.index, image)
+        shape = feeds[image].shape
+        return self.for_size((shape[height], shape[width]))
 
     @property
     def source(self) -> Path | None:
@@ -164,12 +246,26 @@ class Explainer:
         score = self.score_spec if output is None else resolve_score(self.index, output, use_logit=self._use_logit)
         return self.score_spec if score.output == self.score_spec.output else score
 
+    def _refuse_unsized(self, to: str) -> None:
+        if self._per_size:
+            raise OnnxcamError(
+                "this transformer's image size is dynamic, so its token layers are only known at a fixed size: "
+                f"build the Explainer with input_size=(H, W) to {to} (command line: --size H W)"
+            )
+
     @property
     def explainer_model(self) -> onnx.ModelProto:
         """The standalone explainer graph (class mode where the output has classes), weights included."""
+        self._refuse_unsized("build its explainer graph")
         return self._runner.weights.materialize(self._graphs.graph(self._default_mode(), self.score_spec).model)
 
-    def export(self, path: str | os.PathLike[str], output: str | int | None = None, mode: str | None = None) -> None:
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        output: str | int | None = None,
+        mode: str | None = None,
+        portable: bool = False,
+    ) -> None:
         """Write the explainer graph: model inputs (+ target) -> model outputs + cam + cam_lowres (+ target).
 
         ``output`` picks the explained output (default: the Explainer's). ``mode="seed"`` replaces the
@@ -177,16 +273,21 @@ class Explainer:
         a RegionTarget, SimilarityTarget or OutputTarget); the default is "class" where the output is
         (batch, classes), else "seed". In "class" files ``target_class = -1`` means each image's top-1;
         ``mode="rank"`` files also take ``-r`` for the rank-r class (a TopK over the scores, a little slower).
+        ``portable=True`` writes the same numbers with ops every execution provider takes (MaxPool's gradient
+        as a mask instead of Indices and a scatter-add, no default-valued attributes, static shapes as
+        constants); see docs/deployment.md, and ``onnxcam.runtime.ep_check`` to check a file against an EP.
         """
         if mode not in (None, "class", "rank", "seed"):
             raise OnnxcamError(f"export mode must be 'class', 'rank' or 'seed', not {mode!r}")
+        self._refuse_unsized("export it")
         score = self._score_for(output)
         target = Path(path).resolve()
         if target in self.source_files:
             raise OnnxcamError(
                 f"refusing to overwrite {path}: the model being explained reads it; choose another file name"
             )
-        model = self._runner.weights.materialize(self._graphs.graph(mode or self._default_mode(score), score).model)
+        graph = self._graphs.graph(mode or self._default_mode(score), score, portable)
+        model = self._runner.weights.materialize(graph.model)
         try:
             save_model(model, target)
         except OSError as e:
@@ -214,6 +315,9 @@ class Explainer:
         (image, class) in one batched run: TopK(k), MultiLabelTarget(threshold) (see ``res.image_index``).
         """
         feeds = self._inputs.feeds(x)
+        sized = self._explainer_for(feeds)
+        if sized is not self:
+            return sized.explain(feeds, target)
         result = self._explain_once(feeds, target)
         if not self.aug_smooth:
             return result

@@ -45,12 +45,10 @@ def _missing(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def browser():
+def launched_chromium():
+    """Debian's headless Chromium driven by Playwright (a generator for a fixture), or a skip saying what is missing."""
     try:
         from playwright.sync_api import sync_playwright
-        import httpx  # noqa: F401
-        import starlette  # noqa: F401
     except ImportError as e:
         _missing(f"{e.name} is not installed (pip install -e '.[test]')")
     if not CHROMIUM.exists():
@@ -59,6 +57,16 @@ def browser():
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        import httpx  # noqa: F401
+        import starlette  # noqa: F401
+    except ImportError as e:
+        _missing(f"{e.name} is not installed (pip install -e '.[test]')")
+    yield from launched_chromium()
 
 
 def canvas_pixels(page, selector: str) -> np.ndarray:

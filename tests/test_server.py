@@ -603,3 +603,56 @@ def test_a_mixed_micro_batch_takes_two_runs_and_matches_single_explanations():
     for i, image in enumerate(got):
         for cls, cam in image.cams:
             np.testing.assert_allclose(cam, ex.explain(x[i : i + 1], target=cls).cam[0], rtol=1e-5, atol=1e-6)
+
+
+def vit_like_model(path: Path) -> Path:
+    """One ``(N, 197, 768)`` output, a ViT's tokens: a 4x4 stride-4 patch embedding of 56x56 (196) + a class token."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "w": rng.standard_normal((768, 3, 4, 4)).astype(np.float32) * 0.1,
+        "flat": np.array([0, 768, 196], np.int64),
+        "cls": rng.standard_normal((1, 1, 768)).astype(np.float32),
+        "zero": np.array([0], np.int64),
+        "one": np.array([1], np.int64),
+        "one_768": np.array([1, 768], np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["pixel_values", "w"], ["patches"], kernel_shape=[4, 4], strides=[4, 4]),
+        helper.make_node("Relu", ["patches"], ["act"]),
+        helper.make_node("Reshape", ["act", "flat"], ["tokens_t"]),
+        helper.make_node("Transpose", ["tokens_t"], ["tokens"], perm=[0, 2, 1]),
+        helper.make_node("Shape", ["tokens"], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "one"], ["batch"]),
+        helper.make_node("Concat", ["batch", "one_768"], ["cls_shape"], axis=0),
+        helper.make_node("Expand", ["cls", "cls_shape"], ["cls_b"]),
+        helper.make_node("Concat", ["cls_b", "tokens"], ["last_hidden_state"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "vit_like",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["N", 3, 56, 56])],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["N", 197, 768])],
+        [numpy_helper.from_array(v, k) for k, v in arrays.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_single_token_output_is_not_advertised_as_a_detector(tmp_path):
+    """``(N, 197, 768)`` has the shape of a YOLOv8 head with 193 classes: a shape alone makes no detector."""
+    from starlette.testclient import TestClient
+
+    from onnxcam.server.app import ServeConfig, create_app
+
+    path = vit_like_model(tmp_path / "vit_like.onnx")
+    ex = Explainer(path)
+    app = create_app(ex, derive_spec(ex.index, model_path=path), ServeConfig(model=path))
+    with TestClient(app) as client:
+        assert client.get("/info").json()["detector"] is None
+        files = {"image": ("a.png", demo_bytes(0), "image/png")}
+        refused = client.post("/explain", files=files, data={"detections": "1"})
+    assert refused.status_code == 400, refused.text
+    assert "only look like a yolov8 head by their shape" in refused.json()["error"]

@@ -72,8 +72,11 @@ def _layer_value(path: Path, feeds: dict, layer: str) -> np.ndarray:
     return run_with_intermediates(onnx.load(str(path)), feeds, [layer])[layer]
 
 
-def torch_gradcam(module: torch.nn.Module, forward, feeds: dict, activation: np.ndarray, score) -> np.ndarray:
-    """float64 Grad-CAM of ``score(forward(module, *inputs))`` at the hooked module output equal to ``activation``."""
+def torch_layer_activation_and_gradient(
+    module: torch.nn.Module, forward, feeds: dict, activation: np.ndarray, score
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 (A, d score / d A) of ``score(forward(module, *inputs))``, A the hooked module output equal to
+    ``activation`` (the ONNX layer's value on the same inputs)."""
     module = module.double()
     captured: list[torch.Tensor] = []
 
@@ -92,6 +95,12 @@ def torch_gradcam(module: torch.nn.Module, forward, feeds: dict, activation: np.
     assert errors and best < 1e-4, f"no torch module output equals the ONNX layer (best {best})"
     A = captured[int(np.argmin(errors))]
     (g,) = torch.autograd.grad(score(outs), A)
+    return A, g
+
+
+def torch_gradcam(module: torch.nn.Module, forward, feeds: dict, activation: np.ndarray, score) -> np.ndarray:
+    """float64 Grad-CAM of ``score(forward(module, *inputs))`` at the hooked module output equal to ``activation``."""
+    A, g = torch_layer_activation_and_gradient(module, forward, feeds, activation, score)
     return torch.relu((g.mean((2, 3), keepdim=True) * A).sum(1)).detach().numpy()
 
 

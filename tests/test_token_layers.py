@@ -204,3 +204,88 @@ def test_the_automatic_layer_falls_back_when_the_gradient_run_fails(monkeypatch)
     ex = onnxcam.Explainer(tiny_vit(grid=GRID))
     assert ex.layer == "tokens_out"  # the last layer on every path: the plain rule
     assert "could not be measured" in ex.layer_reason and "index out of range" in ex.layer_reason
+
+
+def test_a_transformer_of_dynamic_size_is_explained_at_each_images_size():
+    """No pin: each batch's size gets its own build, kept; a named token layer is looked for there."""
+    dynamic = tiny_vit(grid=GRID, dynamic_size=True)
+    ex = onnxcam.Explainer(dynamic)
+    assert ex.sizes_explained_apart and ex.layer == "patches"  # the unsized graph knows no tokens
+    want = onnxcam.Explainer(tiny_vit(grid=GRID)).explain(_images())
+    got = ex.explain(_images())
+    assert got.layer == "normed"
+    np.testing.assert_allclose(got.cam_lowres, want.cam_lowres, rtol=1e-5, atol=1e-7)
+    assert ex.explain(np.zeros((1, 3, 8, 16), np.float32)).cam_lowres.shape == (1, 2, 4)
+    assert ex.for_size(IMAGE) is ex.for_size(IMAGE) and ex.for_size((8, 16)) is not ex.for_size(IMAGE)
+    named = onnxcam.Explainer(dynamic, layer="embedded")  # a token layer only a sized build has
+    assert named.explain(_images(1)).layer == "embedded"
+    with pytest.raises(onnxcam.OnnxcamError, match=r"input_size=\(H, W\)"):
+        ex.export("never-written.onnx")
+    with pytest.raises(onnxcam.OnnxcamError, match=r"input_size=\(H, W\)"):
+        ex.explainer_model  # noqa: B018 - the property builds the graph
+    conv_layer = onnxcam.Explainer(dynamic, layer="patches")  # a layer the unsized graph has: one explainer
+    assert not conv_layer.sizes_explained_apart and conv_layer.explainer_model is not None
+    # a convolutional model of dynamic size keeps one Explainer for every size
+    from onnxcam import demo
+
+    cnn = onnx.load(demo.DEMO_MODEL)
+    for dim, name in zip(cnn.graph.input[0].type.tensor_type.shape.dim[2:], ("height", "width")):
+        dim.dim_param = name
+    conv = onnxcam.Explainer(cnn)
+    assert conv.dynamic_input_size and not conv.sizes_explained_apart
+    assert conv.explain(np.zeros((1, 3, 64, 64), np.float32)).cam.shape == (1, 64, 64) and not conv._sized
+
+
+def test_the_explainers_kept_per_size_are_the_most_recently_used(monkeypatch):
+    import onnxcam.explainer
+
+    monkeypatch.setattr(onnxcam.explainer, "SIZES_KEPT", 2)
+    ex = onnxcam.Explainer(tiny_vit(grid=GRID, dynamic_size=True))
+    for size in ((8, 12), (8, 16), (8, 12), (12, 12)):
+        ex.for_size(size)
+    assert list(ex._sized) == [(8, 12), (12, 12)]  # (8, 16), used least recently, was dropped
+
+
+def test_eval_compare_batch_and_export_take_the_token_options_and_pin_a_dynamic_size(tmp_path):
+    from PIL import Image
+
+    dynamic = tmp_path / "dynamic.onnx"
+    onnx.save(tiny_vit(grid=GRID, dynamic_size=True), dynamic)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, colour in enumerate(((200, 40, 40), (40, 200, 40))):
+        Image.new("RGB", (30, 20), colour).save(photos / f"{i}.png")
+    size = ["--size", "8", "12"]
+    tokens = ["--token-grid", "2x3", "--prefix-tokens", "1"]
+
+    annotations = tmp_path / "annotations.json"
+    annotations.write_text(json.dumps({"images": [{"file": f"photos/{i}.png", "box": [2, 2, 20, 15]} for i in (0, 1)]}))
+    run = _cli("eval", dynamic, annotations, *size, *tokens, "--layer", "embedded", "--method", "gradcam",
+               "--metric", "pointing", "-o", tmp_path / "eval")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["layer"] == "embedded"
+
+    run = _cli("compare", dynamic, dynamic, photos, "--size-a", "8", "12", "--size-b", "8", "12",
+               "--layer-b", "embedded", "--token-grid-b", "2x3", "-o", tmp_path / "compare")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    header = json.loads((tmp_path / "compare" / "compare.json").read_text())
+    assert (header["model_a"]["layer"], header["model_b"]["layer"]) == ("normed", "embedded")
+
+    run = _cli("export", dynamic, "-o", tmp_path / "e.onnx", "--size", "8", "12", "--layer", "embedded", *tokens)
+    assert run.returncode == 0, run.stderr
+    exported = onnx.load(tmp_path / "e.onnx")
+    assert [d.dim_value for d in exported.graph.input[0].type.tensor_type.shape.dim][1:] == [3, 8, 12]
+    listed = _cli("layers", dynamic, "--json", "--size", "8", "12")
+    assert listed.returncode == 0 and json.loads(listed.stdout)["auto"] == "normed", listed.stderr
+    listed = _cli("layers", dynamic)
+    assert listed.returncode == 0 and "--size H W" in listed.stderr
+    unsized = _cli("export", dynamic, "-o", tmp_path / "f.onnx")
+    assert unsized.returncode == 1 and "--size H W" in unsized.stderr and "Traceback" not in unsized.stderr
+
+    pytest.importorskip("pyarrow")
+    run = _cli("batch", dynamic, photos, *size, "--layer", "embedded", *tokens, "--workers", "1", "-o", tmp_path / "b")
+    assert run.returncode == 0, run.stderr
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "b" / "results").to_pylist()
+    assert len(table) == 2 and {row["layer"] for row in table} == {"embedded"}

@@ -26,6 +26,7 @@ import onnx
 from numpy.typing import ArrayLike, NDArray
 from onnx import helper
 
+from onnxcam.autodiff.bands import Band
 from onnxcam.errors import UnsupportedModelError
 from onnxcam.graph.builder import GraphBuilder
 from onnxcam.graph.index import GraphIndex, Shape
@@ -43,6 +44,7 @@ class VJPContext:
     b: GraphBuilder
     index: GraphIndex
     one_hot: Mapping[str, str] = field(default_factory=dict)  # cotangent name -> int64 (N,) row index
+    bands: dict[str, Band] = field(default_factory=dict)  # input gradients this rule returned as rows (rows())
 
     @property
     def inputs(self) -> list[str]:
@@ -70,6 +72,22 @@ class VJPContext:
         """
         g = self.grads_out[i]
         return self.one_hot.get(g) if g else None
+
+    def rows(self, part: str, x: str, axis: int, start: int, length: int) -> str:
+        """``part``: rows ``[start, start + length)`` on ``axis`` of input ``x``'s gradient, zero elsewhere.
+
+        A rule whose input gradient is a read-out window written back into
+        zeros (a Gather of the class token, a Slice) returns this instead of
+        the full tensor: the engine carries the window through the row-wise
+        nodes before it and pads it only where it must (see
+        :mod:`onnxcam.autodiff.bands`). ``x``'s size on ``axis`` must be static.
+        """
+        shape = self.require_shape(x)
+        size = shape[axis]
+        if not isinstance(size, int):
+            raise AssertionError(f"rows(): axis {axis} of {x!r} has no static size")
+        self.bands[part] = Band(axis, start, length, size, len(shape))
+        return part
 
     def attr(self, name: str, default: object = None) -> object:
         """The value of attribute ``name`` as ONNX stores it (int, float, bytes, a list, a proto), else ``default``.
@@ -127,6 +145,44 @@ class VJPContext:
             f"where ONNX has {expected}; the model is invalid, re-export it"
         )
 
+    @property
+    def portable(self) -> bool:
+        """Whether the graph is built for every execution provider (see :attr:`GraphBuilder.portable`)."""
+        return self.b.portable
+
+    def reshape_target(self, name: str) -> str:
+        """A Reshape's ``shape`` input that gives a tensor the shape of ``name``: ``Shape(name)``, or in a
+        portable build the constant ``[-1, d1, d2, ...]`` where all but the batch are static (some EPs take
+        Reshape only with a constant shape)."""
+        rest = self._static_rest(name)
+        return self.b.ints([-1, *rest]) if rest is not None else self.b.op("Shape", name)
+
+    def expand_target(self, name: str) -> str:
+        """An Expand's ``shape`` input broadcasting a tensor that already has ``name``'s batch to ``name``'s
+        shape: ``Shape(name)``, or in a portable build the constant ``[1, d1, d2, ...]`` where all but the
+        batch are static."""
+        rest = self._static_rest(name)
+        return self.b.ints([1, *rest]) if rest is not None else self.b.op("Shape", name)
+
+    def _static_rest(self, name: str) -> list[int] | None:
+        """In a portable build, ``name``'s dims after the batch where all are static; else None."""
+        dims = self.index.shape(name)
+        rest = [d for d in (dims or ())[1:] if isinstance(d, int) and d > 0]
+        return rest if self.portable and dims and len(rest) == len(dims) - 1 else None
+
+    def own_constant(self, name: str) -> str:
+        """A weight the forward also reads, as this rule's own constant in a portable build.
+
+        OpenVINO 2026.4 (its runtime and its onnxruntime EP) computes a ConvTranspose wrong when
+        its weight is also a Conv's weight (measured: relative error 1.1-1.3 on square 3x3
+        kernels): a portable build reads ``Neg(Neg(W))`` instead, exact, and folded into a separate
+        constant at load (OpenVINO's own runtime folds ``Mul(W, 1)``, ``Add(W, 0)`` and a pair of
+        Transposes back into the shared one). Default builds read ``name`` itself.
+        """
+        if not self.portable:
+            return name
+        return self.b.same_shape(self.b.op("Neg", self.b.op("Neg", name, hint="own_weight"), hint="own_weight"), name)
+
     def shape(self, name: str) -> Shape | None:
         return self.index.shape(name)
 
@@ -169,6 +225,10 @@ VJPRule = Callable[[VJPContext], Sequence[str | None]]
 
 #: op type -> rule. Filled by the modules in ``onnxcam.autodiff.rules``.
 VJP_RULES: dict[str, VJPRule] = {}
+
+#: op type -> the rule a portable export uses instead of the one in :data:`VJP_RULES`: the same
+#: gradient written with ops every execution provider has. Filled by ``rules/portable.py``.
+PORTABLE_RULES: dict[str, VJPRule] = {}
 
 #: Ops whose outputs carry no gradient (index arithmetic, shapes, comparisons,
 #: and piecewise-constant functions whose derivative is zero almost everywhere).
@@ -215,14 +275,15 @@ NON_DIFFERENTIABLE_OPS: frozenset[str] = frozenset(
 STRAIGHT_THROUGH_OPS: frozenset[str] = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
-def vjp_rule(*op_types: str) -> Callable[[VJPRule], VJPRule]:
-    """Register ``fn`` as the VJP rule of each op type in ``op_types``."""
+def vjp_rule(*op_types: str, portable: bool = False) -> Callable[[VJPRule], VJPRule]:
+    """Register ``fn`` as the VJP rule of each op type in ``op_types`` (``portable``: its portable-export override)."""
+    table = PORTABLE_RULES if portable else VJP_RULES
 
     def register(fn: VJPRule) -> VJPRule:
         for op_type in op_types:
-            if op_type in VJP_RULES:
-                raise ValueError(f"two VJP rules registered for {op_type}")
-            VJP_RULES[op_type] = fn
+            if op_type in table:
+                raise ValueError(f"two {'portable ' if portable else ''}VJP rules registered for {op_type}")
+            table[op_type] = fn
         return fn
 
     return register

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -12,10 +11,12 @@ from onnxcam.cli.options import (
     add_render_options,
     add_model_output_option,
     add_preprocess_options,
+    add_token_options,
+    explainer_and_spec,
     method_options,
     model_output,
-    preprocess_spec,
     render_options,
+    token_options,
 )
 from onnxcam.errors import OnnxcamError
 from onnxcam.explainer import ALL_METHODS
@@ -68,6 +69,7 @@ class BatchCommand:
         p.add_argument("--layer", default="auto", help="tensor or node name (default: auto; see `onnxcam layers`)")
         p.add_argument("--method", default="gradcam", choices=ALL_METHODS, help="CAM method (default gradcam)")
         add_method_options(p)
+        add_token_options(p)
         which = p.add_mutually_exclusive_group()
         which.add_argument("--target", type=int, nargs="+", metavar="K", help="class id(s) to explain, every image")
         which.add_argument(
@@ -190,10 +192,19 @@ class BatchCommand:
         in_process = not ray and workers == 1
         options = method_options(args)
         options.pop("progress")  # a per-pass bar per worker would garble the batch's own bar
-        config = ExplainerConfig(args.model, args.layer, args.method, model_output(args), threads, options)
-        ex = dataclasses.replace(config, threads=threads if in_process else 1).build()
-        config = dataclasses.replace(config, layer=str(ex.layer))  # the layer auto picked, for every worker
-        spec = preprocess_spec(ex, args.model, args)
+        options.update(token_options(args))
+        ex, spec = explainer_and_spec(
+            args.model,
+            args,
+            layer=args.layer,
+            method=args.method,
+            output=model_output(args),
+            threads=threads if in_process else 1,
+            **options,
+        )
+        options["input_size"] = ex.input_size  # a dynamic image size pinned to the one images are resized to
+        # the layer auto picked, for every worker
+        config = ExplainerConfig(args.model, str(ex.layer), args.method, model_output(args), threads, options)
         check_labels(spec.labels, ex)
         load_extra_inputs(ex, spec.input_name, [])  # a model with inputs besides the image: say so now
         classes = ex.num_classes

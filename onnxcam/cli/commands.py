@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 from onnxcam.cli.batch_command import BatchCommand
 from onnxcam.cli.compare_command import CompareCommand
+from onnxcam.cli.detect_files import add_detection_options, run_detections
+from onnxcam.cli.ep_options import add_ep_options, check_requested, portable_requested, run_check
 from onnxcam.cli.eval_command import EvalCommand
 from onnxcam.cli.explain_files import (
     PANEL_SUFFIX,
@@ -30,7 +32,9 @@ from onnxcam.cli.options import (
     explainer_and_spec,
     method_options,
     model_output,
+    preprocess_spec,
     render_options,
+    size_option,
     token_options,
 )
 from onnxcam.cli.serve_command import ServeCommand
@@ -66,10 +70,24 @@ class LayersCommand:
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         add_model_output_option(p)
         add_token_options(p)
+        p.add_argument(
+            "--size",
+            type=int,
+            nargs="+",
+            metavar="N",
+            help="H W (or one N): the image size of a model whose height and width are dynamic (a transformer's "
+            "token layers exist only at a fixed size)",
+        )
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
-        ex = Explainer(args.model, output=model_output(args), **token_options(args))
+        ex = Explainer(args.model, output=model_output(args), input_size=size_option(args.size), **token_options(args))
+        if ex.sizes_explained_apart:
+            print(
+                "onnxcam: this transformer's image size is dynamic: its token layers are listed for a size given "
+                "with --size H W (explain uses the size it resizes images to)",
+                file=sys.stderr,
+            )
         rows: list[dict[str, Any]] = [{**c.row(), "auto": c.name == ex.layer} for c in ex.candidates]
         if args.json:
             print(json.dumps({"layers": rows, "auto": ex.layer, "reason": ex.layer_reason}, indent=2))
@@ -136,11 +154,18 @@ class ExportCommand:
         )
         add_model_output_option(p)
         add_token_options(p)
+        add_preprocess_options(p)  # for --web's page; --size also pins a dynamic image size for every output
+        add_web_options(p)
+        add_ep_options(p)
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
-        if not args.output and not args.triton:  # a usage error (exit 2), as argparse's own
-            print("onnxcam export: error: where to? pass -o FILE.onnx, --triton REPO_DIR, or both", file=sys.stderr)
+        check, portable = check_requested(args), portable_requested(args)
+        if not args.output and not args.triton and not args.web and not check:  # a usage error (exit 2)
+            print(
+                "onnxcam export: error: where to? pass -o FILE.onnx, --triton REPO_DIR, --web DIR, or several",
+                file=sys.stderr,
+            )
             return 2
         ex = Explainer(
             args.model,
@@ -148,23 +173,63 @@ class ExportCommand:
             method=args.method,
             score=args.score,
             output=model_output(args),
+            input_size=size_option(args.size),  # a transformer's token layers exist only at a fixed size
             **token_options(args),
         )
+        written = None  # the file --check checks: the -o file, else the Triton model, else a temporary export
         if args.output:
             out = Path(args.output)
             if out.exists() and out.is_dir():
                 out = out / (Path(args.model).stem + ".explainer.onnx")
-            ex.export(out)
-            print(f"wrote {out} (layer {ex.layer})", file=sys.stderr)
+            ex.export(out, portable=portable)
+            written = out
+            print(f"wrote {out} (layer {ex.layer}{', portable' if portable else ''})", file=sys.stderr)
         if args.triton:
-            from onnxcam.server.triton import write_triton_repository
+            from onnxcam.server.triton import MODEL_FILE, VERSION, write_triton_repository
 
-            folder = write_triton_repository(ex, args.triton, args.triton_name, args.triton_max_batch)
+            folder = write_triton_repository(
+                ex, args.triton, args.triton_name, args.triton_max_batch, portable=portable
+            )
+            written = written or folder / VERSION / MODEL_FILE
             print(
-                f"wrote Triton model {folder.name!r}: {folder / 'config.pbtxt'} and {folder / '1' / 'model.onnx'}",
+                f"wrote Triton model {folder.name!r}: {folder / 'config.pbtxt'} and {folder / VERSION / MODEL_FILE}"
+                + (" (portable)" if portable else ""),
                 file=sys.stderr,
             )
-        return 0
+        if args.web:
+            write_web(ex, args)
+        return run_check(ex, written, check, portable)
+
+
+def add_web_options(p: argparse.ArgumentParser) -> None:
+    """``--web DIR`` and ``--ort-web DIR`` (the page bakes in the preprocessing flags' choices)."""
+    web = p.add_argument_group("browser page")
+    web.add_argument(
+        "--web",
+        metavar="DIR",
+        help="also (or instead) write a static page that explains images in the browser (ONNX Runtime Web), "
+        "the image never uploaded; serve DIR over http (docs/browser.md)",
+    )
+    web.add_argument(
+        "--ort-web",
+        metavar="DIR",
+        help="onnxruntime-web's files for --web (node_modules/onnxruntime-web/dist); default: the pinned "
+        "version, installed with npm into a cache on first use",
+    )
+
+
+def write_web(ex: Explainer, args: argparse.Namespace) -> None:
+    """``onnxcam export --web DIR``: the page, with the preprocessing the flags, settings file and metadata give."""
+    from onnxcam.web import write_web_page
+
+    spec = preprocess_spec(ex, args.model, args)
+    check_labels(spec.labels, ex)
+    folder = write_web_page(ex, spec, args.web, ort_web=args.ort_web, portable=portable_requested(args))
+    print(
+        f"wrote the browser page {folder / 'index.html'} (layer {ex.layer}); serve it over http, e.g. "
+        f"python -m http.server -d {folder}, and open http://127.0.0.1:8000/",
+        file=sys.stderr,
+    )
 
 
 def finish_run(report, out: Path) -> int:
@@ -233,9 +298,12 @@ class ExplainCommand:
         add_preprocess_options(p)
         add_render_options(p)
         add_run_options(p)
+        add_detection_options(p)
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
+        if args.detections:
+            return run_detections(args, finish_run)
         if args.top < 1:
             raise OnnxcamError("--top must be at least 1")
         layers = args.layer[0] if len(args.layer) == 1 else args.layer

@@ -29,9 +29,11 @@ from onnxcam.cli.options import (
     EXIT_STATUS_HELP,
     add_render_options,
     add_run_options,
+    add_token_options,
+    explainer_and_spec,
     parse_list,
-    preprocess_spec,
     render_options,
+    token_options,
 )
 from onnxcam.cli.progress import Progress
 from onnxcam.compare import (
@@ -45,7 +47,7 @@ from onnxcam.compare import (
     write_json,
 )
 from onnxcam.errors import OnnxcamError
-from onnxcam.explainer import ALL_METHODS, Explainer
+from onnxcam.explainer import ALL_METHODS
 from onnxcam.preprocess import PRESETS
 from onnxcam.preprocess.geometry import RESIZE_MODES
 from onnxcam.preprocess.presets import ALIASES as PRESET_ALIASES
@@ -89,6 +91,7 @@ class CompareCommand:
         )
         for side in ("a", "b"):
             _add_side_preprocessing(p, side)
+            add_token_options(p, side)
         add_render_options(p)
         add_run_options(p)
         p.set_defaults(run=self.run)
@@ -222,9 +225,11 @@ def _add_side_preprocessing(p: argparse.ArgumentParser, side: str) -> None:
 def _side(args, side: str) -> ModelSide:
     """Explainer and preprocessing of one model, from its ``-a``/``-b`` flags."""
     model = getattr(args, f"model_{side}")
-    ex = Explainer(model, layer=getattr(args, f"layer_{side}"), method=args.method)
     flags = argparse.Namespace(labels=args.labels, **{f: getattr(args, f"{f}_{side}") for f in _SIDE_FIELDS})
-    return ModelSide(ex, preprocess_spec(ex, model, flags), _display_name(args.model_a, args.model_b, side))
+    ex, spec = explainer_and_spec(
+        model, flags, layer=getattr(args, f"layer_{side}"), method=args.method, **token_options(args, side)
+    )
+    return ModelSide(ex, spec, _display_name(args.model_a, args.model_b, side))
 
 
 def _display_name(model_a: str, model_b: str, side: str) -> str:

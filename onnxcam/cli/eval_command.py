@@ -25,7 +25,13 @@ from onnxcam.cli.explain_files import (
     protected_paths,
     replacing,
 )
-from onnxcam.cli.options import EXIT_STATUS_HELP, add_preprocess_options, preprocess_spec
+from onnxcam.cli.options import (
+    EXIT_STATUS_HELP,
+    add_preprocess_options,
+    add_token_options,
+    explainer_and_spec,
+    token_options,
+)
 from onnxcam.cli.progress import Progress
 from onnxcam.data import load_samples, read_dataset
 from onnxcam.strict_json import finite_json
@@ -142,6 +148,7 @@ class EvalCommand:
             help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})",
         )
         add_preprocess_options(p)
+        add_token_options(p)
         p.set_defaults(run=self.run)
 
     def run(self, args) -> int:
@@ -157,8 +164,7 @@ class EvalCommand:
             sanity_images=args.sanity_images,
             seed=args.seed,
         )
-        ex = Explainer(args.model, layer=args.layer)
-        spec = preprocess_spec(ex, args.model, args)
+        ex, spec = explainer_and_spec(args.model, args, layer=args.layer, **token_options(args))
         check_labels(spec.labels, ex)
         dataset = read_dataset(args.data)
         samples, issues = load_samples(dataset, spec, spec.labels, ex.num_classes, args.max_pixels)
@@ -172,7 +178,12 @@ class EvalCommand:
             protected.check(out / name)
         with output_folder(out):
             evaluation = Evaluation(
-                args.model, EvalData.from_samples(samples), layer=ex.layer, settings=settings, layout=spec.layout
+                args.model,
+                EvalData.from_samples(samples),
+                layer=ex.layer,
+                settings=settings,
+                layout=spec.layout,
+                explainer_options={**token_options(args), "input_size": ex.input_size},
             )
             del ex
             print(f"{len(samples)} sample(s) from {dataset.source} ({dataset.format}), layer {evaluation.layer}")

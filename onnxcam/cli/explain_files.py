@@ -13,9 +13,10 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
+from typing import Any
 
 import numpy as np
 
@@ -273,6 +274,8 @@ def write_json(path: Path, doc: dict) -> None:
 
 def check_labels(labels: tuple[str, ...] | None, explainer: Explainer) -> None:
     classes = explainer.num_classes
+    if explainer.score_spec.class_axis is None:  # not (batch, classes): a detector head or a map has no such count
+        return
     if labels is not None and classes is not None and len(labels) != classes:
         raise OnnxcamError(
             f"the labels list has {len(labels)} names but the model has {classes} classes; "
@@ -359,17 +362,7 @@ class _FileRun:
 
     def batch(self, jobs: list[tuple[Path, Path]], targets, top, multilabel, extra_inputs, max_pixels) -> None:
         """Explain one batch of ``(image, panel path)`` in one ONNX Runtime call; record and draw each image."""
-        loaded = []
-        for path, panel in jobs:
-            try:
-                img, _ = load_image(path, max_pixels=max_pixels)
-                x, geometry = preprocess_image(img, self.spec)
-                loaded.append((path, panel, img, x, geometry))
-            except OnnxcamError as e:
-                self._failed(path, str(e))
-            except MemoryError:  # a model whose static input is huge: its own size, not capped (see Security)
-                h, w = self.spec.size
-                self._failed(path, f"not enough memory to bring it to the model's input size {h}x{w}")
+        loaded = load_batch(jobs, self.spec, max_pixels, self._failed)
         if not loaded:
             return
         batch = np.stack([item[3] for item in loaded])
@@ -625,3 +618,22 @@ def _guided_picture(gradient: np.ndarray, spec: PreprocessSpec, geometry) -> np.
 
 def _short(layer) -> str:
     return layer if isinstance(layer, str) else ", ".join(layer)
+
+
+def load_batch(
+    jobs: Sequence[tuple[Path, Any]], spec: PreprocessSpec, max_pixels: int, failed: Callable[[Path, str], None]
+) -> list[tuple[Path, Any, Any, np.ndarray, Any]]:
+    """``(image, tag, picture, model input, geometry)`` for each job ``(image, tag)`` that loads; ``failed(image,
+    reason)`` for the others (unreadable, too many pixels, too large for memory at the model's size)."""
+    loaded = []
+    for path, tag in jobs:
+        try:
+            img, _ = load_image(path, max_pixels=max_pixels)
+            x, geometry = preprocess_image(img, spec)
+            loaded.append((path, tag, img, x, geometry))
+        except OnnxcamError as e:
+            failed(path, str(e))
+        except MemoryError:  # a model whose static input is huge: its own size, not capped (see Security)
+            h, w = spec.size
+            failed(path, f"not enough memory to bring it to the model's input size {h}x{w}")
+    return loaded

@@ -119,11 +119,7 @@ def preprocess_spec(ex: Explainer, model, args) -> PreprocessSpec:
     (:func:`preprocessing_notice`), held back until the run has done its work
     (:func:`flush_notices`).
     """
-    size = None
-    if args.size:
-        if len(args.size) not in (1, 2):
-            raise OnnxcamError("--size takes one number or two (H W)")
-        size = args.size * 2 if len(args.size) == 1 else args.size
+    size = size_option(args.size)
     spec = derive_spec(
         ex.index,
         model_path=model,
@@ -242,6 +238,15 @@ def add_run_options(p) -> None:
     )
 
 
+def size_option(size: list[int] | None) -> tuple[int, int] | None:
+    """``--size``'s values as (H, W): one number is a square."""
+    if not size:
+        return None
+    if len(size) not in (1, 2):
+        raise OnnxcamError("--size takes one number or two (H W)")
+    return (size[0], size[-1])
+
+
 def parse_grid(text: str) -> tuple[int, int]:
     """``--token-grid 14x14`` as (14, 14); argparse turns the error into a usage error."""
     parts = text.lower().replace("*", "x").split("x")
@@ -250,35 +255,43 @@ def parse_grid(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def add_token_options(p) -> None:
-    g = p.add_argument_group("token layers (vision transformers)")
+def add_token_options(p, side: str = "") -> None:
+    """``--token-grid`` and ``--prefix-tokens``; ``side="a"`` makes ``--token-grid-a`` (compare's two models)."""
+    suffix = f"-{side}" if side else ""
+    of_model = f" of model {side.upper()}" if side else ""
+    g = p.add_argument_group(f"token layers{of_model} (vision transformers)")
     g.add_argument(
-        "--token-grid",
+        f"--token-grid{suffix}",
         type=parse_grid,
         metavar="HxW",
         help="patch grid of a (batch, tokens, channels) layer, e.g. 14x14 (default: read from the graph)",
     )
     g.add_argument(
-        "--prefix-tokens",
+        f"--prefix-tokens{suffix}",
         type=int,
         metavar="P",
         help="tokens before the patch tokens: class, distillation and register tokens (default: from the graph)",
     )
 
 
-def token_options(args) -> dict:
-    """Explainer keyword arguments from :func:`add_token_options`."""
-    return {"token_grid": args.token_grid, "prefix_tokens": args.prefix_tokens}
+def token_options(args, side: str = "") -> dict:
+    """Explainer keyword arguments from :func:`add_token_options` (of one ``side`` of compare)."""
+    suffix = f"_{side}" if side else ""
+    return {
+        "token_grid": getattr(args, f"token_grid{suffix}"),
+        "prefix_tokens": getattr(args, f"prefix_tokens{suffix}"),
+    }
 
 
-def explainer_and_spec(model, args, **kwargs) -> tuple[Explainer, PreprocessSpec]:
+def explainer_and_spec(model, args, *, model_path: str | None = None, **kwargs) -> tuple[Explainer, PreprocessSpec]:
     """The Explainer and the preprocessing its images get; a dynamic image size is pinned to the preprocessing's.
 
     A transformer exported with a dynamic height and width has no known token
     grid until its size is fixed. The command resizes every image to one size,
     so the Explainer is built again for that size (``input_size``). A token
     layer named by the user may only exist then, so when the first build
-    cannot find it, the size comes from a build at the automatic layer.
+    cannot find it, the size comes from a build at the automatic layer. ``model_path`` is the user's file
+    when ``model`` is a graph built from it (its settings file and name are looked up there).
     """
     try:
         ex = Explainer(model, **kwargs)
@@ -287,7 +300,7 @@ def explainer_and_spec(model, args, **kwargs) -> tuple[Explainer, PreprocessSpec
         if not auto.dynamic_input_size:
             raise error from None
         ex = auto
-    spec = preprocess_spec(ex, model, args)
+    spec = preprocess_spec(ex, model if model_path is None else model_path, args)
     if ex.dynamic_input_size:
         ex = Explainer(model, **kwargs, input_size=spec.size)
     return ex, spec

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 from onnxcam.cli.explain_files import check_labels
@@ -24,6 +26,7 @@ from onnxcam.cli.options import (
     token_options,
 )
 from onnxcam.errors import OnnxcamError
+from onnxcam.methods import method_names
 from onnxcam.server.batching import (
     DEFAULT_MAX_BATCH,
     DEFAULT_QUEUE_SIZE,
@@ -78,6 +81,18 @@ class ServeCommand:
             help="default CAM method; requests may name another",
         )
         p.add_argument("--threads", type=int, help="ONNX Runtime threads per session (default: all cores)")
+        p.add_argument(
+            "--client-side",
+            action="store_true",
+            help="serve the page that explains in the browser (ONNX Runtime Web) at /client/, the image never "
+            "uploaded; / leads there, the HTTP API stays (docs/browser.md)",
+        )
+        p.add_argument(
+            "--ort-web",
+            metavar="DIR",
+            help="onnxruntime-web's files for --client-side (node_modules/onnxruntime-web/dist); default: the "
+            "pinned version, installed with npm into a cache on first use",
+        )
         add_preprocess_options(p)
         batching = p.add_argument_group("batching")
         batching.add_argument(
@@ -175,6 +190,7 @@ class ServeCommand:
             model, args, layer=args.layer, method=args.method, threads=args.threads, **token_options(args)
         )
         check_labels(spec.labels, ex)
+        client_dir = _client_page(ex, spec, args) if args.client_side else None
         config = ServeConfig(
             model=model,
             method=args.method,
@@ -185,6 +201,7 @@ class ServeCommand:
             batching=policy,
             cache_size=args.cache_size,
             threads=args.threads,
+            client_dir=client_dir,
         )
         app = create_app(ex, spec, config)
         sock = _listen(args.host, args.port)
@@ -221,8 +238,35 @@ class ServeCommand:
         # default one would end the process on the spot, before the Explainers' temporary weight folders are
         # removed; this one exits normally, so they are.
         signal.signal(signal.SIGTERM, _exit_normally)
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        finally:
+            if client_dir is not None:
+                shutil.rmtree(client_dir, ignore_errors=True)
         return 0
+
+
+def _client_page(ex, spec, args) -> Path:
+    """--client-side: the browser page for the server's default method and layer, written to a temporary folder."""
+    from onnxcam.web import DEFAULT_MAX_PIXELS as PAGE_MAX_PIXELS, write_web_page
+
+    if args.method not in method_names("gradient", "attention"):
+        raise OnnxcamError(
+            f"--client-side runs methods computed in the graph, not {args.method}; pick another --method"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="onnxcam-page-"))
+    try:
+        return write_web_page(
+            ex,
+            spec,
+            folder,
+            ort_web=args.ort_web,
+            max_pixels=min(args.max_pixels, PAGE_MAX_PIXELS),
+            max_bytes=_bytes(args.max_upload_mb, "--max-upload-mb"),
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def serve_settings(args) -> tuple[Limits, BatchPolicy]:

@@ -114,6 +114,7 @@ def build_explainer(
     mode: str = "class",
     guided: bool = False,
     expose: bool = False,
+    portable: bool = False,
 ) -> ExplainerGraph:
     """Return a new model computing the original outputs plus ``cam``, ``cam_lowres`` and the target.
 
@@ -125,7 +126,11 @@ def build_explainer(
     for methods that finish on the host. ``guided`` adds ``guided_backprop`` (the input gradient under guided-ReLU
     rules) and ``guided_gradcam`` (that times the upsampled ``cam``). The
     model shares ``index``'s external weights; the caller saves it beside them
-    and runs the ONNX checker on the file.
+    and runs the ONNX checker on the file. ``portable`` computes the same with
+    ops every execution provider has: the registry's portable rules (MaxPool's
+    gradient as a mask, no Indices or scatter), no attribute equal to its
+    default, and ``Shape``/``Size`` of static tensors as constants (see
+    :attr:`GraphBuilder.portable`).
     """
     rollout = method_spec(method).kind == "attention"
     if method_spec(method).formula is None and not rollout:
@@ -141,7 +146,9 @@ def build_explainer(
             "explain one element of it with onnxcam.OutputTarget(output, index) instead"
         )
     opset = max(default_opset(index.model), 17)
-    b = GraphBuilder(opset, taken_names=index.names | set(index.outputs))
+    b = GraphBuilder(
+        opset, taken_names=index.names | set(index.outputs), portable_shapes=index.shape if portable else None
+    )
     image = image_input(index, layers)
     batch_dim = (index.shape(image) or ("N",))[0]
     batch_dim = batch_dim if batch_dim is not None else "N"
@@ -167,8 +174,12 @@ def build_explainer(
             picked = b.op("ArgMax", flat, axis=1, keepdims=0, hint="top1")
         b.op("Where", b.op("Less", target_input, b.ints(0)), picked, target_input, outputs=[target_output])
         new_outputs.append(helper.make_tensor_value_info(target_output, TensorProto.INT64, [batch_dim]))
-        on_off = b.const([0.0, 1.0], score_type.np_dtype)
-        onehot = b.op("OneHot", target_output, depth, on_off, axis=-1, hint="onehot")
+        if portable and isinstance(classes, int) and classes > 0:  # TensorRT, WebNN, WebGPU have no OneHot
+            hit = b.op("Equal", b.op("Unsqueeze", target_output, b.ints([1])), b.ints(list(range(classes))))
+            onehot = b.op("Cast", hit, to=score_type.elem_type, hint="onehot")
+        else:
+            on_off = b.const([0.0, 1.0], score_type.np_dtype)
+            onehot = b.op("OneHot", target_output, depth, on_off, axis=-1, hint="onehot")
         if rank2:
             seed, one_hot = onehot, {onehot: target_output}
         else:

@@ -8,6 +8,7 @@ score) and whose head computes the method's in-graph formula.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from onnxcam.errors import UnsupportedOpError
@@ -59,15 +60,27 @@ class ExplainerGraphs:
             self.expose,
         )
 
-    def graph(self, mode: str, score: ScoreSpec) -> ExplainerGraph:
-        """The explainer graph for ``mode`` and ``score`` (built, checked and saved on first use)."""
+    def graph(self, mode: str, score: ScoreSpec, portable: bool = False) -> ExplainerGraph:
+        """The explainer graph for ``mode`` and ``score`` (built, checked and saved on first use).
+
+        ``portable``: the same numbers from ops every execution provider has (see ``build_explainer``).
+        """
         layers = self.layers_for(score)
         key = self._key(mode, score, layers)
+        if portable:
+            key = replace(key, purpose="portable explainer")
 
         def build() -> ExplainerGraph:
             try:
                 graph = build_explainer(
-                    self.runner.index, layers, score, key.method, mode, guided=key.guided, expose=key.expose
+                    self.runner.index,
+                    layers,
+                    score,
+                    key.method,
+                    mode,
+                    guided=key.guided,
+                    expose=key.expose,
+                    portable=portable,
                 )
             except UnsupportedOpError as e:
                 raise with_later_layers(e, layers, self.candidates) from None

@@ -3,7 +3,8 @@
 A target is a class per image (None: the top-1; an int; one int per image),
 several classes per image (``TopK``, ``MultiLabelTarget``: one result row per
 (image, class)) or a seed on any output (``OutputTarget``, ``RegionTarget``,
-``SimilarityTarget``). Each picks a graph mode ("class", "rank" or "seed"), the
+``SimilarityTarget``), or a detection (``DetectionTarget``: its seed is resolved
+from the boxes of a forward pass first). Each picks a graph mode ("class", "rank" or "seed"), the
 rows of the batch to run and the target feed.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxcam.detect.target import DetectionTarget, DetectionTargets, plan_detection
 from onnxcam.errors import TargetError
 from onnxcam.explain.build import ScoreSpec
 from onnxcam.explain.inputs import class_ids
@@ -45,6 +47,12 @@ def plan_target(
     ``predict(feeds)`` returns the model outputs (multi-label targets read the probabilities first).
     """
     n = next(iter(feeds.values())).shape[0]
+    if isinstance(target, (DetectionTarget, DetectionTargets)):  # its seed needs the boxes of a forward pass
+        score, rows, seeds = plan_detection(index, target, feeds, score, predict)
+        if not len(rows):  # no detection: run one placeholder row to learn the shapes, keep none
+            placeholder = np.zeros((1, *seeds.shape[1:]), seeds.dtype)
+            return TargetRun("seed", score, rows, {k: v[:1] for k, v in feeds.items()}, placeholder)
+        return TargetRun("seed", score, rows, {k: v[rows] for k, v in feeds.items()}, seeds)
     if isinstance(target, SeedTarget):
         return TargetRun("seed", score, np.arange(n), feeds, seed_for(index, score, target, n))
     if score.class_axis is None:

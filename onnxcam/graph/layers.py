@@ -338,6 +338,22 @@ def _normalised_token_shapes(index: GraphIndex, batch: Dim) -> set[tuple[int, in
     return pairs
 
 
+def normalises_tokens(index: GraphIndex) -> bool:
+    """Whether some node normalises a rank-3 tensor over its last axis: the mark of a transformer's token stream.
+
+    Unlike :func:`_normalised_token_shapes` this needs no sizes, so it also
+    answers for a model exported with a dynamic image size, whose token count
+    is only known once the size is pinned.
+    """
+    return any(
+        node.op_type in _LAST_AXIS_NORMALISERS
+        and node.input
+        and len(index.shape(node.input[0]) or ()) == 3
+        and _over_last_axis(index, node)
+        for node in index.nodes
+    )
+
+
 def _over_last_axis(index: GraphIndex, node: onnx.NodeProto) -> bool:
     """True when a normalising node of a rank-3 input reduces its last axis alone."""
     attrs = {a.name: a for a in node.attribute}

@@ -98,7 +98,14 @@ def find_layout(
     map_grids: Sequence[tuple[int, int]],
     image_hw: tuple[Dim, Dim],
 ) -> TokenLayout | None:
-    """The grid and prefix of ``tokens`` tokens, from upstream maps' grids (latest first), else the image's shape."""
+    """The grid and prefix of ``tokens`` tokens, from upstream maps' grids (latest first), else the image's shape.
+
+    The image's aspect ratio is only a guess for models with no feature map
+    upstream (a linear patch embedding): where there are maps and the count
+    fits none of their grids, the tokens are not patches of the image (a DETR
+    decoder's object queries, computed from a backbone's map), and no layout
+    is returned.
+    """
     for h0, w0 in map_grids:
         for factor in _MERGE_FACTORS:
             if h0 % factor or w0 % factor:
@@ -107,7 +114,7 @@ def find_layout(
             if 0 <= tokens - h * w <= min(MAX_PREFIX, h * w - 1):  # not (N, C, h*w) read as tokens
                 return TokenLayout((h, w), tokens - h * w, batch_axis, f"the {h0}x{w0} feature map it comes from")
     height, width = image_hw
-    if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
+    if map_grids or not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
         return None
     for prefix in range(min(MAX_PREFIX, (tokens - 1) // 2) + 1):
         grid = _grid_with_aspect(tokens - prefix, height, width)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -146,13 +147,16 @@ class Evaluation:
         layout: str = "NCHW",
         providers=None,
         threads: int | None = None,
+        explainer_options: Mapping[str, Any] | None = None,
     ):
         self.model, self.data = model, data
+        # token_grid, prefix_tokens, input_size: the same for every Explainer built here (one per method)
+        self.explainer_options = dict(explainer_options or {})
         self.settings = settings or EvalSettings()
         self._occlusion: np.ndarray | None = None  # occlusion maps, computed once for all methods
         self.providers, self.threads = providers, threads
         self.layout = layout
-        self.base = Explainer(model, layer=layer, providers=providers, threads=threads)
+        self.base = Explainer(model, layer=layer, providers=providers, threads=threads, **self.explainer_options)
         self.layer = self.base.layer
         self.scorer = ClassScorer.from_explainer(self.base, self.settings.batch_size, layout)
         x = np.asarray(data.images)
@@ -190,7 +194,14 @@ class Evaluation:
         ex = (
             self.base
             if method == self.base.method
-            else Explainer(self.model, layer=self.layer, method=method, providers=self.providers, threads=self.threads)
+            else Explainer(
+                self.model,
+                layer=self.layer,
+                method=method,
+                providers=self.providers,
+                threads=self.threads,
+                **self.explainer_options,
+            )
         )
         parts, step = [], self.settings.batch_size
         for s in range(0, n, step):
@@ -259,7 +270,14 @@ class Evaluation:
         x, targets = self.data.images[:k], self.targets[:k]
 
         def explain(proto, images, tg):
-            ex = Explainer(proto, layer=self.layer, method=method, providers=self.providers, threads=self.threads)
+            ex = Explainer(
+                proto,
+                layer=self.layer,
+                method=method,
+                providers=self.providers,
+                threads=self.threads,
+                **self.explainer_options,
+            )
             return ex.explain(images, target=tg.tolist()).cam
 
         return cascading_randomization(

@@ -59,6 +59,7 @@ def draw_box(img: Image.Image, box, width: int | None = None) -> Image.Image:
         return img
     w = line_width(img.height, img.width) if width is None else int(width)
     x0, y0, x1, y1 = box
+    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)  # a box thinner than a pixel (a tiny detection) is still drawn
     draw = ImageDraw.Draw(img)
     draw.rectangle((x0 - 1, y0 - 1, x1, y1), outline=OUTLINE_COLOR, width=w + 2)
     draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=LINE_COLOR, width=w)

@@ -36,7 +36,7 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from onnxcam.errors import ImageError, LayerError, OnnxcamError, PreprocessError, TargetError
@@ -47,6 +47,7 @@ from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP, colormap_lut
 from onnxcam.server.admission import InFlightLimit
 from onnxcam.server.batching import BatchPolicy, MicroBatcher, QueueFull
 from onnxcam.server.connections import ConnectionGuard
+from onnxcam.server.detections import detector_info, explain_detections
 from onnxcam.server.explain_batch import Wish, explain_batch
 from onnxcam.server.giving_up import ClientGone, answer_unless_given_up
 from onnxcam.server.limits import Limits
@@ -83,6 +84,7 @@ class ServeConfig:
     prefix_tokens: int | None = None
     input_size: tuple[int, int] | None = None  # a dynamic image size pinned to the one requests are resized to
     workers: int = max(1, min(4, os.cpu_count() or 1))  # decode/encode threads
+    client_dir: Path | None = None  # serve --client-side: the written page (onnxcam.web), served at /client/
 
 
 class ExplainService:
@@ -246,6 +248,12 @@ class ExplainService:
         self, request: Request, header: ImageHeader, params: ExplainParams, slot: Slot, errand: Errand
     ) -> Response:
         check = errand.token.check
+        if params.detect is not None:  # a detector: its detections, explained (see detections.py)
+            photo, x, geometry = await errand.run("decode", self._prepare, header, errand.token)
+            ex = slot.explainer
+            found = await errand.run("explain", explain_detections, ex, x, photo, geometry, params, self.spec, check)
+            body = {"model": self.config.model.name, "method": params.method, "layer": slot.explainer.layer}
+            return JSONResponse(finite_json({**body, "colormap": params.colormap, "alpha": params.alpha, **found}))
         with slot.batcher.expecting():
             photo, x, geometry = await errand.run("decode", self._prepare, header, errand.token)
         try:
@@ -308,6 +316,7 @@ class ExplainService:
             "methods": list(SERVED_METHODS),
             "layer": self.default_layer_name,
             "num_classes": ex.num_classes,
+            "detector": detector_info(ex),
             "labels": list(self.spec.labels) if self.spec.labels else None,
             "input_size": list(self.spec.size),
             "preprocess": self.spec.describe(),
@@ -395,6 +404,11 @@ def create_app(explainer: Explainer, spec: PreprocessSpec, config: ServeConfig) 
     """The Starlette app serving ``explainer`` (the default method and layer) with ``spec``'s preprocessing."""
     service = ExplainService(explainer, spec, config)
     page = resources.files("onnxcam.server").joinpath("page.html").read_text(encoding="utf-8")
+    # The colouring and blending the client-side page uses too, inlined (the page's CSP allows inline scripts only).
+    overlay_js = resources.files("onnxcam.web").joinpath("static/overlay.js").read_text(encoding="utf-8")
+    page = page.replace("/*ONNXCAM_OVERLAY_JS*/", overlay_js)
+    page_css = resources.files("onnxcam.web").joinpath("static/page.css").read_text(encoding="utf-8")
+    page = page.replace("/*ONNXCAM_PAGE_CSS*/", page_css)
 
     async def explain(request: Request) -> Response:
         try:
@@ -418,7 +432,17 @@ def create_app(explainer: Explainer, spec: PreprocessSpec, config: ServeConfig) 
             return problem(500, "internal error while explaining; see the server's log")
 
     async def index(request: Request) -> Response:
+        if config.client_dir is not None:  # --client-side: the page that explains in the browser
+            return RedirectResponse("/client/", status_code=307)
         return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_CSP})
+
+    async def client_file(request: Request) -> Response:
+        from onnxcam.web.files import HEADERS, page_file
+
+        found = None if config.client_dir is None else page_file(config.client_dir, request.path_params["path"])
+        if found is None:
+            return problem(404, "not a file of the client-side page")
+        return FileResponse(found[0], media_type=found[1], headers=HEADERS)
 
     async def layers(request: Request) -> Response:
         return JSONResponse(service.layers())
@@ -451,6 +475,8 @@ def create_app(explainer: Explainer, spec: PreprocessSpec, config: ServeConfig) 
     app = Starlette(
         routes=[
             Route("/", index),
+            Route("/client", lambda request: RedirectResponse("/client/", status_code=307)),
+            Route("/client/{path:path}", client_file),
             Route("/explain", explain, methods=["POST"]),
             Route("/layers", layers),
             Route("/info", info),

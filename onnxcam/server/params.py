@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 from onnxcam.methods import method_names
 from onnxcam.render import COLORMAPS, DEFAULT_COLORMAP
+from onnxcam.server.detections import DetectOptions
 from onnxcam.server.problems import HTTPProblem
 
 #: The methods a request may name (``MethodSpec.served``): the in-graph ones and the host-side (SVD) ones.
 #: Score-CAM and Ablation-CAM cost one forward pass per channel, too slow for a request.
 SERVED_METHODS: tuple[str, ...] = method_names(served=True)
 
-KNOWN = ("target", "top_k", "method", "layer", "colormap", "alpha")
+KNOWN = ("target", "top_k", "method", "layer", "colormap", "alpha", "detections", "conf", "iou", "max_det")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class ExplainParams:
     layer: str
     colormap: str
     alpha: float
+    detect: DetectOptions | None = None  # detections=1: every detection of a detector, one heatmap each
 
 
 def parse_params(
@@ -65,7 +67,29 @@ def parse_params(
     if not 0.0 <= alpha <= 1.0:
         raise HTTPProblem(400, f"alpha must be between 0 and 1 (the overlay's opacity), got {alpha:g}")
     layer = raw.get("layer", default_layer).strip() or default_layer
-    return ExplainParams(targets, top_k, method, layer, colormap, alpha)
+    return ExplainParams(targets, top_k, method, layer, colormap, alpha, _detect(raw, max_targets))
+
+
+def _detect(raw: Mapping[str, str], max_targets: int) -> DetectOptions | None:
+    """``detections=1`` with its ``conf``, ``iou`` and ``max_det`` (at most ``max_targets``), else None."""
+    flag = raw.get("detections", "").strip().lower()
+    if flag not in ("", "0", "false", "no", "off", "1", "true", "yes", "on"):
+        raise HTTPProblem(400, f"detections must be 1 or 0, got {flag!r}")
+    if flag in ("", "0", "false", "no", "off"):
+        extra = sorted(k for k in ("conf", "iou", "max_det") if k in raw)
+        if extra:
+            raise HTTPProblem(400, f"{extra[0]} goes with detections=1 (explain every detection of a detector)")
+        return None
+    if raw.get("target", "").strip() or "top_k" in raw:
+        raise HTTPProblem(400, "detections=1 explains each detection's class; drop target and top_k")
+    conf, iou = _float(raw.get("conf", "0.25"), "conf"), _float(raw.get("iou", "0.45"), "iou")
+    for name, value in (("conf", conf), ("iou", iou)):
+        if not 0.0 <= value <= 1.0:
+            raise HTTPProblem(400, f"{name} must be between 0 and 1, got {value:g}")
+    max_det = _int(raw.get("max_det", str(min(20, max_targets))), "max_det")  # the server's --max-targets caps it
+    if not 1 <= max_det <= max_targets:
+        raise HTTPProblem(400, f"max_det must be between 1 and {max_targets}, got {max_det}")
+    return DetectOptions(conf, iou, max_det)
 
 
 def _targets(text: str, num_classes: int | None, max_targets: int) -> tuple[int, ...] | None:

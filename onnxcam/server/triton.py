@@ -126,9 +126,16 @@ def triton_config(
 
 
 def write_triton_repository(
-    explainer: Explainer, repo_dir: str | Path, name: str | None = None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    explainer: Explainer,
+    repo_dir: str | Path,
+    name: str | None = None,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    portable: bool = False,
 ) -> Path:
-    """Write ``repo_dir/<name>/1/model.onnx`` and ``repo_dir/<name>/config.pbtxt``; returns the model folder."""
+    """Write ``repo_dir/<name>/1/model.onnx`` and ``repo_dir/<name>/config.pbtxt``; returns the model folder.
+
+    ``portable`` writes the model with ops every execution provider takes (see :meth:`Explainer.export`).
+    """
     name = name or _default_name(explainer)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
         raise OnnxcamError(f"Triton model name {name!r} must be letters, digits, '_', '.' or '-' (it is a folder name)")
@@ -138,7 +145,7 @@ def write_triton_repository(
     except OSError as e:
         raise OnnxcamError(f"cannot create {folder / VERSION}: {e.strerror or e}") from None
     model_path = folder / VERSION / MODEL_FILE
-    explainer.export(model_path)
+    explainer.export(model_path, portable=portable)
     written = onnx.load(str(model_path), load_external_data=False)
     config = triton_config(written, name, max_batch_size)
     try:

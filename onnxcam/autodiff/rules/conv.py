@@ -107,6 +107,7 @@ def vjp_conv(ctx: VJPContext) -> Sequence[str | None]:
     x, w, (n, kernel, strides, dilations, group), grads = _start(ctx)
     if not ctx.wants[0]:
         return grads
+    w = ctx.own_constant(w)
 
     auto_pad = ctx.attr_str("auto_pad", "NOTSET")
     extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]

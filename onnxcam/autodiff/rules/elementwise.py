@@ -84,7 +84,7 @@ def vjp_max_min(ctx: VJPContext) -> Sequence[str | None]:
     if len(ins) == 1:
         return [g if ctx.wants[0] else None]
     hits = [b.op("Equal", x, y) for x in ins]
-    count = b.op("Sum", *[cast_like(ctx, h, y) for h in hits])
+    count = b.add_all(*[cast_like(ctx, h, y) for h in hits])
     share = b.op("Div", g, count)
     zero = ctx.zero(y)
     return [

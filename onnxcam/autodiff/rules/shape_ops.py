@@ -300,6 +300,10 @@ def vjp_slice(ctx: VJPContext) -> Sequence[str | None]:
         if pads is not None:
             if not any(pads):
                 return [g]
+            cut = [a for a in range(len(shape)) if pads[a] or pads[len(shape) + a]]
+            if len(cut) == 1:  # a window of one axis (a class token kept as (N, 1, C)): a band
+                a = cut[0]
+                return [ctx.rows(g, x, a, pads[a], shape[a] - pads[a] - pads[len(shape) + a])]  # type: ignore[operator]
             return [ctx.b.op("Pad", g, ctx.b.ints(pads), hint="grad_slice")]
     node_ins = [starts, ends, axes, steps]
     while node_ins and not node_ins[-1]:
@@ -357,7 +361,11 @@ def vjp_gather(ctx: VJPContext) -> Sequence[str | None]:
     x, idx = ctx.inputs
     axis = ctx.attr_int("axis", 0)
     iv = ctx.constant_value(idx)
-    unique = iv is not None and _unique_indices(iv, (ctx.shape(x) or [None] * (axis + 1))[axis])
+    size = (ctx.shape(x) or [None] * (axis + 1))[axis]
+    if iv is not None and iv.ndim == 0 and isinstance(size, int):  # one row, e.g. the class token: a band of it
+        axis %= ctx.require_rank(x)
+        return [ctx.rows(ctx.b.op("Unsqueeze", ctx.grad_out, ctx.b.ints([axis])), x, axis, int(iv) % size, 1), None]
+    unique = iv is not None and _unique_indices(iv, size)
     return [
         _scatter_back(
             ctx,
