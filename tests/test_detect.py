@@ -449,3 +449,26 @@ def test_yolov5_style_objectness_times_class_matches_autograd(cache, box_weight)
         expected = float(score(module.double()(torch.tensor(x, dtype=torch.float64))))
     _, value = target.resolve(fmt, ex.score_spec, pred.outputs, (128, 128), pred.scores.shape[1:], scored=pred.scores)
     assert value == pytest.approx(expected, rel=1e-4)
+
+
+def test_the_cli_reads_a_detector_whose_file_leaves_its_sizes_symbolic(detr, tmp_path):
+    """The class count comes from the shape-inferred graph when the file's outputs only name their sizes."""
+    from PIL import Image
+
+    from onnxcam.cli.main import main
+    from onnxcam.graph.index import GraphIndex
+
+    path, _, _ = detr
+    model = onnx.load(str(path))
+    for output in model.graph.output:
+        for k, dim in enumerate(output.type.tensor_type.shape.dim[1:]):
+            dim.dim_param = f"{output.name}_{k}"
+    del model.graph.value_info[:]
+    symbolic = tmp_path / "detr_symbolic.onnx"
+    onnx.save(model, symbolic)
+    with pytest.raises(TargetError, match="static size"):
+        detector_format(GraphIndex(model), "detr")  # what the raw file says
+    Image.fromarray(np.full((90, 120, 3), 128, np.uint8)).save(tmp_path / "grey.png")
+    args = ["--detections", "--detector", "detr", "--conf", "0", "--max-det", "1", "--preprocess", "raw01"]
+    assert main(["explain", str(symbolic), str(tmp_path / "grey.png"), *args, "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "grey.png.det1.cam.png").exists()

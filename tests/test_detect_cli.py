@@ -100,6 +100,11 @@ def test_bad_detection_options_are_one_line_errors(yolo, photo, tmp_path, capsys
     assert "conf must be a number in [0, 1]" in capsys.readouterr().err
     assert main(["explain", str(yolo), str(photo), "--detections", "--top", "3", "-o", str(tmp_path)]) != 0
     assert "drop --target, --top" in capsys.readouterr().err
+    from onnxcam import demo
+
+    assert main(["explain", str(demo.DEMO_MODEL), str(photo), "--detections", "-o", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert "--detector yolov8|" in err and "without --detections" in err and "Traceback" not in err
 
 
 def test_serve_answers_detections_with_boxes_on_the_photo(yolo, photo):

@@ -36,6 +36,7 @@ from onnxcam.errors import OnnxcamError, TargetError
 from onnxcam.explainer import Explainer
 from onnxcam.graph.index import GraphIndex
 from onnxcam.graph.load import load_model
+from onnxcam.graph.prepare import prepared_index
 from onnxcam.preprocess import PreprocessSpec, cam_to_image
 from onnxcam.render import format_caption, render_panel
 from onnxcam.render.overlay import draw_box
@@ -76,7 +77,10 @@ def detection_source(model_path: str, kind: str | None, given: dict) -> tuple[ob
     nms = [n for n in model.graph.node if n.op_type == "NonMaxSuppression"]
     if nms and kind in (None, "nms"):
         return expose_head(model), given.get("scores") or nms[-1].input[1]
-    return model_path, detector_format(GraphIndex(model), kind, **given).scores
+    try:
+        return model_path, detector_format(GraphIndex(model), kind, **given).scores
+    except OnnxcamError:  # sizes the raw file leaves symbolic: ask the shape-inferred, probed graph
+        return model_path, detector_format(prepared_index(model_path)[0], kind, **given).scores
 
 
 def format_options(args: argparse.Namespace) -> dict:

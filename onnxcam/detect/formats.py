@@ -205,7 +205,8 @@ def _recognise(index: GraphIndex, kind: str | None, given: dict[str, Any]) -> De
         )
     raise TargetError(
         f"cannot tell which detector the model is (outputs {outputs} shaped {[shapes[o] for o in outputs]}); "
-        f"pass kind= (--detector: one of {', '.join(KINDS)}) and scores=/boxes= output names"
+        f"if it is one, say which: --detector {'|'.join(KINDS)} (Python: kind=, with scores=/boxes= naming its "
+        "outputs); a classifier is explained without --detections"
     )
 
 
